@@ -1,0 +1,55 @@
+"""Feature preprocessing (paper 5.2.1): project onto the unit sphere, add small noise in training.
+
+MoCo's contrastive objective ignores feature norms, so features are L2-normalised;
+a sphere has no density in R^D, so training adds Gaussian noise of std
+`noise_std` to make one. Tabular data is standardised per column instead.
+
+The deterministic part (`fit` + `apply`) runs once on the host; the noise is
+drawn inside the compiled train step (`add_noise`).
+"""
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnf_jax.errors import UserInputError
+
+METHODS = ("sphere", "standardize", "none")
+
+
+def fit(x_train: np.ndarray, method: str) -> Dict[str, np.ndarray]:
+  """Statistics for `apply`, from the training inliers x_train [N, D]."""
+  if method not in METHODS:
+    raise UserInputError(f"preprocess.normalize must be one of {METHODS}, got {method!r}")
+  if method == "standardize":
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    # A constant column carries no information; scale 1 keeps it finite.
+    std = np.where(std > 0, std, 1.0)
+    return {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+  return {}
+
+
+def apply(x: np.ndarray, method: str, stats: Dict[str, np.ndarray], name: str = "features") -> np.ndarray:
+  """Deterministic preprocessing of x [N, D] -> [N, D] float32."""
+  x = np.asarray(x, dtype=np.float32)
+  if method == "sphere":
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0)
+    if zero.size:
+      raise UserInputError(f"{name}: {zero.size} rows are all-zero and cannot be projected onto the "
+                           f"sphere (first at row {zero[0]}); drop them or use preprocess.normalize='none'")
+    return x / norms
+  if method == "standardize":
+    return (x - stats["mean"]) / stats["std"]
+  if method == "none":
+    return x
+  raise UserInputError(f"preprocess.normalize must be one of {METHODS}, got {method!r}")
+
+
+def add_noise(rng: jax.Array, x: jax.Array, std: float) -> jax.Array:
+  """x + N(0, std^2) per entry; a no-op for std == 0."""
+  if std == 0:
+    return x
+  return x + std * jax.random.normal(rng, x.shape, x.dtype)

