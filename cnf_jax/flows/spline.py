@@ -55,7 +55,9 @@ class SplineCouplingBlock(nn.Module):
   """Parameters of one spline coupling block: the subnet and a fixed permutation (constants).
 
   The last subnet layer starts at zero by default: zero spline parameters are
-  the identity map, so an untrained flow is the base distribution.
+  the identity map, so an untrained flow is the base distribution. For D = 1
+  there is no subnet (and `hidden` is unused): the parameters are a learned
+  vector "theta".
   """
   dim: int
   hidden: Sequence[int] = (64, 64)
@@ -65,8 +67,13 @@ class SplineCouplingBlock(nn.Module):
 
   def setup(self):
     d_active = self.dim - self.dim // 2
-    self.subnet = conditioner_lib.MLP(self.hidden, d_active * (3 * self.num_bins + 1),
-                                      zero_last=self.zero_last)
+    num_params = d_active * (3 * self.num_bins + 1)
+    if self.dim // 2 == 0:
+      # D = 1: nothing to condition on, so the spline parameters are learned directly.
+      theta = self.param("theta", nn.initializers.zeros, (num_params,))
+      self.subnet = lambda xp: jnp.broadcast_to(theta, xp.shape[:-1] + (num_params,))
+    else:
+      self.subnet = conditioner_lib.MLP(self.hidden, num_params, zero_last=self.zero_last)
     self.perm = self.variable(
         "constants", "perm",
         lambda: permutation.random_permutation_matrix(self.make_rng("params"), self.dim))

@@ -1,0 +1,179 @@
+"""Shared config defaults, the parsing of `get_config(arg)` strings, and config validation.
+
+Experiment configs (`configs/*.py`) start from `default_config()` and change
+what their experiment needs, so every run has the same, complete set of keys.
+"""
+import math
+from typing import Dict, Sequence, Tuple
+
+import ml_collections
+
+from cnf_jax.errors import UserInputError
+
+METHODS = ("cf", "flow", "flow_ratio")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key a run reads, with defaults close to the paper's image set-up."""
+  c = ml_collections.ConfigDict()
+  c.task = ""
+  c.seed = 0
+  # Comma-separated: cf (contrastive flow), flow (maximum likelihood), flow_ratio
+  # (log p_contrastive - log p_inlier, two flows).
+  c.methods = "cf,flow,flow_ratio"
+
+  c.data = ml_collections.ConfigDict()
+
+  c.preprocess = ml_collections.ConfigDict()
+  c.preprocess.normalize = "sphere"   # sphere | standardize | none
+  c.preprocess.noise_std = 0.02       # Gaussian noise added to training batches.
+
+  c.flow = ml_collections.ConfigDict()
+  c.flow.block = "allinone"           # allinone | affine | spline
+  c.flow.num_blocks = 8
+  c.flow.hidden = (512, 512)          # conditioner hidden widths (its depth is len(hidden)).
+  c.flow.zero_last = False            # zero-init the conditioner's last layer.
+  c.flow.clamp = 2.0                  # soft clamp alpha of the log-scales.
+  c.flow.clamp_activation = "tanh"    # tanh (FrEIA 0.2) | tanh_scaled (FrEIA master)
+  c.flow.global_affine_type = "SOFTPLUS"  # SOFTPLUS | SIGMOID | EXP
+  c.flow.global_affine_init = 1.0
+  c.flow.permute_soft = False         # random rotations instead of hard permutations.
+  c.flow.reverse_permutation = False
+  c.flow.spline_bins = 16
+  c.flow.spline_bound = 5.0
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.eps = 0.0               # clamp threshold on contrastive log p (paper: 0).
+  c.objective.eps_auto = False        # True: eps from a standard flow (quantile + offset).
+  c.objective.eps_quantile = 0.1
+  c.objective.eps_offset = math.log(10.0)
+  # Fraction of inliers held out from the standard flow that sets auto eps; the
+  # quantile is taken on them (training inliers overfit; 0 uses training inliers).
+  c.objective.eps_holdout = 0.1
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 3000
+  c.train.batch_size = 256            # inliers per step.
+  c.train.contrastive_batch_size = 256
+  c.train.lr = 5e-4
+  c.train.warmup_steps = 100
+  c.train.schedule = "cosine"         # cosine | constant (both after linear warm-up)
+  c.train.grad_clip = 10.0            # global-norm clipping; 0 disables.
+  c.train.log_every = 100
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 2
+  c.train.parallel = "data"           # data: shard batches over all local devices | single
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 4096
+  return c
+
+
+def parse_arg(arg: str) -> Tuple[Sequence[str], Dict[str, str]]:
+  """Splits 'deer,runlocal,steps=10' into (['deer', 'runlocal'], {'steps': '10'})."""
+  words, pairs = [], {}
+  for token in (arg or "").split(","):
+    token = token.strip()
+    if not token:
+      continue
+    if "=" in token:
+      key, value = token.split("=", 1)
+      pairs[key.strip()] = value.strip()
+    else:
+      words.append(token)
+  return words, pairs
+
+
+def apply_runlocal(c: ml_collections.ConfigDict) -> None:
+  """Shrinks a config to a smoke test that runs in seconds on a CPU."""
+  c.flow.num_blocks = min(c.flow.num_blocks, 2)
+  c.flow.hidden = tuple(min(h, 32) for h in c.flow.hidden)
+  c.train.steps = 40
+  c.train.warmup_steps = 5
+  c.train.batch_size = min(c.train.batch_size, 64)
+  c.train.contrastive_batch_size = min(c.train.contrastive_batch_size, 64)
+  c.train.log_every = 10
+  c.train.checkpoint_every = 20
+
+
+def method_list(c: ml_collections.ConfigDict) -> Tuple[str, ...]:
+  return tuple(m.strip() for m in c.methods.split(",") if m.strip())
+
+
+def _one_of(name, value, allowed):
+  if value not in allowed:
+    raise UserInputError(f"config {name}={value!r} is not valid; choose one of {', '.join(map(str, allowed))}")
+
+
+def _positive(name, value, allow_zero=False):
+  if value < 0 or (value == 0 and not allow_zero):
+    raise UserInputError(f"config {name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises UserInputError for values no run can use; says which key and what is allowed."""
+  methods = method_list(c)
+  if not methods:
+    raise UserInputError(f"config methods is empty; choose from {', '.join(METHODS)}")
+  for m in methods:
+    _one_of("methods entry", m, METHODS)
+  _one_of("preprocess.normalize", c.preprocess.normalize, ("sphere", "standardize", "none"))
+  _positive("preprocess.noise_std", c.preprocess.noise_std, allow_zero=True)
+  _one_of("flow.block", c.flow.block, ("allinone", "affine", "spline"))
+  _positive("flow.num_blocks", c.flow.num_blocks)
+  for h in c.flow.hidden:
+    _positive("flow.hidden entry", h)
+  _positive("flow.clamp", c.flow.clamp)
+  _one_of("flow.clamp_activation", c.flow.clamp_activation, ("tanh", "tanh_scaled"))
+  _one_of("flow.global_affine_type", c.flow.global_affine_type, ("SOFTPLUS", "SIGMOID", "EXP"))
+  _positive("flow.global_affine_init", c.flow.global_affine_init)
+  if c.flow.global_affine_type == "SIGMOID" and c.flow.global_affine_init >= 10:
+    raise UserInputError("config flow.global_affine_init must be < 10 with SIGMOID (gamma = 10 sigmoid(.))")
+  _positive("flow.spline_bins", c.flow.spline_bins)
+  _positive("flow.spline_bound", c.flow.spline_bound)
+  if not 0 <= c.objective.eps_quantile <= 1:
+    raise UserInputError(f"config objective.eps_quantile={c.objective.eps_quantile} must be in [0, 1]")
+  if not 0 <= c.objective.eps_holdout < 1:
+    raise UserInputError(f"config objective.eps_holdout={c.objective.eps_holdout} must be in [0, 1)")
+  for key in ("steps", "batch_size", "contrastive_batch_size", "log_every", "checkpoint_every",
+              "keep_checkpoints"):
+    _positive(f"train.{key}", c.train[key])
+  _positive("train.lr", c.train.lr)
+  _positive("train.warmup_steps", c.train.warmup_steps, allow_zero=True)
+  _positive("train.grad_clip", c.train.grad_clip, allow_zero=True)
+  _one_of("train.schedule", c.train.schedule, ("cosine", "constant"))
+  _one_of("train.parallel", c.train.parallel, ("data", "single"))
+  _positive("eval.batch_size", c.eval.batch_size)
+
+
+def flatten_keys(c: ml_collections.ConfigDict, prefix: str = "") -> Sequence[str]:
+  """All leaf keys as dotted paths, e.g. 'train.steps'."""
+  keys = []
+  for k, v in c.items():
+    path = f"{prefix}{k}"
+    if isinstance(v, ml_collections.ConfigDict):
+      keys.extend(flatten_keys(v, path + "."))
+    else:
+      keys.append(path)
+  return keys
+
+
+def check_override_key(c: ml_collections.ConfigDict, dotted: str) -> None:
+  """Raises UserInputError listing the valid keys if `dotted` is not a key of `c`."""
+  node = c
+  parts = dotted.split(".")
+  for i, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      where = ".".join(parts[:i]) or "the top level"
+      valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      raise UserInputError(f"unknown config key '{dotted}': no '{part}' at {where}; "
+                           f"valid keys there: {', '.join(valid)}")
+    node = node[part]
+
+
+def check_words(words: Sequence[str], allowed: Sequence[str], config_name: str) -> None:
+  """Raises UserInputError for words of a config arg that the config does not know."""
+  unknown = [w for w in words if w not in allowed]
+  if unknown:
+    raise UserInputError(f"{config_name}: unknown argument(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(allowed)}")

@@ -1,0 +1,58 @@
+"""Scores and metrics. Anomaly score = negative log-likelihood: higher means more anomalous."""
+from typing import Callable, Dict
+
+import jax
+import numpy as np
+from sklearn import metrics as sk_metrics
+
+from cnf_jax.flows import Flow
+
+
+def make_log_prob_fn(model: Flow, batch_size: int) -> Callable[[dict, np.ndarray], np.ndarray]:
+  """Returns log_prob(variables, x [N, D]) -> [N] (numpy), evaluated in fixed-size chunks.
+
+  The last chunk is padded to the chunk size so one compilation serves every N.
+  """
+  apply = jax.jit(lambda variables, x: model.apply(variables, x, method=Flow.log_prob))
+
+  def log_prob(variables: dict, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    chunk = min(batch_size, len(x))
+    out = []
+    for start in range(0, len(x), chunk):
+      part = x[start:start + chunk]
+      n = len(part)
+      if n < chunk:
+        part = np.concatenate([part, np.zeros((chunk - n, x.shape[1]), np.float32)])
+      out.append(np.asarray(apply(variables, part))[:n])
+    return np.concatenate(out).astype(np.float64)
+
+  return log_prob
+
+
+def anomaly_scores(method: str, log_p: Dict[str, np.ndarray]) -> np.ndarray:
+  """Per-method anomaly score [N] from the log-densities of the trained models.
+
+  cf: -log p_cf(x); flow: -log p_flow(x);
+  flow_ratio: log p_contrastive(x) - log p_flow(x) (a likelihood ratio, Schirrmeister et al. 2020).
+  """
+  if method == "cf":
+    return -log_p["cf"]
+  if method == "flow":
+    return -log_p["flow"]
+  if method == "flow_ratio":
+    return log_p["contrastive_flow"] - log_p["flow"]
+  raise ValueError(f"unknown method {method!r}")
+
+
+def auroc(scores: np.ndarray, is_anomaly: np.ndarray) -> float:
+  """Area under the ROC curve with anomalies as the positive class.
+
+  +inf scores (zero density) rank as most anomalous; NaN scores mean a broken
+  model and raise instead of being silently ranked.
+  """
+  scores = np.asarray(scores, np.float64)
+  if np.isnan(scores).any():
+    raise ValueError(f"{int(np.isnan(scores).sum())} anomaly scores are NaN; the model is broken")
+  scores = np.clip(scores, np.finfo(np.float64).min, np.finfo(np.float64).max)
+  return float(sk_metrics.roc_auc_score(np.asarray(is_anomaly, bool), scores))

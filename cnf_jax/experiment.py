@@ -1,0 +1,184 @@
+"""One experiment: train the flows the chosen methods need, score the test set, write results.
+
+Models (each a flow of the same architecture, checkpointed under
+<workdir>/checkpoints/<name>):
+  flow              maximum likelihood on inliers             (methods flow, flow_ratio)
+  contrastive_flow  maximum likelihood on the contrastive set (method flow_ratio)
+  eps_probe         maximum likelihood on inliers minus a held-out part, sets auto eps
+  cf                the contrastive objective, eq. 3 with clamp eps (method cf)
+
+Outputs in <workdir>: config.json, metrics.jsonl, scores.npz, results.json
+(written last and atomically: its presence means the run finished).
+"""
+import dataclasses
+import json
+import logging
+import os
+from typing import Callable, Dict, List
+
+import ml_collections
+import numpy as np
+
+from cnf_jax import config_lib
+from cnf_jax import evaluation
+from cnf_jax import objectives
+from cnf_jax import preprocessing
+from cnf_jax import tasks
+from cnf_jax.data import task_data
+from cnf_jax.errors import UserInputError
+from cnf_jax.flows import flow_from_config
+from cnf_jax.train import MetricsWriter, Objective, fit_flow
+
+logger = logging.getLogger(__name__)
+
+# Each model gets its own seed stream: seed * 100 + offset.
+MODEL_SEED_OFFSET = {"flow": 1, "contrastive_flow": 2, "eps_probe": 3, "cf": 4}
+# Config sections that define the trained models; a workdir refuses to resume
+# with different values.
+IDENTITY_KEYS = ("task", "seed", "data", "preprocess", "flow", "objective")
+
+
+def models_needed(methods, eps_auto: bool, eps_holdout: float) -> List[str]:
+  """Model names to train, in training order."""
+  names = []
+  if "flow" in methods or "flow_ratio" in methods or ("cf" in methods and eps_auto and eps_holdout == 0):
+    names.append("flow")
+  if "flow_ratio" in methods:
+    names.append("contrastive_flow")
+  if "cf" in methods:
+    if eps_auto and eps_holdout > 0:
+      names.append("eps_probe")
+    names.append("cf")
+  return names
+
+
+def write_json_atomic(path: str, obj) -> None:
+  """Writes JSON to a temp file and renames it, so readers never see half a file."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def _identity(config: ml_collections.ConfigDict, dim: int) -> dict:
+  d = json.loads(config.to_json())
+  out = {k: d.get(k) for k in IDENTITY_KEYS}
+  out["feature_dim"] = dim
+  return out
+
+
+def check_workdir(workdir: str, config: ml_collections.ConfigDict, dim: int) -> None:
+  """Refuses a workdir that holds a run of another model; records this run's identity otherwise."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "run_identity.json")
+  identity = _identity(config, dim)
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+    differing = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+    if differing:
+      details = "; ".join(f"{k}: was {previous.get(k)!r}, now {identity.get(k)!r}" for k in differing
+                          if not isinstance(identity.get(k), dict))
+      raise UserInputError(
+          f"workdir {workdir} holds a run with a different {', '.join(differing)}"
+          f"{' (' + details + ')' if details else ''}; its checkpoints do not fit this config. "
+          "Use a new --workdir, or delete this one to start over.")
+  else:
+    write_json_atomic(path, identity)
+  write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+
+
+def _preprocess(config, data: task_data.TaskData) -> task_data.TaskData:
+  method = config.preprocess.normalize
+  stats = preprocessing.fit(data.inliers, method)
+  apply = lambda x, name: preprocessing.apply(x, method, stats, name)
+  contrastive = None if data.contrastive is None else apply(data.contrastive, "contrastive features")
+  extra = {k: (apply(x, f"test set {k!r}"), y) for k, (x, y) in data.extra_test_sets.items()}
+  return dataclasses.replace(data, inliers=apply(data.inliers, "inlier training features"),
+                             contrastive=contrastive, test=apply(data.test, "test features"),
+                             extra_test_sets=extra)
+
+
+def _aurocs(methods, log_p: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Dict[str, float]:
+  return {m: evaluation.auroc(evaluation.anomaly_scores(m, log_p), is_anomaly) for m in methods}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the experiment `config` in `workdir` (resuming what is there); returns the results dict."""
+  config_lib.validate(config)
+  task = tasks.get(config.task)
+  methods = config_lib.method_list(config)
+  needs_contrastive = "cf" in methods or "flow_ratio" in methods
+  data = task_data.validate(task.load_data(config), needs_contrastive)
+  data = _preprocess(config, data)
+  check_workdir(workdir, config, data.dim)
+
+  oc = config.objective
+  model = flow_from_config(config.flow, data.dim)
+  log_prob = evaluation.make_log_prob_fn(model, config.eval.batch_size)
+  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"))
+  fit = lambda name, x, con, objective: fit_flow(
+      name, model, config, x, con, objective, workdir, config.seed * 100 + MODEL_SEED_OFFSET[name], writer)
+
+  variables, eps = {}, None
+  for name in models_needed(methods, oc.eps_auto, oc.eps_holdout):
+    if name == "flow":
+      variables[name] = fit(name, data.inliers, None, Objective("nll"))
+    elif name == "contrastive_flow":
+      variables[name] = fit(name, data.contrastive, None, Objective("nll"))
+    elif name == "eps_probe":
+      perm = np.random.default_rng([config.seed, 7]).permutation(len(data.inliers))
+      n_held = max(1, int(round(oc.eps_holdout * len(data.inliers))))
+      if n_held >= len(data.inliers):
+        raise UserInputError(f"objective.eps_holdout={oc.eps_holdout} leaves no inliers to train the eps probe")
+      held, kept = data.inliers[perm[:n_held]], data.inliers[perm[n_held:]]
+      probe = fit(name, kept, None, Objective("nll"))
+      eps = objectives.auto_eps(log_prob(probe, held), oc.eps_quantile, oc.eps_offset)
+    elif name == "cf":
+      if oc.eps_auto and eps is None:  # eps_holdout == 0: quantile on the training inliers.
+        eps = objectives.auto_eps(log_prob(variables["flow"], data.inliers), oc.eps_quantile, oc.eps_offset)
+      elif not oc.eps_auto:
+        eps = float(oc.eps)
+      logger.info("contrastive flow: clamp eps = %.4g", eps)
+      variables[name] = fit(name, data.inliers, data.contrastive, Objective("contrastive", eps))
+
+  log_p_test = {name: log_prob(v, data.test) for name, v in variables.items()}
+  results = {
+      "task": config.task,
+      "methods": list(methods),
+      "auroc": _aurocs(methods, log_p_test, data.test_is_anomaly),
+      "feature_dim": data.dim,
+      "num_inliers": len(data.inliers),
+      "num_contrastive": 0 if data.contrastive is None else len(data.contrastive),
+      "num_test": len(data.test),
+      "num_test_anomalies": int(data.test_is_anomaly.sum()),
+      "steps": config.train.steps,
+  }
+  if eps is not None:
+    results["eps"] = eps
+  if data.test_group is not None:
+    inlier = ~data.test_is_anomaly
+    results["auroc_by_group"] = {}
+    for g, group_name in enumerate(data.group_names):
+      member = data.test_group == g
+      if not (member & data.test_is_anomaly).any():
+        continue  # the inlier group itself
+      keep = inlier | member
+      results["auroc_by_group"][group_name] = _aurocs(
+          methods, {k: v[keep] for k, v in log_p_test.items()}, data.test_is_anomaly[keep])
+  for set_name, (x, y) in data.extra_test_sets.items():
+    lp = {name: log_prob(v, x) for name, v in variables.items()}
+    results.setdefault("auroc_extra", {})[set_name] = _aurocs(methods, lp, y)
+
+  scores_path = os.path.join(workdir, "scores.npz")
+  with open(scores_path + ".tmp", "wb") as f:
+    np.savez(f, is_anomaly=data.test_is_anomaly,
+             **{f"score_{m}": evaluation.anomaly_scores(m, log_p_test) for m in methods},
+             **({"group": data.test_group} if data.test_group is not None else {}))
+  os.replace(scores_path + ".tmp", scores_path)
+  log_prob_fns: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+      name: (lambda x, v=v: log_prob(v, np.asarray(x, np.float32))) for name, v in variables.items()}
+  results.update(task.analyze(config, workdir, data, log_prob_fns, results))
+  write_json_atomic(os.path.join(workdir, "results.json"), results)
+  return results
