@@ -5,6 +5,7 @@ Bad input (UserInputError) prints one line "error: ..." and exits with 2.
 """
 import json
 import logging as py_logging
+import os
 import re
 import sys
 import time
@@ -83,10 +84,12 @@ def main(argv):
     _fail(str(e), EXIT_NON_FINITE)
   seconds = time.perf_counter() - start
   summary = {"auroc": results["auroc"], "seconds": round(seconds, 1),
-             "results": f"{flags.FLAGS.workdir}/results.json"}
-  for key in ("eps", "tv_distance", "plot"):
+             "results": os.path.join(flags.FLAGS.workdir, "results.json")}
+  for key in ("eps", "tv_distance"):
     if key in results:
       summary[key] = results[key]
+  if "plot" in results:  # stored relative to the workdir, so a workdir can be moved.
+    summary["plot"] = os.path.join(flags.FLAGS.workdir, results["plot"])
   print(json.dumps(summary))
 
 

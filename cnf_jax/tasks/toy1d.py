@@ -83,4 +83,4 @@ def _plot(path, grid, d, target, learned, out) -> str:
   fig.savefig(tmp, dpi=110)
   plt.close(fig)
   os.replace(tmp, path)
-  return path
+  return os.path.basename(path)

@@ -96,4 +96,4 @@ def _plot(path, data, xx, yy, panels, inlier_scores, results) -> str:
   fig.savefig(tmp, dpi=100)
   plt.close(fig)
   os.replace(tmp, path)
-  return path
+  return os.path.basename(path)

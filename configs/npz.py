@@ -1,0 +1,25 @@
+"""Contrastive flow on your own feature vectors, stored in one .npz file.
+
+  python -m cnf_jax.main --config=configs/npz.py --config.data.path=/data/my_features.npz --workdir=/tmp/cnf/mine
+  python -m cnf_jax.main --config=configs/npz.py:runlocal --config.data.path=... --workdir=...
+
+The file holds `inliers` [N, D], `contrastive` [M, D], `test` [T, D] and
+`test_is_anomaly` [T] (see cnf_jax/tasks/npz.py). Defaults are the image-feature
+set-up (unit-sphere projection, noise 0.02, 8 AllInOne blocks, eps = 0);
+for tabular data use --config.preprocess.normalize=standardize
+--config.preprocess.noise_std=0 and consider --config.objective.eps_auto=True,
+since eps = 0 is only meaningful for high-dimensional features.
+"""
+from cnf_jax import config_lib
+
+
+def get_config(arg=None):
+  words, _ = config_lib.parse_arg(arg)
+  config_lib.check_words(words, ("runlocal",), __name__)
+  c = config_lib.default_config()
+  c.task = "npz"
+  c.data.path = ""
+  c.flow.permute_soft = True
+  if "runlocal" in words:
+    config_lib.apply_runlocal(c)
+  return c

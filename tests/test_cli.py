@@ -1,0 +1,120 @@
+"""The CLI on runlocal configs, and one-line errors for bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cli_util import run_main
+
+
+def _last_json(stdout):
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_toy2d_runlocal_end_to_end(tmp_path):
+  proc = run_main("--config=configs/toy2d.py:runlocal", f"--workdir={tmp_path}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  summary = _last_json(proc.stdout)
+  assert set(summary["auroc"]) == {"cf", "flow_ratio", "flow"}
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["auroc"] == summary["auroc"]
+  assert all(0.0 <= v <= 1.0 for v in results["auroc"].values())
+  assert (tmp_path / results["plot"]).stat().st_size > 10_000
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert {l["model"] for l in lines} == {"flow", "contrastive_flow", "cf"}
+  assert all(np.isfinite(l["loss"]) for l in lines)
+  scores = np.load(tmp_path / "scores.npz")
+  assert scores["score_cf"].shape == (1000,) and scores["is_anomaly"].sum() == 500
+
+
+def test_toy1d_runlocal_reports_tv_distance(tmp_path):
+  proc = run_main("--config=configs/toy1d.py:runlocal", f"--workdir={tmp_path}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert 0.0 < results["tv_distance"] < 1.0
+  assert results["cf_mass_on_grid"] == pytest.approx(1.0, abs=1e-3)
+
+
+def _write_npz(path, dim=3, n=200, **overrides):
+  rng = np.random.default_rng(0)
+  arrays = dict(inliers=rng.normal(size=(n, dim)) + 2.0, contrastive=rng.normal(size=(n, dim)),
+                test=rng.normal(size=(100, dim)) + np.repeat([[2.0], [0.0]], 50, axis=0),
+                test_is_anomaly=np.repeat([0, 1], 50))
+  arrays.update(overrides)
+  np.savez(path, **arrays)
+  return path
+
+
+def test_npz_runlocal_and_rerun_of_a_finished_workdir(tmp_path):
+  data = _write_npz(tmp_path / "f.npz")
+  args = ("--config=configs/npz.py:runlocal", f"--config.data.path={data}", f"--workdir={tmp_path / 'w'}")
+  first = run_main(*args)
+  assert first.returncode == 0, first.stderr[-2000:]
+  again = run_main(*args)   # every model is restored from its final checkpoint, nothing retrains
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert _last_json(again.stdout)["auroc"] == _last_json(first.stdout)["auroc"]
+  assert "resumed from step 40" in again.stderr
+
+
+def _error_of(proc):
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("error: ")]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  return lines[0]
+
+
+def test_unknown_config_key_lists_valid_keys(tmp_path):
+  msg = _error_of(run_main("--config=configs/toy2d.py", "--config.train.stepz=3", f"--workdir={tmp_path}"))
+  assert "unknown config key 'train.stepz'" in msg and "steps" in msg and "batch_size" in msg
+
+
+def test_unknown_class_name(tmp_path):
+  msg = _error_of(run_main("--config=configs/oneclass.py:dear", f"--workdir={tmp_path}"))
+  assert "'dear'" in msg and "deer" in msg
+
+
+def test_invalid_config_value(tmp_path):
+  msg = _error_of(run_main("--config=configs/toy2d.py:runlocal", "--config.flow.block=glow",
+                           f"--workdir={tmp_path}"))
+  assert "flow.block='glow'" in msg and "allinone" in msg
+
+
+def test_missing_features_name_the_path_and_the_command(tmp_path):
+  msg = _error_of(run_main("--config=configs/oneclass.py:deer,runlocal",
+                           f"--config.data.features_root={tmp_path / 'nothing'}", f"--workdir={tmp_path / 'w'}"))
+  assert str(tmp_path / "nothing" / "cifar10-train-effnet_lite0") in msg
+  assert "python -m cnf_jax.extract" in msg
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (dict(inliers=np.full((10, 3), np.nan)), "inlier training features: 30 non-finite"),
+    (dict(test=np.full((100, 3), np.inf)), "test features: 300 non-finite"),
+    (dict(inliers=np.zeros((0, 3))), "inlier training features: the set is empty"),
+    (dict(contrastive=np.ones((20, 5))), "contrastive features: has 5 features but the inliers have 3"),
+])
+def test_bad_feature_arrays(tmp_path, overrides, pattern):
+  data = _write_npz(tmp_path / "bad.npz", **overrides)
+  msg = _error_of(run_main("--config=configs/npz.py:runlocal", f"--config.data.path={data}",
+                           f"--workdir={tmp_path / 'w'}"))
+  assert pattern in msg
+  assert not (tmp_path / "w" / "results.json").exists()
+
+
+def test_workdir_of_another_feature_dimension_is_refused(tmp_path):
+  workdir = tmp_path / "w"
+  ok = run_main("--config=configs/npz.py:runlocal", "--config.methods=flow",
+                f"--config.data.path={_write_npz(tmp_path / 'a.npz', dim=3)}",
+                f"--workdir={workdir}")
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  msg = _error_of(run_main("--config=configs/npz.py:runlocal", "--config.methods=flow",
+                           f"--config.data.path={_write_npz(tmp_path / 'b.npz', dim=4)}", f"--workdir={workdir}"))
+  assert "feature_dim" in msg and "was 3, now 4" in msg and "new --workdir" in msg
+
+
+def test_missing_workdir_and_missing_npz_keys(tmp_path):
+  assert "--workdir is required" in _error_of(run_main("--config=configs/toy2d.py"))
+  np.savez(tmp_path / "x.npz", inliers=np.ones((3, 2)))
+  msg = _error_of(run_main("--config=configs/npz.py", f"--config.data.path={tmp_path / 'x.npz'}",
+                           f"--workdir={tmp_path / 'w'}"))
+  assert "lacks the array(s) test, test_is_anomaly" in msg

@@ -1,0 +1,97 @@
+"""Every block: inverse(forward(x)) == x and log|det J| == slogdet(jax.jacobian)."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnf_jax.flows import AffineCouplingBlock, AllInOneBlock, Flow, SplineCouplingBlock, init_flow
+from cnf_jax.flows import allinone
+
+ALLINONE_VARIANTS = [
+    dict(global_affine_type=g, permute_soft=soft, reverse_permutation=rev, clamp_activation=act)
+    for g, soft, rev, act in itertools.product(("SOFTPLUS", "SIGMOID", "EXP"), (False, True), (False, True),
+                                               ("tanh", "tanh_scaled"))
+]
+
+
+def _randomise(variables, rng, scale=0.5):
+  """Moves every trained parameter away from its (often identity-like) init."""
+  leaves, tree = jax.tree.flatten(variables["params"])
+  keys = jax.random.split(rng, len(leaves))
+  leaves = [l + scale * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+  return {**variables, "params": jax.tree.unflatten(tree, leaves)}
+
+
+def _check_block(block, dim, rng_seed=0, atol=2e-4):
+  rng = jax.random.key(rng_seed)
+  x = jax.random.normal(jax.random.fold_in(rng, 1), (7, dim))
+  variables = _randomise(block.init(rng, x), jax.random.fold_in(rng, 2))
+  y, log_det = block.apply(variables, x, method=block.forward)
+  x_back, log_det_inv = block.apply(variables, y, method=block.inverse)
+  assert not np.allclose(y, x, atol=1e-3), "the block should not be the identity here"
+  np.testing.assert_allclose(x_back, x, atol=atol, rtol=1e-4)
+  np.testing.assert_allclose(log_det_inv, -log_det, atol=atol, rtol=1e-4)
+
+  single = lambda v: block.apply(variables, v[None], method=block.forward)[0][0]
+  jacobians = jax.jit(jax.vmap(jax.jacobian(single)))(x)   # [B, D, D]
+  sign, logabs = jnp.linalg.slogdet(jacobians)
+  assert np.all(sign != 0)
+  np.testing.assert_allclose(log_det, logabs, atol=atol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", ALLINONE_VARIANTS,
+                         ids=lambda k: "-".join(f"{v}" for v in k.values()))
+def test_allinone_block_inverse_and_log_det(kwargs):
+  _check_block(AllInOneBlock(dim=5, hidden=(16,), **kwargs), dim=5)
+
+
+@pytest.mark.parametrize("dim", [2, 5])
+def test_affine_coupling_block_inverse_and_log_det(dim):
+  _check_block(AffineCouplingBlock(dim=dim, hidden=(16, 16)), dim=dim)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5])
+def test_spline_coupling_block_inverse_and_log_det(dim):
+  _check_block(SplineCouplingBlock(dim=dim, hidden=(16,), num_bins=6, bound=3.0), dim=dim, atol=5e-4)
+
+
+@pytest.mark.parametrize("block,dim", [("allinone", 4), ("affine", 3), ("spline", 1)])
+def test_flow_log_prob_is_change_of_variables(block, dim):
+  model = Flow(dim=dim, block=block, num_blocks=3, hidden=(16,), permute_soft=True)
+  variables = _randomise(init_flow(model, jax.random.key(3)), jax.random.key(4), 0.3)
+  x = jax.random.normal(jax.random.key(5), (6, dim))
+  z, log_det = model.apply(variables, x, method=Flow.forward)
+  expected = -0.5 * jnp.sum(z**2, -1) - 0.5 * dim * np.log(2 * np.pi) + log_det
+  np.testing.assert_allclose(model.apply(variables, x, method=Flow.log_prob), expected, rtol=1e-6)
+  x_back, _ = model.apply(variables, z, method=Flow.inverse)
+  np.testing.assert_allclose(x_back, x, atol=1e-4)
+  samples = model.apply(variables, jax.random.key(6), 11, method=Flow.sample)
+  assert samples.shape == (11, dim) and np.all(np.isfinite(samples))
+
+
+def test_global_scale_init_inverts_activation():
+  for kind, init in itertools.product(allinone.GLOBAL_AFFINE_TYPES, (0.3, 1.0, 2.5)):
+    g = allinone.global_scale_init(init, kind)
+    assert abs(float(allinone.global_scale_activation(jnp.float32(g), kind)) - init) < 1e-5
+
+
+def test_softplus_is_linear_past_torch_threshold():
+  g = jnp.array([50.0, 41.0])  # beta * g > 20: torch returns g itself.
+  np.testing.assert_allclose(allinone.global_scale_activation(g, "SOFTPLUS"), 0.1 * g, rtol=1e-6)
+
+
+def test_rotation_is_special_orthogonal():
+  from cnf_jax.flows import permutation
+  w = permutation.random_rotation_matrix(jax.random.key(0), 6)
+  np.testing.assert_allclose(w @ w.T, np.eye(6), atol=1e-5)
+  assert float(jnp.linalg.det(w)) == pytest.approx(1.0, abs=1e-4)
+  p = permutation.random_permutation_matrix(jax.random.key(1), 6)
+  np.testing.assert_array_equal(p.sum(0), 1)
+  np.testing.assert_array_equal(p.sum(1), 1)
+
+
+def test_one_dimensional_coupling_blocks_are_refused():
+  with pytest.raises(ValueError, match="spline"):
+    AllInOneBlock(dim=1).init(jax.random.key(0), jnp.zeros((1, 1)))

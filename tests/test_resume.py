@@ -1,0 +1,73 @@
+"""Interrupted runs resume without losing or changing results; a non-finite loss stops loudly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cli_util import ROOT, main_command, run_main
+
+ARGS = ("--config=configs/toy2d.py:runlocal", "--config.methods=cf,flow",
+        "--config.train.steps=400", "--config.train.checkpoint_every=100", "--config.train.log_every=50")
+
+
+def test_run_killed_after_first_checkpoint_resumes_to_identical_results(tmp_path):
+  reference = run_main(*ARGS, f"--workdir={tmp_path / 'uninterrupted'}")
+  assert reference.returncode == 0, reference.stderr[-2000:]
+
+  workdir = tmp_path / "interrupted"
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen(main_command(*ARGS, f"--workdir={workdir}"), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first_checkpoint = workdir / "checkpoints" / "flow" / "100"
+  deadline = time.time() + 240
+  while not first_checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  assert first_checkpoint.exists(), "the run never wrote its first checkpoint"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  assert not (workdir / "results.json").exists()
+
+  resumed = run_main(*ARGS, f"--workdir={workdir}")
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "model flow: resumed from step" in resumed.stderr
+  expected = json.loads((tmp_path / "uninterrupted" / "results.json").read_text())
+  assert json.loads((workdir / "results.json").read_text()) == expected
+  steps = [(l["model"], l["step"]) for l in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())]
+  assert len(steps) == len(set(steps)), "a resumed run must not duplicate metric lines"
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  import toy2d as toy2d_config
+  from cnf_jax.errors import NonFiniteLossError
+  from cnf_jax.flows import flow_from_config
+  from cnf_jax.train import MetricsWriter, Objective, fit_flow
+
+  config = toy2d_config.get_config("runlocal")
+  # Adam's first step moves every weight by ~lr: with lr = 1e4 the second loss is inf.
+  config.train.lr, config.train.grad_clip, config.train.schedule = 1e4, 0.0, "constant"
+  config.train.warmup_steps, config.train.checkpoint_every, config.train.log_every = 0, 1, 1
+  x = np.random.default_rng(0).normal(size=(256, 2)).astype(np.float32)
+  with pytest.raises(NonFiniteLossError, match=r"loss is (inf|nan) at step 2; stopped\. Last good checkpoint: step 1"):
+    fit_flow("flow", flow_from_config(config.flow, 2), config, x, None, Objective("nll"), str(tmp_path), 0,
+             MetricsWriter(str(tmp_path / "m.jsonl")))
+  assert sorted(os.listdir(tmp_path / "checkpoints" / "flow")) == ["1"]
+
+
+def test_cli_exit_code_for_non_finite_loss(tmp_path):
+  data = tmp_path / "huge.npz"
+  rng = np.random.default_rng(0)
+  # Finite inputs whose squared norm overflows float32: log p = -inf at the first step.
+  np.savez(data, inliers=np.full((64, 2), 1e20), contrastive=rng.normal(size=(64, 2)),
+           test=rng.normal(size=(10, 2)), test_is_anomaly=np.repeat([0, 1], 5))
+  proc = run_main("--config=configs/npz.py:runlocal", f"--config.data.path={data}", "--config.methods=flow",
+                  "--config.preprocess.normalize=none", f"--workdir={tmp_path / 'w'}")
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  assert "error: model 'flow': loss is" in proc.stderr and "at step" in proc.stderr
+  assert not (tmp_path / "w" / "results.json").exists()
