@@ -102,7 +102,7 @@ def make_train_step(model: Flow, tx: optax.GradientTransformation, objective: Ob
         state.params, state.constants, batch, step_rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
