@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cnf_jax.flows import Flow, init_flow
+from cnf_jax.flows.freia_interop import variables_from_freia
 
 DIM, BLOCKS, HIDDEN = 7, 4, 32
 
@@ -35,22 +36,6 @@ def _freia_flow(**kwargs):
   return inn
 
 
-def _copy_weights(inn, variables):
-  """FrEIA parameters -> cnf_jax variables (Linear weight [out, in] -> Dense kernel [in, out])."""
-  params = jax.tree.map(np.asarray, variables["params"])
-  constants = jax.tree.map(np.asarray, variables["constants"])
-  for i, block in enumerate(inn.module_list):
-    ours = params[f"block_{i}"]
-    linears = [m for m in block.subnet if isinstance(m, nn.Linear)]
-    for j, lin in enumerate(linears):
-      ours["subnet"][f"dense_{j}"]["kernel"] = lin.weight.detach().numpy().T.copy()
-      ours["subnet"][f"dense_{j}"]["bias"] = lin.bias.detach().numpy().copy()
-    ours["global_scale"] = block.global_scale.detach().numpy().reshape(DIM)
-    ours["global_offset"] = block.global_offset.detach().numpy().reshape(DIM)
-    constants[f"block_{i}"]["w_perm"] = block.w_perm.detach().numpy().reshape(DIM, DIM)
-  return {"params": params, "constants": constants}
-
-
 CASES = [dict(permute_soft=soft, global_affine_type=g, reverse_permutation=rev)
          for soft, g, rev in itertools.product((True, False), ("SOFTPLUS", "SIGMOID", "EXP"), (False, True))]
 
@@ -62,7 +47,7 @@ def test_allinone_matches_freia(kwargs):
   inn = _freia_flow(**kwargs)
   model = Flow(dim=DIM, block="allinone", num_blocks=BLOCKS, hidden=(HIDDEN, HIDDEN), clamp=2.0,
                clamp_activation="tanh", **kwargs)
-  variables = _copy_weights(inn, init_flow(model, jax.random.key(0)))
+  variables = variables_from_freia(inn, init_flow(model, jax.random.key(0)))
 
   x = torch.randn(64, DIM)
   with torch.no_grad():

@@ -51,13 +51,15 @@ class AffineCouplingBlock(nn.Module):
   hidden: Sequence[int] = (512, 512)
   clamp: float = 2.0
   zero_last: bool = False
+  compute_dtype: str = "float32"
 
   def setup(self):
     if self.dim < 2:
       raise ValueError(f"an affine coupling block needs at least 2 features, got {self.dim}; "
                        "use block='spline' for 1-D data")
     _, d2 = allinone.split_sizes(self.dim)
-    self.subnet = conditioner_lib.MLP(self.hidden, 2 * d2, zero_last=self.zero_last)
+    self.subnet = conditioner_lib.MLP(self.hidden, 2 * d2, zero_last=self.zero_last,
+                                      compute_dtype=self.compute_dtype)
     self.perm = self.variable(
         "constants", "perm",
         lambda: permutation.random_permutation_matrix(self.make_rng("params"), self.dim))

@@ -134,6 +134,7 @@ class AllInOneBlock(nn.Module):
   permute_soft: bool = False
   reverse_permutation: bool = False
   zero_last: bool = False
+  compute_dtype: str = "float32"
 
   def setup(self):
     if self.dim < 2:
@@ -142,7 +143,8 @@ class AllInOneBlock(nn.Module):
     if self.clamp_activation not in CLAMP_ACTIVATIONS:
       raise ValueError(f"clamp_activation must be one of {CLAMP_ACTIVATIONS}, got {self.clamp_activation!r}")
     _, d2 = split_sizes(self.dim)
-    self.subnet = conditioner_lib.MLP(self.hidden, 2 * d2, zero_last=self.zero_last)
+    self.subnet = conditioner_lib.MLP(self.hidden, 2 * d2, zero_last=self.zero_last,
+                                      compute_dtype=self.compute_dtype)
     g0 = global_scale_init(self.global_affine_init, self.global_affine_type)
     self.global_scale = self.param("global_scale", nn.initializers.constant(g0), (self.dim,))
     self.global_offset = self.param("global_offset", nn.initializers.zeros, (self.dim,))

@@ -30,22 +30,29 @@ class MLP(nn.Module):
     zero_last: initialise the last layer to zero, so the block starts as the
       identity coupling. False gives PyTorch's default init everywhere, which is
       what FrEIA models start from.
+    compute_dtype: dtype of the matrix products ("float32" or "bfloat16").
+      Parameters stay float32; the output is always float32, so the log-scales
+      and log-dets downstream are computed in float32.
   """
   hidden: Sequence[int]
   out_features: int
   zero_last: bool = False
+  compute_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     init = torch_linear_init()
+    dtype = jnp.dtype(self.compute_dtype)
     for i, width in enumerate(self.hidden):
       fan_in = x.shape[-1]
-      x = nn.Dense(width, kernel_init=init(fan_in), bias_init=init(fan_in), name=f"dense_{i}")(x)
+      x = nn.Dense(width, kernel_init=init(fan_in), bias_init=init(fan_in), dtype=dtype,
+                   name=f"dense_{i}")(x)
       x = nn.relu(x)
     fan_in = x.shape[-1]
     if self.zero_last:
       kernel_init = bias_init = nn.initializers.zeros
     else:
       kernel_init, bias_init = init(fan_in), init(fan_in)
-    return nn.Dense(self.out_features, kernel_init=kernel_init, bias_init=bias_init,
-                    name=f"dense_{len(self.hidden)}")(x)
+    out = nn.Dense(self.out_features, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+                   name=f"dense_{len(self.hidden)}")(x)
+    return out.astype(jnp.float32)

@@ -40,6 +40,7 @@ class Flow(nn.Module):
   num_blocks: int = 8
   hidden: Sequence[int] = (512, 512)
   zero_last: bool = False
+  compute_dtype: str = "float32"   # conditioner matmuls; "bfloat16" uses bf16 units (AMX, TPU MXU).
   # AllInOne / affine options.
   clamp: float = 2.0
   clamp_activation: str = "tanh"
@@ -57,13 +58,15 @@ class Flow(nn.Module):
           self.dim, self.hidden, clamp=self.clamp, clamp_activation=self.clamp_activation,
           global_affine_type=self.global_affine_type, global_affine_init=self.global_affine_init,
           permute_soft=self.permute_soft, reverse_permutation=self.reverse_permutation,
-          zero_last=self.zero_last, name=f"block_{i}")
+          zero_last=self.zero_last, compute_dtype=self.compute_dtype, name=f"block_{i}")
     elif self.block == "affine":
       make = lambda i: AffineCouplingBlock(self.dim, self.hidden, clamp=self.clamp,
-                                           zero_last=self.zero_last, name=f"block_{i}")
+                                           zero_last=self.zero_last, compute_dtype=self.compute_dtype,
+                                           name=f"block_{i}")
     elif self.block == "spline":
       make = lambda i: SplineCouplingBlock(self.dim, self.hidden, num_bins=self.spline_bins,
-                                           bound=self.spline_bound, name=f"block_{i}")
+                                           bound=self.spline_bound, compute_dtype=self.compute_dtype,
+                                           name=f"block_{i}")
     else:
       raise ValueError(f"flow block must be one of {BLOCK_TYPES}, got {self.block!r}")
     self.blocks = [make(i) for i in range(self.num_blocks)]
@@ -102,7 +105,8 @@ def flow_from_config(cfg: ml_collections.ConfigDict, dim: int) -> Flow:
   """Builds a Flow for `dim` features from a config's `flow` section."""
   return Flow(
       dim=dim, block=cfg.block, num_blocks=cfg.num_blocks, hidden=tuple(cfg.hidden),
-      zero_last=cfg.zero_last, clamp=cfg.clamp, clamp_activation=cfg.clamp_activation,
+      zero_last=cfg.zero_last, compute_dtype=cfg.compute_dtype, clamp=cfg.clamp,
+      clamp_activation=cfg.clamp_activation,
       global_affine_type=cfg.global_affine_type, global_affine_init=cfg.global_affine_init,
       permute_soft=cfg.permute_soft, reverse_permutation=cfg.reverse_permutation,
       spline_bins=cfg.spline_bins, spline_bound=cfg.spline_bound)

@@ -64,6 +64,7 @@ class SplineCouplingBlock(nn.Module):
   num_bins: int = 16
   bound: float = 5.0
   zero_last: bool = True
+  compute_dtype: str = "float32"
 
   def setup(self):
     d_active = self.dim - self.dim // 2
@@ -73,7 +74,8 @@ class SplineCouplingBlock(nn.Module):
       theta = self.param("theta", nn.initializers.zeros, (num_params,))
       self.subnet = lambda xp: jnp.broadcast_to(theta, xp.shape[:-1] + (num_params,))
     else:
-      self.subnet = conditioner_lib.MLP(self.hidden, num_params, zero_last=self.zero_last)
+      self.subnet = conditioner_lib.MLP(self.hidden, num_params, zero_last=self.zero_last,
+                                      compute_dtype=self.compute_dtype)
     self.perm = self.variable(
         "constants", "perm",
         lambda: permutation.random_permutation_matrix(self.make_rng("params"), self.dim))

@@ -1,0 +1,64 @@
+"""Scoring throughput (vectors/s): log p of the reference model, cnf_jax against PyTorch + FrEIA.
+
+  python benchmarks/score_throughput.py [--num 65536 --chunk 8192 --dtype float32]
+
+Same weights (FrEIA's, ported); the scores are compared before timing.
+"""
+import argparse
+import os
+import sys
+
+import jax
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import freia_reference  # noqa: E402
+
+from cnf_jax import evaluation  # noqa: E402
+from cnf_jax.flows import Flow, init_flow  # noqa: E402
+from cnf_jax.flows.freia_interop import variables_from_freia  # noqa: E402
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser()
+  p.add_argument("--dim", type=int, default=128)
+  p.add_argument("--blocks", type=int, default=8)
+  p.add_argument("--width", type=int, default=512)
+  p.add_argument("--num", type=int, default=65536)
+  p.add_argument("--chunk", type=int, default=8192)
+  p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+  args = p.parse_args(argv)
+
+  torch.manual_seed(0)
+  np.random.seed(0)
+  inn = freia_reference.build_flow(args.dim, args.blocks, args.width).eval()
+  model = Flow(dim=args.dim, block="allinone", num_blocks=args.blocks, hidden=(args.width, args.width),
+               clamp=2.0, permute_soft=True, compute_dtype=args.dtype)
+  variables = variables_from_freia(inn, init_flow(model, jax.random.key(0)))
+  log_prob = evaluation.make_log_prob_fn(model, args.chunk)
+  x = np.concatenate([a for pair in common.sphere_batches(args.num // 512, 256, args.dim) for a in pair])
+
+  def score_torch(x):
+    with torch.inference_mode():
+      return np.concatenate([freia_reference.log_prob(inn, torch.from_numpy(x[i:i + args.chunk])).numpy()
+                             for i in range(0, len(x), args.chunk)])
+
+  ours, ref = log_prob(variables, x), score_torch(x)
+  common.emit({"check": "scores", "max_abs_diff": float(np.abs(ours - ref).max()), "dtype": args.dtype})
+  times = {"cnf_jax": [], "freia": []}
+  for _ in range(args.rounds):
+    for name, fn in (("cnf_jax", lambda: log_prob(variables, x)), ("freia", lambda: score_torch(x))):
+      with common.Timer() as t:
+        fn()
+      times[name].append(t.seconds)
+  rates = {k: common.median_rate(v, len(x)) for k, v in times.items()}
+  for name, rate in rates.items():
+    common.emit({"impl": name, "vectors_per_s": round(rate, 1), "dtype": args.dtype if name == "cnf_jax" else "float32"})
+  common.emit({"ratio_cnf_jax_over_freia": round(rates["cnf_jax"] / rates["freia"], 3)})
+
+
+if __name__ == "__main__":
+  main()
