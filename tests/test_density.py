@@ -14,13 +14,7 @@ from cnf_jax import evaluation  # noqa: E402
 from cnf_jax.flows import flow_from_config, init_flow  # noqa: E402
 from cnf_jax.tasks import toy1d, toy2d  # noqa: E402
 from cnf_jax.train import MetricsWriter, Objective, fit_flow  # noqa: E402
-
-
-def _randomise(variables, rng, scale):
-  leaves, tree = jax.tree.flatten(variables["params"])
-  keys = jax.random.split(rng, len(leaves))
-  noisy = [l + scale * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
-  return {**variables, "params": jax.tree.unflatten(tree, noisy)}
+from flow_util import randomise  # noqa: E402
 
 
 def _mass_1d(log_prob, variables):
@@ -48,7 +42,7 @@ def test_1d_spline_flow_integrates_to_one_at_init_and_after_contrastive_training
   data = toy1d.load_data(config)
   model = flow_from_config(config.flow, 1)
   log_prob = evaluation.make_log_prob_fn(model, 8192)
-  init = _randomise(init_flow(model, jax.random.key(0)), jax.random.key(1), 0.5)
+  init = randomise(init_flow(model, jax.random.key(0)), jax.random.key(1), 0.5)
   assert _mass_1d(log_prob, init) == pytest.approx(1.0, abs=1e-3)
   model, trained = _train(config, data, tmp_path, Objective("contrastive", eps=-7.0))
   assert _mass_1d(log_prob, trained) == pytest.approx(1.0, abs=1e-3)
@@ -67,7 +61,7 @@ def test_2d_allinone_flow_integrates_to_one_at_init_and_after_contrastive_traini
   data = toy2d.load_data(config)
   model = flow_from_config(config.flow, 2)
   log_prob = evaluation.make_log_prob_fn(model, 65536)
-  init = _randomise(init_flow(model, jax.random.key(0)), jax.random.key(1), 0.3)
+  init = randomise(init_flow(model, jax.random.key(0)), jax.random.key(1), 0.3)
   assert _mass_2d(log_prob, init) == pytest.approx(1.0, abs=5e-3)
   model, trained = _train(config, data, tmp_path, Objective("contrastive", eps=-6.0))
   assert _mass_2d(log_prob, trained) == pytest.approx(1.0, abs=5e-3)

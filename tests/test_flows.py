@@ -8,6 +8,7 @@ import pytest
 
 from cnf_jax.flows import AffineCouplingBlock, AllInOneBlock, Flow, SplineCouplingBlock, init_flow
 from cnf_jax.flows import allinone
+from flow_util import randomise
 
 ALLINONE_VARIANTS = [
     dict(global_affine_type=g, permute_soft=soft, reverse_permutation=rev, clamp_activation=act)
@@ -16,18 +17,10 @@ ALLINONE_VARIANTS = [
 ]
 
 
-def _randomise(variables, rng, scale=0.5):
-  """Moves every trained parameter away from its (often identity-like) init."""
-  leaves, tree = jax.tree.flatten(variables["params"])
-  keys = jax.random.split(rng, len(leaves))
-  leaves = [l + scale * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
-  return {**variables, "params": jax.tree.unflatten(tree, leaves)}
-
-
 def _check_block(block, dim, rng_seed=0, atol=2e-4):
   rng = jax.random.key(rng_seed)
   x = jax.random.normal(jax.random.fold_in(rng, 1), (7, dim))
-  variables = _randomise(block.init(rng, x), jax.random.fold_in(rng, 2))
+  variables = randomise(block.init(rng, x), jax.random.fold_in(rng, 2))
   y, log_det = block.apply(variables, x, method=block.forward)
   x_back, log_det_inv = block.apply(variables, y, method=block.inverse)
   assert not np.allclose(y, x, atol=1e-3), "the block should not be the identity here"
@@ -60,7 +53,7 @@ def test_spline_coupling_block_inverse_and_log_det(dim):
 @pytest.mark.parametrize("block,dim", [("allinone", 4), ("affine", 3), ("spline", 1)])
 def test_flow_log_prob_is_change_of_variables(block, dim):
   model = Flow(dim=dim, block=block, num_blocks=3, hidden=(16,), permute_soft=True)
-  variables = _randomise(init_flow(model, jax.random.key(3)), jax.random.key(4), 0.3)
+  variables = randomise(init_flow(model, jax.random.key(3)), jax.random.key(4), 0.3)
   x = jax.random.normal(jax.random.key(5), (6, dim))
   z, log_det = model.apply(variables, x, method=Flow.forward)
   expected = -0.5 * jnp.sum(z**2, -1) - 0.5 * dim * np.log(2 * np.pi) + log_det
@@ -100,7 +93,7 @@ def test_one_dimensional_coupling_blocks_are_refused():
 def test_bfloat16_conditioner_keeps_the_flow_invertible_and_close_to_float32():
   kwargs = dict(dim=16, block="allinone", num_blocks=3, hidden=(32, 32), permute_soft=True)
   f32, bf16 = Flow(**kwargs), Flow(compute_dtype="bfloat16", **kwargs)
-  variables = _randomise(init_flow(f32, jax.random.key(0)), jax.random.key(1), 0.3)
+  variables = randomise(init_flow(f32, jax.random.key(0)), jax.random.key(1), 0.3)
   x = jax.random.normal(jax.random.key(2), (8, 16))
   z, log_det = bf16.apply(variables, x, method=Flow.forward)
   assert z.dtype == jnp.float32 and log_det.dtype == jnp.float32

@@ -16,6 +16,7 @@ import os
 import numpy as np
 from scipy import stats
 
+from cnf_jax import plotting
 from cnf_jax.data.task_data import TaskData
 
 
@@ -61,9 +62,7 @@ def analyze(config, workdir, data, log_prob_fns, results) -> dict:
 
 
 def _plot(path, grid, d, target, learned, out) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plotting.pyplot()
   fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
   left.plot(grid, stats.norm.pdf(grid, d.p_mean, d.p_std), label=f"p = N({d.p_mean}, {d.p_std}²) inliers")
   left.plot(grid, stats.norm.pdf(grid, d.q_mean, d.q_std), label=f"q = N({d.q_mean}, {d.q_std}²) contrastive")
@@ -79,8 +78,4 @@ def _plot(path, grid, d, target, learned, out) -> str:
     ax.set_xlabel("x")
     ax.legend(fontsize=8)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
-  return os.path.basename(path)
+  return plotting.save_figure(fig, path, dpi=110)

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from cnf_jax import plotting
 from cnf_jax.data.task_data import TaskData
 
 P_MEAN = np.array([1.0, 1.0])
@@ -65,9 +66,7 @@ def analyze(config, workdir, data, log_prob_fns, results) -> dict:
 
 
 def _plot(path, data, xx, yy, panels, inlier_scores, results) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plotting.pyplot()
   fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4.2 * (1 + len(panels)), 4), squeeze=False)
   axes = axes[0]
   far = data.test[data.test_is_anomaly]
@@ -92,8 +91,4 @@ def _plot(path, data, xx, yy, panels, inlier_scores, results) -> str:
     ax.set_ylim(yy.min(), yy.max())
     ax.set_aspect("equal")
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
-  return os.path.basename(path)
+  return plotting.save_figure(fig, path, dpi=100)
