@@ -168,11 +168,11 @@ def shard_done(stage: str, split: str, shard: int, num_shards: int) -> bool:
 
 
 def write_shard(stage: str, spec: tfds.features.FeaturesDict, split: str, shard: int, num_shards: int,
-                examples: Dict[str, Any]) -> Dict[str, Any]:
+                examples: Dict[str, Any], *, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """Writes one shard atomically; `examples` maps feature name -> array [n, ...].
 
-  Returns {'file', 'num_examples', 'num_bytes', 'sha256'}, also kept beside the
-  shard so that a resumed run can collect it.
+  Returns {'file', 'num_examples', 'num_bytes', 'sha256', **extra}, also kept
+  beside the shard so that a resumed run can collect it into metadata.json.
   """
   n = len(examples["feature"])
   records = []
@@ -183,7 +183,7 @@ def write_shard(stage: str, spec: tfds.features.FeaturesDict, split: str, shard:
   blob = tfrecord.encode_records(records)
   name = shard_filename(split, shard, num_shards)
   info = {"file": name, "num_examples": n, "num_bytes": len(blob),
-          "sha256": hashlib.sha256(blob).hexdigest()}
+          "sha256": hashlib.sha256(blob).hexdigest(), **(extra or {})}
   # The sidecar goes first: a shard file without its sidecar counts as not done.
   _atomic_write_bytes(os.path.join(stage, name + ".json"), json.dumps(info).encode())
   _atomic_write_bytes(os.path.join(stage, name), blob)
