@@ -130,22 +130,33 @@ def load_moco_v2(path: str, **model_kw) -> ResNet:
   state = encoder_state_from_checkpoint(checkpoint)
   model = moco_resnet50(**model_kw)
   expected = set(model.state_dict())
-  missing = sorted(expected - set(state))
+  # BatchNorm's step counter is not needed for inference and absent from old checkpoints.
+  missing = sorted(k for k in expected - set(state) if not k.endswith("num_batches_tracked"))
   unexpected = sorted(set(state) - expected)
   if missing or unexpected:
     raise UserInputError(
         f"checkpoint {path} does not match ResNet-50 + MoCo v2 head: missing keys {_abbrev(missing)}; "
         f"unexpected keys {_abbrev(unexpected)}")
   try:
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=False)  # Keys were checked above.
   except RuntimeError as e:  # Shape mismatches.
     raise UserInputError(f"checkpoint {path}: {str(e).splitlines()[-1].strip()}") from None
   return model
 
 
-def _abbrev(keys: List[str], n: int = 8) -> str:
-  shown = ", ".join(keys[:n]) if keys else "none"
-  return shown + (f" (and {len(keys) - n} more)" if len(keys) > n else "")
+def _abbrev(keys: List[str], max_items: int = 24) -> str:
+  """All keys if few; else grouped by module ('layer1.1.* (15)'), so the line stays readable."""
+  if not keys:
+    return "none"
+  if len(keys) <= 8:
+    return ", ".join(keys)
+  groups: Dict[str, int] = {}
+  for k in keys:
+    prefix = ".".join(k.split(".")[:2])
+    groups[prefix] = groups.get(prefix, 0) + 1
+  items = [f"{g}.* ({n})" if n > 1 else f"{g}" for g, n in groups.items()]
+  more = f" and {len(items) - max_items} more groups" if len(items) > max_items else ""
+  return f"{len(keys)} keys: " + ", ".join(items[:max_items]) + more
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import collections
 import concurrent.futures
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -118,8 +119,40 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
   bar = Progress(n, done_before, enabled=progress)
   batches = [(s, range(b, min(b + batch_size, bounds[s][1]))) for s in todo
              for b in range(bounds[s][0], bounds[s][1], batch_size)]
+  try:
+    computed, skipped_total, written = _run_batches(
+        source, backbone, stage, spec, split, num_shards, bounds, batches, bar, bf16=bf16, device=device,
+        bad_files=bad_files, workers=workers, stop_after_shards=stop_after_shards)
+  except UserInputError:
+    # Bad input found before any shard was finished: leave nothing behind. Otherwise keep the
+    # finished shards, so that a rerun after fixing the input resumes.
+    if not any(fd.shard_done(stage, split, s, num_shards) for s in range(num_shards)):
+      shutil.rmtree(stage, ignore_errors=True)
+    raise
+  seconds = time.perf_counter() - bar.start
+  bar.update(0, final=True)
+  result = {"images": computed, "seconds": round(seconds, 3),
+            "images_per_s": round(computed / seconds, 1) if seconds > 0 else 0.0,
+            "skipped_files": skipped_total, "shards_written": written,
+            "shards_reused": num_shards - len(todo), "out": out}
+  if written + (num_shards - len(todo)) < num_shards:
+    result["complete"] = False
+    return result
+  metadata = {"source": source_name, "source_detail": source.describe, "split": split,
+              "backbone": backbone.name, "backbone_detail": backbone.description,
+              "resolution": backbone.resolution, "dim": backbone.dim, "bf16": bf16,
+              "class_names": source.class_names, "coarse_class_names": source.coarse_class_names,
+              "attribute_names": list(source.attribute_names) or None, "transform": None,
+              "ignored_files": source.ignored}
+  fd.finish(out, spec, split, num_shards, metadata, overwrite=overwrite)
+  result["complete"] = True
+  return result
+
+
+def _run_batches(source, backbone, stage, spec, split, num_shards, bounds, batches, bar, *, bf16, device,
+                 bad_files, workers, stop_after_shards):
+  """Decodes ahead in a thread pool, runs the backbone, writes each shard when its last batch is in."""
   computed, skipped_total, written = 0, 0, 0
-  t0 = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
     pending = collections.deque()
     next_batch = 0
@@ -155,24 +188,7 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
           for _, _, f in pending:
             f.cancel()
           break
-  seconds = time.perf_counter() - t0
-  bar.update(0, final=True)
-  result = {"images": computed, "seconds": round(seconds, 3),
-            "images_per_s": round(computed / seconds, 1) if seconds > 0 else 0.0,
-            "skipped_files": skipped_total, "shards_written": written,
-            "shards_reused": num_shards - len(todo), "out": out}
-  if written + (num_shards - len(todo)) < num_shards:
-    result["complete"] = False
-    return result
-  metadata = {"source": source_name, "source_detail": source.describe, "split": split,
-              "backbone": backbone.name, "backbone_detail": backbone.description,
-              "resolution": backbone.resolution, "dim": backbone.dim, "bf16": bf16,
-              "class_names": source.class_names, "coarse_class_names": source.coarse_class_names,
-              "attribute_names": list(source.attribute_names) or None, "transform": None,
-              "ignored_files": source.ignored}
-  fd.finish(out, spec, split, num_shards, metadata, overwrite=overwrite)
-  result["complete"] = True
-  return result
+  return computed, skipped_total, written
 
 
 def _columns(parts: List[Dict[str, Any]], source: sources_lib.Source, dim: int) -> Dict[str, Any]:
