@@ -41,7 +41,7 @@ def test_infonce_loss_matches_the_formula():
   k = unit(view_k.reshape(3, 12).numpy() @ w.T + b)  # encoder_k == encoder_q at the start.
   logits = np.concatenate([np.sum(q * k, 1, keepdims=True), q @ queue.numpy()], 1) / 0.2
   expected = np.mean(np.log(np.exp(logits).sum(1)) - logits[:, 0])
-  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+  np.testing.assert_allclose(float(loss.detach()), expected, rtol=1e-5)
   torch.testing.assert_close(moco.queue[:, :3], torch.from_numpy(k.T).float(), rtol=1e-5, atol=1e-6)
 
 
