@@ -2,6 +2,8 @@
 
   python benchmarks/extract_throughput.py [--zip=../shared/data/cifar10-jpeg.zip] [--images=2048]
 
+(from the repository root after `pip install -e ".[extract]"`, or with PYTHONPATH=.)
+
 Prints one JSON line per measurement, then a summary line:
   {"kind": "forward", "resolution": 128, "precision": "bf16", "images_per_s": ...}
   {"kind": "end_to_end", ...}   decode JPEGs from the zip, resize, forward, write TFRecords
