@@ -198,6 +198,8 @@ def test_tfds_sources_through_mock_data(tmp_path, capsys):
     fs = fd.load(out)
     np.testing.assert_array_equal(fs.labels, [int(expected[i]["label"]) for i in range(6)])
     np.testing.assert_array_equal(fs.coarse_labels, [int(expected[i]["coarse_label"]) for i in range(6)])
+    pixels = np.stack([sources.to_rgb_array(expected[i]["image"], 4) for i in range(6)])
+    np.testing.assert_allclose(fs.features, pixels.transpose(0, 3, 1, 2).reshape(6, -1) / 255.0, atol=1e-6)
     assert len(fs.metadata["coarse_class_names"]) == 20 and len(fs.metadata["class_names"]) == 100
 
     out = str(tmp_path / "celeb_a-test-pixels")
@@ -207,6 +209,12 @@ def test_tfds_sources_through_mock_data(tmp_path, capsys):
     expected = tfds.data_source("celeb_a", split="test")
     np.testing.assert_array_equal(fd.load(out).attributes["Male"],
                                   [int(expected[i]["attributes"]["Male"]) for i in range(6)])
+
+    out = str(tmp_path / "imagenet-train-pixels")
+    code, _, err = run_cli(["--source=tfds:imagenet_resized/32x32", "--split=train", "--backbone=pixels",
+                            "--resolution=4", f"--out={out}"], capsys)
+    assert code == 0, err
+    assert len(fd.load(out).metadata["class_names"]) == 1000
 
 
 def test_resume_after_interruption_gives_identical_shards(tmp_path):
