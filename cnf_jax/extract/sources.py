@@ -108,9 +108,13 @@ def _folder_source(root: str, split: str) -> Source:
   prefix = _split_root(dirs, split, root) + split + "/"
   paths, labels, class_names, ignored = _index_files(files, prefix, root)
 
+  def read(path):
+    with open(path, "rb") as f:
+      return f.read()
+
   def load(i):
-    return _open_image(os.path.join(root, paths[i]), lambda: open(os.path.join(root, paths[i]), "rb").read()), \
-        labels[i], None, {}
+    path = os.path.join(root, paths[i])
+    return _open_image(path, lambda: read(path)), labels[i], None, {}
 
   return Source(f"folder:{os.path.abspath(root)}:{split}", len(paths), class_names, load, ignored=ignored)
 
