@@ -142,3 +142,13 @@ def test_reader_imports_without_torch_and_tensorflow():
           "print('torch' in sys.modules, 'tensorflow' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.split() == ["False", "False"]
+
+
+def test_tensorflow_reads_the_files_where_installed(tmp_path):
+  """Skipped without TensorFlow; checked by hand with tensorflow==2.21.0 (see extract README)."""
+  pytest.importorskip("tensorflow")
+  path, x, labels, index = _make(tmp_path)
+  ds = tfds.builder_from_directory(path).as_dataset(split="train", shuffle_files=False)
+  examples = list(tfds.as_numpy(ds))
+  np.testing.assert_array_equal(np.stack([e["feature"] for e in examples]), x)
+  np.testing.assert_array_equal([e["index"] for e in examples], index)
