@@ -115,6 +115,8 @@ def test_bad_inputs_leave_nothing_behind(tmp_path):
     fd.write(path, np.full((3, 2), np.nan, np.float32), [0, 0, 0], [0, 1, 2], metadata={"class_names": ["a"]})
   with pytest.raises(UserInputError, match="labels has 2 rows"):
     fd.write(path, np.zeros((3, 2), np.float32), [0, 0], [0, 1, 2], metadata={"class_names": ["a"]})
+  with pytest.raises(UserInputError, match="label 4 is outside 0..3"):
+    fd.write(path, np.zeros((2, 2), np.float32), [0, 4], [0, 1], metadata={"class_names": list("abcd")})
   assert os.listdir(str(tmp_path)) == []
 
 

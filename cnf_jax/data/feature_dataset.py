@@ -175,11 +175,16 @@ def write_shard(stage: str, spec: tfds.features.FeaturesDict, split: str, shard:
   beside the shard so that a resumed run can collect it into metadata.json.
   """
   n = len(examples["feature"])
-  records = []
-  for i in range(n):
-    example = {k: ({a: int(v[i]) for a, v in val.items()} if isinstance(val, dict) else val[i])
-               for k, val in examples.items()}
-    records.append(spec.serialize_example(example))
+  _check_columns(spec, examples)
+  # Flat keys as TFDS names them: nested dicts become "attributes/<name>".
+  flat = {}
+  for key, col in examples.items():
+    if isinstance(col, dict):
+      flat.update({f"{key}/{a}": np.asarray(v, np.int64) for a, v in col.items()})
+    else:
+      flat[key] = np.asarray(col, np.float32 if key == "feature" else np.int64)
+  records = [tfrecord.encode_example({k: (v[i] if k == "feature" else int(v[i])) for k, v in flat.items()})
+             for i in range(n)]
   blob = tfrecord.encode_records(records)
   name = shard_filename(split, shard, num_shards)
   info = {"file": name, "num_examples": n, "num_bytes": len(blob),
@@ -188,6 +193,21 @@ def write_shard(stage: str, spec: tfds.features.FeaturesDict, split: str, shard:
   _atomic_write_bytes(os.path.join(stage, name + ".json"), json.dumps(info).encode())
   _atomic_write_bytes(os.path.join(stage, name), blob)
   return info
+
+
+def _check_columns(spec: tfds.features.FeaturesDict, examples: Dict[str, Any]) -> None:
+  """The columns must be exactly the spec's features, with labels inside the class range."""
+  if set(examples) != set(spec.keys()):
+    raise ValueError(f"columns {sorted(examples)} do not match the features {sorted(spec.keys())}")
+  dim = spec["feature"].shape[0]
+  if np.shape(examples["feature"])[1:] != (dim,):
+    raise UserInputError(f"features have shape {np.shape(examples['feature'])}, expected [N, {dim}]")
+  for key in ("label", "coarse_label"):
+    if key in examples and len(examples[key]):
+      num = spec[key].num_classes
+      bad = [int(v) for v in examples[key] if not 0 <= int(v) < num]
+      if bad:
+        raise UserInputError(f"{key} {bad[0]} is outside 0..{num - 1} (the number of class names)")
 
 
 def finish(path: str, spec: tfds.features.FeaturesDict, split: str, num_shards: int,
@@ -268,13 +288,17 @@ def write(path: str, features: np.ndarray, labels: np.ndarray, index: np.ndarray
   if os.path.isdir(staging_dir(path)):  # Leftover of a failed in-memory write: nothing to resume.
     shutil.rmtree(staging_dir(path))
   stage = begin(path, {"num_examples": n, "num_shards": num_shards, "split": split}, overwrite=overwrite)
-  for shard, (start, stop) in enumerate(shard_bounds(n, num_shards)):
-    chunk = {k: ({a: v[start:stop] for a, v in c.items()} if isinstance(c, dict) else c[start:stop])
-             for k, c in columns.items()}
-    write_shard(stage, spec, split, shard, num_shards, chunk)
-  if transform is not None:
-    save_transform(stage, transform)
-  finish(path, spec, split, num_shards, metadata, overwrite=overwrite)
+  try:
+    for shard, (start, stop) in enumerate(shard_bounds(n, num_shards)):
+      chunk = {k: ({a: v[start:stop] for a, v in c.items()} if isinstance(c, dict) else c[start:stop])
+               for k, c in columns.items()}
+      write_shard(stage, spec, split, shard, num_shards, chunk)
+    if transform is not None:
+      save_transform(stage, transform)
+    finish(path, spec, split, num_shards, metadata, overwrite=overwrite)
+  except BaseException:
+    shutil.rmtree(stage, ignore_errors=True)  # In-memory writes have nothing to resume.
+    raise
 
 
 def save_transform(directory: str, arrays: Dict[str, np.ndarray]) -> None:

@@ -105,3 +105,46 @@ def decode_records(blob: bytes, *, verify_crc: bool = True) -> List[bytes]:
     if bad:
       raise CorruptRecordError(f"CRC mismatch in {len(bad)} record(s), first is record {bad[0]}")
   return records
+
+
+# ---------------------------------------------------------------------------
+# tf.train.Example encoding. TFDS's serializer builds protobuf objects and costs about
+# 290 us per 1280-float example on this CPU, about 5% of an EfficientNet forward; writing
+# the few fields directly costs about a tenth of that. Reading still goes through TFDS.
+
+
+def _varint(n: int) -> bytes:
+  if n < 0:
+    n += 1 << 64  # int64 as protobuf encodes it: 10-byte two's complement.
+  out = bytearray()
+  while True:
+    byte = n & 0x7F
+    n >>= 7
+    if n:
+      out.append(byte | 0x80)
+    else:
+      out.append(byte)
+      return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  """A length-delimited field (wire type 2)."""
+  return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def encode_example(features: Dict[str, object]) -> bytes:
+  """tf.train.Example bytes; values: float32 arrays (float_list) or ints (int64_list).
+
+  Example{features=1: Features{feature=1: map<string, Feature>}};
+  Feature{float_list=2: FloatList{value=1 packed}, int64_list=3: Int64List{value=1 packed}}.
+  """
+  entries = []
+  for key in sorted(features):
+    value = features[key]
+    if isinstance(value, np.ndarray) and value.dtype == np.float32:
+      feature = _field(2, _field(1, value.astype("<f4", copy=False).tobytes()))
+    else:
+      values = np.atleast_1d(np.asarray(value)).astype(np.int64).tolist()
+      feature = _field(3, _field(1, b"".join(_varint(v) for v in values)))
+    entries.append(_field(1, _field(1, key.encode()) + _field(2, feature)))
+  return _field(1, b"".join(entries))
