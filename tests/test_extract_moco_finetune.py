@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from cnf_jax.extract import backbones, moco_finetune, sources
-from test_extract import make_folder, save_moco_checkpoint
+from extract_util import make_folder, save_moco_checkpoint
 
 TINY = {"layers": (1, 1, 1, 1), "width": 8}  # Bottleneck ResNet with 256-d trunk output.
 
