@@ -39,7 +39,9 @@ def get_config(arg=None):
   c.data.inlier_source = "cifar10"
   c.data.contrastive_source = "tiny_imagenet"
   c.data.contrastive_split = "train"
-  c.data.backbone = "effnet_lite0"
+  # EfficientNet-Lite0 (the pretrained network that installs offline) reduced to 128 dims by a
+  # PCA fitted on Tiny ImageNet: the paper's MoCo features are 128-d.
+  c.data.backbone = "effnet_lite0_pca128"
   c.data.features_root = "~/.cache/cnf_jax/features"
   c.data.train_limit = 0        # 0 = all; >0 keeps the first N inliers.
   c.data.contrastive_limit = 0  # 0 = all; >0 draws N contrastive vectors.

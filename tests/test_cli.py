@@ -83,8 +83,8 @@ def test_invalid_config_value(tmp_path):
 def test_missing_features_name_the_path_and_the_command(tmp_path):
   msg = _error_of(run_main("--config=configs/oneclass.py:deer,runlocal",
                            f"--config.data.features_root={tmp_path / 'nothing'}", f"--workdir={tmp_path / 'w'}"))
-  assert str(tmp_path / "nothing" / "cifar10-train-effnet_lite0") in msg
-  assert "python -m cnf_jax.extract" in msg
+  assert str(tmp_path / "nothing" / "cifar10-train-effnet_lite0_pca128") in msg
+  assert "python -m cnf_jax.extract --source=" in msg and "python -m cnf_jax.extract.pca --fit=" in msg
 
 
 @pytest.mark.parametrize("overrides,pattern", [

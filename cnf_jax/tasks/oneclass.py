@@ -8,12 +8,15 @@ against the inliers alone, a row of Table 2) go to "auroc_by_group".
 
 Feature datasets are written by the PyTorch extractor stage
 (`python -m cnf_jax.extract`, install extra `[extract]`) into
-<features_root>/<source>-<split>-<backbone>.
+<features_root>/<source>-<split>-<backbone>; a backbone named <name>_pca<k> is
+<name>'s features projected by `python -m cnf_jax.extract.pca` onto k principal
+components fitted on the contrastive (auxiliary) data.
 """
 import os
 
 import numpy as np
 
+from cnf_jax.data import feature_dataset  # the extractor's format, read without torch or TF
 from cnf_jax.data.task_data import TaskData
 from cnf_jax.errors import UserInputError
 
@@ -24,30 +27,37 @@ EXTRACT_SOURCES = {"cifar10": "tfds:cifar10 (or ../shared/data/cifar10-jpeg.zip)
                    "tiny_imagenet": "../shared/data/tiny-imagenet-200-subset-jpeg.zip"}
 
 
-def feature_dir(root: str, source: str, split: str, backbone: str) -> str:
-  """Where the extractor writes the features of (source, split, backbone)."""
-  return os.path.join(os.path.expanduser(root), f"{source}-{split}-{backbone}")
+def _build_command(path: str, root: str, source: str, split: str, backbone: str) -> str:
+  """The commands that produce the feature dataset at `path`."""
+  base, _, pca = backbone.partition("_pca")
+  extract = lambda src, spl: (f"python -m cnf_jax.extract --source={EXTRACT_SOURCES.get(src, src)} --split={spl} "
+                              f"--backbone={base} --out={feature_dataset.dataset_dir(root, src, spl, base)}")
+  if not pca:
+    return extract(source, split)
+  aux = feature_dataset.dataset_dir(root, "tiny_imagenet", "train", base)
+  return (f"{extract(source, split)}, then python -m cnf_jax.extract.pca --fit={aux} --dims={pca} "
+          f"--apply={feature_dataset.dataset_dir(root, source, split, base)}")
 
 
-def _require(path: str, source: str, split: str, backbone: str) -> None:
+def _require(path: str, root: str, source: str, split: str, backbone: str) -> None:
   if not os.path.isdir(path):
     raise UserInputError(
-        f"feature dataset not found: {path}. Produce it with: python -m cnf_jax.extract "
-        f"--source={EXTRACT_SOURCES.get(source, source)} --split={split} --backbone={backbone} --out={path} "
-        "(needs pip install -e '.[extract]'), or set --config.data.features_root to where the features are")
+        f"feature dataset not found: {path}. Produce it with: {_build_command(path, root, source, split, backbone)} "
+        "(needs pip install -e '.[extract]'; benchmarks/make_features.sh builds all three), "
+        "or set --config.data.features_root to where the features are")
 
 
 def load_data(config) -> TaskData:
   d = config.data
+  root = os.path.expanduser(d.features_root)
   paths = {
-      "train": (feature_dir(d.features_root, d.inlier_source, "train", d.backbone), d.inlier_source, "train"),
-      "test": (feature_dir(d.features_root, d.inlier_source, "test", d.backbone), d.inlier_source, "test"),
-      "contrastive": (feature_dir(d.features_root, d.contrastive_source, d.contrastive_split, d.backbone),
+      "train": (feature_dataset.dataset_dir(root, d.inlier_source, "train", d.backbone), d.inlier_source, "train"),
+      "test": (feature_dataset.dataset_dir(root, d.inlier_source, "test", d.backbone), d.inlier_source, "test"),
+      "contrastive": (feature_dataset.dataset_dir(root, d.contrastive_source, d.contrastive_split, d.backbone),
                       d.contrastive_source, d.contrastive_split),
   }
   for path, source, split in paths.values():
-    _require(path, source, split, d.backbone)
-  from cnf_jax.data import feature_dataset  # the reader of the extractor's format (no torch, no TF)
+    _require(path, root, source, split, d.backbone)
   train = feature_dataset.load(paths["train"][0])
   test = feature_dataset.load(paths["test"][0])
   contrastive = feature_dataset.load(paths["contrastive"][0])
