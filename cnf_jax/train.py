@@ -117,26 +117,36 @@ class CompiledStep:
   num_devices: int
 
 
-def compile_train_step(train_step: Callable, parallel: str, batch_sizes: Dict[str, int]) -> CompiledStep:
-  """jit(train_step) with donated state; with parallel='data' the batch is split over all local devices.
+def data_mesh(parallel: str, batch_sizes: Dict[str, int]) -> Mesh:
+  """A 1-D 'data' mesh over the devices training uses; checks every batch splits evenly.
 
-  Data parallelism is GSPMD (a sharded jit over a 1-D 'data' mesh), not pmap:
-  the step is the same program as on one device, XLA inserts the gradient
-  all-reduce, and partitionable threefry makes the training noise identical
-  whatever the number of devices.
+  parallel='data': all devices of all processes (jax.devices(); the local ones
+  in a single-process run); 'single': the first local device.
   """
-  devices = jax.local_devices() if parallel == "data" else jax.local_devices()[:1]
+  devices = jax.devices() if parallel == "data" else jax.local_devices()[:1]
   for name, size in batch_sizes.items():
     if size % len(devices):
       raise UserInputError(f"{name} batch size {size} is not divisible by the {len(devices)} devices "
                            f"of data-parallel training; use a multiple of {len(devices)} or "
                            "train.parallel='single'")
-  mesh = Mesh(np.asarray(devices), ("data",))
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def compile_train_step(train_step: Callable, parallel: str, batch_sizes: Dict[str, int]) -> CompiledStep:
+  """jit(train_step) with donated state; with parallel='data' the batch is split over all devices.
+
+  Data parallelism is GSPMD (a sharded jit over a 1-D 'data' mesh), not pmap:
+  the step is the same program as on one device, XLA inserts the gradient
+  all-reduce, and partitionable threefry makes the training noise identical
+  whatever the number of devices. The mesh spans the devices of every process
+  (jax.distributed), so the same code is multi-host data parallelism.
+  """
+  mesh = data_mesh(parallel, batch_sizes)
   replicated = NamedSharding(mesh, PartitionSpec())
   batch = NamedSharding(mesh, PartitionSpec("data"))
   fn = jax.jit(train_step, in_shardings=(replicated, batch, replicated),
                out_shardings=(replicated, replicated), donate_argnums=0)
-  return CompiledStep(fn, replicated, batch, len(devices))
+  return CompiledStep(fn, replicated, batch, mesh.size)
 
 
 class MetricsWriter:
