@@ -268,3 +268,39 @@ def declared_sweep(module, config_path: str = "") -> Sequence[SweepRun]:
   if not runs:
     raise UserInputError(f"sweep of {config_path} declares no runs")
   return runs
+
+
+def parse_assignments(pairs: Sequence[str]) -> Dict[str, str]:
+  """['data.path=/x.npz', 'train.steps=10'] -> {'data.path': '/x.npz', 'train.steps': '10'}."""
+  out = {}
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+      raise UserInputError(f"--set {pair!r} is not KEY=VALUE; e.g. --set=data.path=/data/features.npz")
+    out[key.strip()] = value.strip()
+  return out
+
+
+def set_from_string(c: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+  """Sets an existing key from a command-line string, typed like its current value."""
+  import ast
+  check_override_key(c, dotted)
+  *parents, last = dotted.split(".")
+  node = c
+  for part in parents:
+    node = node[part]
+  current = node[last]
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      value = text.lower() in ("true", "1")
+    elif isinstance(current, (int, float)):
+      value = type(current)(float(text) if isinstance(current, float) else int(text))
+    elif isinstance(current, (tuple, list)):
+      value = tuple(ast.literal_eval(text))
+    else:
+      value = text
+  except (ValueError, SyntaxError):
+    raise UserInputError(f"config {dotted}={text!r}: expected a {type(current).__name__} like {current!r}") from None
+  node[last] = value

@@ -220,11 +220,12 @@ def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdi
   return [experiment.evaluate_and_write(r, v, e) for r, v, e in zip(runs, variables, eps)]
 
 
-def run_declared_sweep(config_path: str, workdir: str, extra_arg: str = "",
-                       only: Sequence[str] = ()) -> Dict[str, dict]:
-  """Trains the sweep declared in `config_path`, each group of compatible runs as one program.
+def declared_configs(config_path: str, extra_arg: str = "", only: Sequence[str] = (),
+                     settings: Optional[Dict[str, str]] = None):
+  """(runs, configs) of the sweep declared in `config_path`.
 
-  Run r goes to <workdir>/<r.name>. `only` restricts to those run names. Returns {name: results}.
+  extra_arg: words added to every run's config arg (e.g. 'runlocal'); only: run names
+  to keep (default all); settings: {dotted key: string} set in every run (e.g. data.path).
   """
   module = config_lib.load_config_module(config_path)
   runs = list(config_lib.declared_sweep(module, config_path))
@@ -235,6 +236,19 @@ def run_declared_sweep(config_path: str, workdir: str, extra_arg: str = "",
                            f"the sweep has {', '.join(r.name for r in runs)}")
     runs = [r for r in runs if r.name in set(only)]
   configs = [r.config(module, extra_arg) for r in runs]
+  for c in configs:
+    for key, text in (settings or {}).items():
+      config_lib.set_from_string(c, key, text)
+  return runs, configs
+
+
+def run_declared_sweep(config_path: str, workdir: str, extra_arg: str = "", only: Sequence[str] = (),
+                       settings: Optional[Dict[str, str]] = None) -> Dict[str, dict]:
+  """Trains the sweep declared in `config_path`, each group of compatible runs as one program.
+
+  Run r goes to <workdir>/<r.name>. Returns {run name: results}.
+  """
+  runs, configs = declared_configs(config_path, extra_arg, only, settings)
   out = {}
   for group in group_runs(configs):
     logger.info("training %d runs as one program: %s", len(group), ", ".join(runs[i].name for i in group))
@@ -257,7 +271,8 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(2)
   start = time.perf_counter()
   try:
-    results = run_declared_sweep(FLAGS.config, FLAGS.workdir, FLAGS.arg, [r for r in FLAGS.runs if r])
+    results = run_declared_sweep(FLAGS.config, FLAGS.workdir, FLAGS.arg, [r for r in FLAGS.runs if r],
+                                 config_lib.parse_assignments(FLAGS.set))
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -276,4 +291,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("arg", "", "Words appended to every run's config arg, e.g. runlocal.")
   flags.DEFINE_string("workdir", None, "Sweep root; run r writes to <workdir>/<r.name>.")
   flags.DEFINE_list("runs", [], "Only these run names (default: all).")
+  flags.DEFINE_multi_string("set", [], "KEY=VALUE set in every run's config, e.g. data.path=/x.npz.")
   app.run(main)
