@@ -27,7 +27,7 @@ from cnf_jax import tasks
 from cnf_jax.data import task_data
 from cnf_jax.errors import UserInputError
 from cnf_jax.flows import flow_from_config
-from cnf_jax.train import MetricsWriter, Objective, fit_flow
+from cnf_jax.train import MetricsWriter, Objective, fit_flow, is_primary
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +84,10 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, dim: int) -> 
           f"workdir {workdir} holds a run with a different {', '.join(differing)}"
           f"{' (' + details + ')' if details else ''}; its checkpoints do not fit this config. "
           "Use a new --workdir, or delete this one to start over.")
-  else:
+  elif is_primary():  # with jax.distributed, process 0 writes; the others only check
     write_json_atomic(path, identity)
-  write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  if is_primary():
+    write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
 
 
 def _preprocess(config, data: task_data.TaskData) -> task_data.TaskData:
@@ -230,6 +231,8 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
     lp = {name: log_prob(v, x) for name, v in variables.items()}
     results.setdefault("auroc_extra", {})[set_name] = _aurocs(methods, lp, y)
 
+  if not is_primary():  # every process computed the results; process 0 writes them
+    return results
   scores_path = os.path.join(workdir, "scores.npz")
   with open(scores_path + ".tmp", "wb") as f:
     np.savez(f, is_anomaly=data.test_is_anomaly,

@@ -37,8 +37,8 @@ from cnf_jax.checkpoints import Checkpoints
 from cnf_jax.data.task_data import EpochSampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow
-from cnf_jax.train import (MetricsWriter, Objective, create_train_state, data_mesh, make_optimizer,
-                           make_train_step)
+from cnf_jax.train import (MetricsWriter, Objective, create_train_state, data_mesh, global_batch,
+                           make_optimizer, make_train_step, replicate, to_host)
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +136,8 @@ def fit_flows(name: str, model: Flow, config: ml_collections.ConfigDict, inputs:
   # The same key derivation as fit_flow: key(seed) -> (init, step noise).
   keys = [jax.random.split(jax.random.key(s)) for s in seeds]
   states = [create_train_state(model, tx, k[0]) for k in keys]
-  step_rngs = jax.device_put(jnp.stack([k[1] for k in keys]), replicated)
-  eps = jax.device_put(jnp.asarray([obj.eps for _, _, obj in inputs], jnp.float32), replicated)
+  step_rngs = replicate(jnp.stack([k[1] for k in keys]), replicated)
+  eps = replicate(jnp.asarray([obj.eps for _, _, obj in inputs], jnp.float32), replicated)
   ckpts = [Checkpoints(os.path.join(w, "checkpoints", name), keep=tc.keep_checkpoints) for w in workdirs]
   start = _common_start(ckpts)
   if start:
@@ -145,7 +145,7 @@ def fit_flows(name: str, model: Flow, config: ml_collections.ConfigDict, inputs:
     for w in writers:
       w.drop_after(name, start)
     logger.info("model %s of %d runs: resumed from step %d", name, len(inputs), start)
-  state = jax.device_put(_stack(states), replicated)
+  state = replicate(_stack(states), replicated)
 
   samplers = {"inlier": [EpochSampler(len(x), tc.batch_size, s) for (x, _, _), s in zip(inputs, seeds)]}
   arrays = {"inlier": [x for x, _, _ in inputs]}
@@ -159,7 +159,8 @@ def fit_flows(name: str, model: Flow, config: ml_collections.ConfigDict, inputs:
   for step in range(start, tc.steps):
     # [N, B, D]: model i's batch is what its separate run would draw at this step.
     batch = {k: np.stack([a[s.indices(step)] for a, s in zip(arrays[k], samplers[k])]) for k in arrays}
-    state, metrics = step_fn(state, jax.device_put(batch, batch_sharding), step_rngs, eps)
+    batch = {k: global_batch(v, batch_sharding) for k, v in batch.items()}
+    state, metrics = step_fn(state, batch, step_rngs, eps)
     done = step + 1
     pending.append((done, metrics))
     save = done % tc.checkpoint_every == 0 or done == tc.steps
@@ -186,7 +187,7 @@ def fit_flows(name: str, model: Flow, config: ml_collections.ConfigDict, inputs:
         ckpt.save(done, _unstack(state, i))
   for ckpt in ckpts:
     ckpt.close()
-  return [{"params": _unstack(state.params, i), "constants": _unstack(state.constants, i)}
+  return [to_host({"params": _unstack(state.params, i), "constants": _unstack(state.constants, i)})
           for i in range(len(inputs))]
 
 
