@@ -22,6 +22,10 @@ class Checkpoints:
     """The newest saved step, or None."""
     return self._manager.latest_step()
 
+  def all_steps(self):
+    """Every saved step, oldest first."""
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state) -> None:
     self._manager.save(step, args=ocp.args.StandardSave(state))
     self._manager.wait_until_finished()

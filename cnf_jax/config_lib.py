@@ -179,3 +179,130 @@ def check_words(words: Sequence[str], allowed: Sequence[str], config_name: str) 
   if unknown:
     raise UserInputError(f"{config_name}: unknown argument(s) {', '.join(map(repr, unknown))}; "
                          f"valid: {', '.join(allowed)}")
+
+
+# --- Config files and the sweeps declared next to them ------------------------------------------
+
+def load_config_module(path: str):
+  """Imports a config file (configs/<name>.py) as a module; UserInputError if it is missing."""
+  import importlib.util
+  import os
+  if not os.path.isfile(path):
+    raise UserInputError(f"config file {path!r} not found; give a path like configs/oneclass.py")
+  name = "_cnf_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def set_dotted(c: ml_collections.ConfigDict, dotted: str, value) -> None:
+  """c['a.b.c'] = value for an existing key (UserInputError listing valid keys otherwise)."""
+  check_override_key(c, dotted)
+  *parents, last = dotted.split(".")
+  node = c
+  for part in parents:
+    node = node[part]
+  node[last] = value
+
+
+def join_arg(*args: str) -> str:
+  """'deer' + 'runlocal' -> 'deer,runlocal' (empty parts dropped)."""
+  return ",".join(a for a in args if a)
+
+
+def format_value(value) -> str:
+  """A config value as a --config.key=VALUE flag value (tuples without spaces)."""
+  if isinstance(value, (tuple, list)):
+    return "(" + ",".join(format_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+  return str(value)
+
+
+def run_name(arg: str, overrides: Dict[str, object]) -> str:
+  """A directory-safe name for one run of a sweep, e.g. 'deer-seed=1-train.lr=0.001'."""
+  parts = [arg.replace(",", "_")] if arg else []
+  parts += [f"{k}={format_value(v)}" for k, v in sorted(overrides.items())]
+  name = "-".join(parts) or "default"
+  return "".join(ch if ch.isalnum() or ch in "-_=.," else "_" for ch in name)
+
+
+class SweepRun:
+  """One run of a declared sweep: config arg plus overrides, and the name of its workdir."""
+
+  def __init__(self, arg: str, overrides: Dict[str, object]):
+    self.arg = arg
+    self.overrides = dict(overrides)
+    self.name = run_name(arg, self.overrides)
+
+  def config(self, module, extra_arg: str = "") -> ml_collections.ConfigDict:
+    """The run's config: module.get_config(arg + extra_arg) with the overrides applied."""
+    c = module.get_config(join_arg(self.arg, extra_arg))
+    for key, value in self.overrides.items():
+      set_dotted(c, key, value)
+    return c
+
+  def flags(self, config_path: str, extra_arg: str = "") -> Sequence[str]:
+    """The cnf_jax.main flags that select this run's config (no --workdir)."""
+    arg = join_arg(self.arg, extra_arg)
+    out = [f"--config={config_path}" + (f":{arg}" if arg else "")]
+    out += [f"--config.{k}={format_value(v)}" for k, v in sorted(self.overrides.items())]
+    return out
+
+  def __repr__(self):
+    return f"SweepRun({self.name!r})"
+
+
+def declared_sweep(module, config_path: str = "") -> Sequence[SweepRun]:
+  """The runs of `module.sweep(add)`, big_vision style: the config file declares its sweep.
+
+  sweep(add) calls add(arg="deer", seed=1, **{"train.lr": 1e-3}) once per run;
+  keys other than `arg` are dotted config keys.
+  """
+  if not hasattr(module, "sweep"):
+    raise UserInputError(f"config {config_path or module.__name__} declares no sweep(add) function; "
+                         "add one next to get_config (see configs/oneclass.py)")
+  runs = []
+  module.sweep(lambda arg="", **overrides: runs.append(SweepRun(arg, overrides)))
+  names = [r.name for r in runs]
+  duplicates = sorted({n for n in names if names.count(n) > 1})
+  if duplicates:
+    raise UserInputError(f"sweep of {config_path} declares the same run twice: {', '.join(duplicates)}")
+  if not runs:
+    raise UserInputError(f"sweep of {config_path} declares no runs")
+  return runs
+
+
+def parse_assignments(pairs: Sequence[str]) -> Dict[str, str]:
+  """['data.path=/x.npz', 'train.steps=10'] -> {'data.path': '/x.npz', 'train.steps': '10'}."""
+  out = {}
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+      raise UserInputError(f"--set {pair!r} is not KEY=VALUE; e.g. --set=data.path=/data/features.npz")
+    out[key.strip()] = value.strip()
+  return out
+
+
+def set_from_string(c: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+  """Sets an existing key from a command-line string, typed like its current value."""
+  import ast
+  check_override_key(c, dotted)
+  *parents, last = dotted.split(".")
+  node = c
+  for part in parents:
+    node = node[part]
+  current = node[last]
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      value = text.lower() in ("true", "1")
+    elif isinstance(current, (int, float)):
+      value = type(current)(float(text) if isinstance(current, float) else int(text))
+    elif isinstance(current, (tuple, list)):
+      value = tuple(ast.literal_eval(text))
+    else:
+      value = text
+  except (ValueError, SyntaxError):
+    raise UserInputError(f"config {dotted}={text!r}: expected a {type(current).__name__} like {current!r}") from None
+  node[last] = value

@@ -27,7 +27,7 @@ from cnf_jax import tasks
 from cnf_jax.data import task_data
 from cnf_jax.errors import UserInputError
 from cnf_jax.flows import flow_from_config
-from cnf_jax.train import MetricsWriter, Objective, fit_flow
+from cnf_jax.train import MetricsWriter, Objective, fit_flow, is_primary
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +84,10 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, dim: int) -> 
           f"workdir {workdir} holds a run with a different {', '.join(differing)}"
           f"{' (' + details + ')' if details else ''}; its checkpoints do not fit this config. "
           "Use a new --workdir, or delete this one to start over.")
-  else:
+  elif is_primary():  # with jax.distributed, process 0 writes; the others only check
     write_json_atomic(path, identity)
-  write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  if is_primary():
+    write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
 
 
 def _preprocess(config, data: task_data.TaskData) -> task_data.TaskData:
@@ -104,8 +105,29 @@ def _aurocs(methods, log_p: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Di
   return {m: evaluation.auroc(evaluation.anomaly_scores(m, log_p), is_anomaly) for m in methods}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the experiment `config` in `workdir` (resuming what is there); returns the results dict."""
+@dataclasses.dataclass
+class Run:
+  """One experiment after loading: what its models are trained on and how they are scored.
+
+  Attributes:
+    data: the preprocessed TaskData (inliers [N, D], contrastive [M, D], test [T, D], ...).
+    model: the Flow every model of the run uses.
+    log_prob: log_prob(variables, x [N, D]) -> [N], compiled once per architecture.
+    model_names: the models to train, in order (see `models_needed`).
+  """
+  config: ml_collections.ConfigDict
+  workdir: str
+  task: object
+  methods: tuple
+  data: task_data.TaskData
+  model: object
+  log_prob: Callable
+  writer: MetricsWriter
+  model_names: List[str]
+
+
+def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Validates the config, loads and preprocesses the data, claims the workdir."""
   config_lib.validate(config)
   task = tasks.get(config.task)
   methods = config_lib.method_list(config)
@@ -113,36 +135,74 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data = task_data.validate(task.load_data(config), needs_contrastive)
   data = _preprocess(config, data)
   check_workdir(workdir, config, data.dim)
-
-  oc = config.objective
   model = flow_from_config(config.flow, data.dim)
-  log_prob = evaluation.make_log_prob_fn(model, config.eval.batch_size)
-  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"))
-  fit = lambda name, x, con, objective: fit_flow(
-      name, model, config, x, con, objective, workdir, config.seed * 100 + MODEL_SEED_OFFSET[name], writer)
+  oc = config.objective
+  return Run(config=config, workdir=workdir, task=task, methods=methods, data=data, model=model,
+             log_prob=evaluation.make_log_prob_fn(model, config.eval.batch_size),
+             writer=MetricsWriter(os.path.join(workdir, "metrics.jsonl")),
+             model_names=models_needed(methods, oc.eps_auto, oc.eps_holdout))
 
+
+def model_seed(config: ml_collections.ConfigDict, name: str) -> int:
+  return config.seed * 100 + MODEL_SEED_OFFSET[name]
+
+
+def model_inputs(run: Run, name: str, trained: Dict[str, dict]):
+  """What model `name` trains on, given the models trained before it.
+
+  Returns (inliers [N, D], contrastive [M, D] or None, Objective). For 'cf' the
+  clamp eps comes from the config or, with eps_auto, from `trained['eps_probe']`
+  (held-out inliers) or `trained['flow']` (training inliers).
+  """
+  data, oc = run.data, run.config.objective
+  if name == "flow":
+    return data.inliers, None, Objective("nll")
+  if name == "contrastive_flow":
+    return data.contrastive, None, Objective("nll")
+  held, kept = _probe_split(run)
+  if name == "eps_probe":
+    return kept, None, Objective("nll")
+  if name == "cf":
+    if oc.eps_auto and "eps_probe" in trained:
+      eps = objectives.auto_eps(run.log_prob(trained["eps_probe"], held), oc.eps_quantile, oc.eps_offset)
+    elif oc.eps_auto:  # eps_holdout == 0: quantile on the training inliers.
+      eps = objectives.auto_eps(run.log_prob(trained["flow"], data.inliers), oc.eps_quantile, oc.eps_offset)
+    else:
+      eps = float(oc.eps)
+    logger.info("contrastive flow: clamp eps = %.4g", eps)
+    return data.inliers, data.contrastive, Objective("contrastive", eps)
+  raise ValueError(f"unknown model {name!r}")
+
+
+def _probe_split(run: Run):
+  """(held-out inliers, kept inliers) for the eps probe; a fixed permutation per seed."""
+  oc, inliers = run.config.objective, run.data.inliers
+  if not (oc.eps_auto and oc.eps_holdout > 0):
+    return None, inliers
+  perm = np.random.default_rng([run.config.seed, 7]).permutation(len(inliers))
+  n_held = max(1, int(round(oc.eps_holdout * len(inliers))))
+  if n_held >= len(inliers):
+    raise UserInputError(f"objective.eps_holdout={oc.eps_holdout} leaves no inliers to train the eps probe")
+  return inliers[perm[:n_held]], inliers[perm[n_held:]]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the experiment `config` in `workdir` (resuming what is there); returns the results dict."""
+  run = prepare_run(config, workdir)
   variables, eps = {}, None
-  for name in models_needed(methods, oc.eps_auto, oc.eps_holdout):
-    if name == "flow":
-      variables[name] = fit(name, data.inliers, None, Objective("nll"))
-    elif name == "contrastive_flow":
-      variables[name] = fit(name, data.contrastive, None, Objective("nll"))
-    elif name == "eps_probe":
-      perm = np.random.default_rng([config.seed, 7]).permutation(len(data.inliers))
-      n_held = max(1, int(round(oc.eps_holdout * len(data.inliers))))
-      if n_held >= len(data.inliers):
-        raise UserInputError(f"objective.eps_holdout={oc.eps_holdout} leaves no inliers to train the eps probe")
-      held, kept = data.inliers[perm[:n_held]], data.inliers[perm[n_held:]]
-      probe = fit(name, kept, None, Objective("nll"))
-      eps = objectives.auto_eps(log_prob(probe, held), oc.eps_quantile, oc.eps_offset)
-    elif name == "cf":
-      if oc.eps_auto and eps is None:  # eps_holdout == 0: quantile on the training inliers.
-        eps = objectives.auto_eps(log_prob(variables["flow"], data.inliers), oc.eps_quantile, oc.eps_offset)
-      elif not oc.eps_auto:
-        eps = float(oc.eps)
-      logger.info("contrastive flow: clamp eps = %.4g", eps)
-      variables[name] = fit(name, data.inliers, data.contrastive, Objective("contrastive", eps))
+  for name in run.model_names:
+    x, contrastive, objective = model_inputs(run, name, variables)
+    if name == "cf":
+      eps = objective.eps
+    variables[name] = fit_flow(name, run.model, config, x, contrastive, objective, workdir,
+                               model_seed(config, name), run.writer)
+  return evaluate_and_write(run, variables, eps)
 
+
+def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
+  """Scores the test sets with the trained models, writes scores.npz and results.json (last)."""
+  config, workdir, data, methods, log_prob, task = (run.config, run.workdir, run.data, run.methods,
+                                                     run.log_prob, run.task)
   log_p_test = {name: log_prob(v, data.test) for name, v in variables.items()}
   results = {
       "task": config.task,
@@ -171,6 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     lp = {name: log_prob(v, x) for name, v in variables.items()}
     results.setdefault("auroc_extra", {})[set_name] = _aurocs(methods, lp, y)
 
+  if not is_primary():  # every process computed the results; process 0 writes them
+    return results
   scores_path = os.path.join(workdir, "scores.npz")
   with open(scores_path + ".tmp", "wb") as f:
     np.savez(f, is_anomaly=data.test_is_anomaly,

@@ -21,6 +21,14 @@ from cnf_jax.errors import NonFiniteLossError, UserInputError
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/toy2d.py or configs/oneclass.py:deer.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results (resumes if it exists).")
+# Multi-host data parallelism: every process runs the same command; the workdir must be one
+# directory all processes see (process 0 writes results and metrics, orbax coordinates checkpoints).
+flags.DEFINE_bool("distributed", False, "jax.distributed.initialize() from the environment "
+                  "(Cloud TPU pod slices, SLURM, ...): run the same command on every host.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for jax.distributed where "
+                    "the cluster is not detected (with --num_processes and --process_id).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1 (with --coordinator_address).")
 
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE = 3
@@ -65,6 +73,20 @@ def parse_flags(argv):
     _fail(f"{e}")
 
 
+def start_distributed(coordinator_address, num_processes, process_id):
+  """jax.distributed.initialize, before anything touches a device; one-line errors for bad flags."""
+  if coordinator_address and (num_processes is None or process_id is None):
+    _fail("--coordinator_address needs --num_processes and --process_id")
+  if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+    _fail(f"--process_id={process_id} must be in 0..{num_processes - 1}")
+  import jax
+  # Collectives between CPU processes (tests, CPU clusters) go through gloo; TPU/GPU ignore this.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  print(f"jax.distributed: process {jax.process_index()} of {jax.process_count()}, "
+        f"{jax.local_device_count()} of {jax.device_count()} devices here", file=sys.stderr, flush=True)
+
+
 def main(argv):
   del argv
   if flags.FLAGS.config is None:
@@ -74,6 +96,8 @@ def main(argv):
   # Our progress at INFO; libraries (orbax logs every save) at WARNING.
   logging.set_verbosity(logging.WARNING)
   py_logging.getLogger("cnf_jax").setLevel(py_logging.INFO)
+  if flags.FLAGS.distributed or flags.FLAGS.coordinator_address:
+    start_distributed(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id)
   from cnf_jax import experiment  # imported late: flags parse fast, jax loads only for real runs.
   start = time.perf_counter()
   try:

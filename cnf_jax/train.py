@@ -117,37 +117,82 @@ class CompiledStep:
   num_devices: int
 
 
-def compile_train_step(train_step: Callable, parallel: str, batch_sizes: Dict[str, int]) -> CompiledStep:
-  """jit(train_step) with donated state; with parallel='data' the batch is split over all local devices.
+def data_mesh(parallel: str, batch_sizes: Dict[str, int]) -> Mesh:
+  """A 1-D 'data' mesh over the devices training uses; checks every batch splits evenly.
 
-  Data parallelism is GSPMD (a sharded jit over a 1-D 'data' mesh), not pmap:
-  the step is the same program as on one device, XLA inserts the gradient
-  all-reduce, and partitionable threefry makes the training noise identical
-  whatever the number of devices.
+  parallel='data': all devices of all processes (jax.devices(); the local ones
+  in a single-process run); 'single': the first local device.
   """
-  devices = jax.local_devices() if parallel == "data" else jax.local_devices()[:1]
+  devices = jax.devices() if parallel == "data" else jax.local_devices()[:1]
   for name, size in batch_sizes.items():
     if size % len(devices):
       raise UserInputError(f"{name} batch size {size} is not divisible by the {len(devices)} devices "
                            f"of data-parallel training; use a multiple of {len(devices)} or "
                            "train.parallel='single'")
-  mesh = Mesh(np.asarray(devices), ("data",))
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def compile_train_step(train_step: Callable, parallel: str, batch_sizes: Dict[str, int]) -> CompiledStep:
+  """jit(train_step) with donated state; with parallel='data' the batch is split over all devices.
+
+  Data parallelism is GSPMD (a sharded jit over a 1-D 'data' mesh), not pmap:
+  the step is the same program as on one device, XLA inserts the gradient
+  all-reduce, and partitionable threefry makes the training noise identical
+  whatever the number of devices. The mesh spans the devices of every process
+  (jax.distributed), so the same code is multi-host data parallelism.
+  """
+  mesh = data_mesh(parallel, batch_sizes)
   replicated = NamedSharding(mesh, PartitionSpec())
   batch = NamedSharding(mesh, PartitionSpec("data"))
   fn = jax.jit(train_step, in_shardings=(replicated, batch, replicated),
                out_shardings=(replicated, replicated), donate_argnums=0)
-  return CompiledStep(fn, replicated, batch, len(devices))
+  return CompiledStep(fn, replicated, batch, mesh.size)
+
+
+def is_primary() -> bool:
+  """True in the process that writes files (process 0; the only one without jax.distributed)."""
+  return jax.process_index() == 0
+
+
+def global_batch(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global jax.Array of the host batch x, each process filling only its own devices' rows.
+
+  With one process this is device_put(x, sharding); with several (jax.distributed)
+  every process computes the same batch indices, and each touches only its slice.
+  """
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def replicate(tree: Any, sharding: NamedSharding) -> Any:
+  """device_put(tree, sharding) for a replicated sharding, also when the mesh spans processes
+  (device_put only reaches this process's devices; every process passes the same values)."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def one(x):
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+      data = np.asarray(jax.random.key_data(x))
+      return jax.random.wrap_key_data(global_batch(data, sharding), impl=jax.random.key_impl(x))
+    return global_batch(np.asarray(x), sharding)
+
+  return jax.tree.map(one, tree)
+
+
+def to_host(tree: Any) -> Any:
+  """Replicated global arrays -> numpy when they span processes (other processes' devices cannot
+  be read directly; each process holds a full copy). Unchanged in a single-process run."""
+  return jax.device_get(tree) if jax.process_count() > 1 else tree
 
 
 class MetricsWriter:
-  """Appends one JSON object per line to `path` (readable by pandas / a notebook)."""
+  """Appends one JSON object per line to `path` (readable by a notebook); only process 0 writes."""
 
   def __init__(self, path: str):
     self.path = path
 
   def drop_after(self, model: str, step: int) -> None:
     """Forgets lines of `model` past `step` (written after the checkpoint a resume starts from)."""
-    if not os.path.exists(self.path):
+    if not is_primary() or not os.path.exists(self.path):
       return
     with open(self.path) as f:
       lines = [json.loads(l) for l in f if l.strip()]
@@ -158,6 +203,8 @@ class MetricsWriter:
       os.replace(self.path + ".tmp", self.path)
 
   def write(self, record: Dict[str, Any]) -> None:
+    if not is_primary():
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
 
@@ -185,6 +232,9 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
     seed: seeds initialisation, batch order and noise of this model.
   """
   tc = config.train
+  if tc.parallel == "single" and jax.process_count() > 1:
+    raise UserInputError(f"train.parallel='single' in a run of {jax.process_count()} processes; "
+                         "use train.parallel='data' (multi-host data parallelism) or run one process")
   tx = make_optimizer(tc)
   sizes = {"inlier": tc.batch_size}
   if objective.kind == "contrastive":
@@ -196,8 +246,8 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
 
   rng = jax.random.key(seed)
   init_rng, step_rng = jax.random.split(rng)
-  state = jax.device_put(create_train_state(model, tx, init_rng), step_fn.replicated)
-  step_rng = jax.device_put(step_rng, step_fn.replicated)
+  state = replicate(create_train_state(model, tx, init_rng), step_fn.replicated)
+  step_rng = replicate(step_rng, step_fn.replicated)
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints", name), keep=tc.keep_checkpoints)
   start = ckpts.latest_step() or 0
   if start:
@@ -214,8 +264,9 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
   pending = []
   tick, tick_step = time.perf_counter(), start
   for step in range(start, tc.steps):
-    batch = {k: arrays[k][samplers[k].indices(step)] for k in arrays}
-    state, metrics = step_fn.fn(state, jax.device_put(batch, step_fn.batch), step_rng)
+    # Every process draws the same global batch indices; global_batch gathers only its rows.
+    batch = {k: global_batch(_LazyRows(arrays[k], samplers[k].indices(step)), step_fn.batch) for k in arrays}
+    state, metrics = step_fn.fn(state, batch, step_rng)
     done = step + 1
     pending.append((done, metrics))
     save = done % tc.checkpoint_every == 0 or done == tc.steps
@@ -232,4 +283,15 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
     if save:
       ckpts.save(done, state)
   ckpts.close()
-  return {"params": state.params, "constants": state.constants}
+  return to_host({"params": state.params, "constants": state.constants})
+
+
+class _LazyRows:
+  """data[rows] gathered on indexing: global_batch asks each process only for its slice."""
+
+  def __init__(self, data: np.ndarray, rows: np.ndarray):
+    self.data, self.rows = data, rows
+    self.shape = (len(rows),) + data.shape[1:]
+
+  def __getitem__(self, index):
+    return self.data[self.rows[index[0]]][(slice(None),) + tuple(index[1:])]

@@ -23,3 +23,11 @@ def get_config(arg=None):
   if "runlocal" in words:
     config_lib.apply_runlocal(c)
   return c
+
+
+def sweep(add):
+  """Three seeds, and the fixed clamp eps against auto eps (the paper's recommendation):
+  python -m launch.sweep --config=configs/npz.py --workdir=/tmp/cnf/npz_sweep (add --config.data.path via --set)"""
+  for seed in range(3):
+    for eps_auto in (False, True):
+      add(seed=seed, **{"objective.eps_auto": eps_auto})

@@ -64,3 +64,17 @@ def get_config(arg=None):
     c.data.contrastive_limit = 1000
     c.data.test_limit = 1000
   return c
+
+
+def sweep(add):
+  """Table 1: the ten CIFAR-10 classes x three seeds (30 runs).
+
+    python -m launch.sweep --config=configs/oneclass.py --workdir=/tmp/cnf/oneclass_table --vmap
+    python -m launch.report --workdir=/tmp/cnf/oneclass_table
+
+  The runs differ only in data.inlier_class and seed, so `--vmap` trains each of
+  their models as one program (cnf_jax/sweep.py).
+  """
+  for seed in range(3):
+    for name in CIFAR10_CLASSES:
+      add(arg=name, seed=seed)

@@ -57,3 +57,9 @@ def get_config(arg=None):
     c.data.num_train = c.data.num_contrastive = 2000
     c.data.num_test = 500
   return c
+
+
+def sweep(add):
+  """Three seeds: python -m launch.sweep --config=configs/toy1d.py --workdir=/tmp/cnf/toy1d_seeds"""
+  for seed in range(3):
+    add(seed=seed)

@@ -59,3 +59,9 @@ def get_config(arg=None):
     c.data.num_train = c.data.num_contrastive = 2000
     c.data.num_test = 500
   return c
+
+
+def sweep(add):
+  """Three seeds of the toy: python -m launch.sweep --config=configs/toy2d.py --workdir=/tmp/cnf/toy2d_seeds"""
+  for seed in range(3):
+    add(seed=seed)
