@@ -54,7 +54,8 @@ class Objective:
 
 def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warm-up to train.lr, then cosine decay to 0 or constant."""
-  warmup = min(train_cfg.warmup_steps, train_cfg.steps)
+  # Keep at least one decay step: optax refuses a cosine schedule with decay_steps = 0.
+  warmup = min(train_cfg.warmup_steps, train_cfg.steps - 1)
   if train_cfg.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, train_cfg.lr, warmup, train_cfg.steps, 0.0)
   return optax.join_schedules(
