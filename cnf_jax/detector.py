@@ -136,6 +136,10 @@ def _log_prob(arch: Tuple, variables, x: np.ndarray) -> np.ndarray:
   return np.concatenate(out).astype(np.float64)
 
 
+class NonNumericInputError(UserInputError, TypeError):
+  """Non-numeric cells; also a TypeError, as scikit-learn raises for them."""
+
+
 class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
   """Anomaly detector: a (contrastive) normalizing flow on feature vectors or table rows.
 
@@ -240,16 +244,17 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       try:
         X = X.astype(np.float64)
       except (TypeError, ValueError) as e:
-        raise UserInputError(f"{name} has non-numeric entries ({e}); convert or drop them") from None
+        raise NonNumericInputError(f"{name} has non-numeric entries ({e}); convert or drop them") from None
     if X.dtype.kind not in "biuf":
       raise UserInputError(f"{name}: expected numbers, got dtype {X.dtype}")
     if X.ndim != 2:
-      hint = " (one sample? use X.reshape(1, -1); one feature? X.reshape(-1, 1))" if X.ndim == 1 else ""
+      hint = ("; Reshape your data: X.reshape(1, -1) for one sample, X.reshape(-1, 1) for one feature"
+              if X.ndim == 1 else "")
       raise UserInputError(f"{name}: expected a 2-D array [num_samples, num_features], got shape {X.shape}{hint}")
     if X.shape[0] == 0:
       raise UserInputError(f"{name}: 0 samples (empty array); a detector needs data")
     if X.shape[1] == 0:
-      raise UserInputError(f"{name}: 0 features (shape {X.shape})")
+      raise UserInputError(f"{name}: 0 feature(s) (shape={X.shape}) while a minimum of 2 is required.")
     X = X.astype(np.float32)
     bad = ~np.isfinite(X)
     if bad.any():
@@ -278,7 +283,9 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     contrastive: [M, D] preprocessed contrastive rows, for kind='contrastive' with given data.
     """
     dim, steps, batch = x.shape[1], int(self.steps), int(self.batch_size)
-    train = (("steps", steps), ("lr", float(self.lr)), ("warmup_steps", int(self.warmup_steps)),
+    # Warm-up is capped below `steps`: the cosine decay needs at least one step after it.
+    warmup = min(int(self.warmup_steps), steps - 1)
+    train = (("steps", steps), ("lr", float(self.lr)), ("warmup_steps", warmup),
              ("schedule", "cosine"), ("grad_clip", float(self.grad_clip)))
     arch = self._arch()
     tx = make_optimizer(ml_collections.ConfigDict(dict(train)))
