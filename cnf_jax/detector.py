@@ -49,6 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 from cnf_jax import config_lib
 from cnf_jax import objectives
 from cnf_jax import preprocessing
+from cnf_jax.conformal import conformal_pvalues
 from cnf_jax.contrastive import permute_columns
 from cnf_jax.data.task_data import EpochSampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
@@ -65,17 +66,6 @@ SCORE_CHUNK = 1024
 EPS_HOLDOUT = 0.1
 # Seed offsets so the models of one fit draw independent streams.
 _MODEL_SEED = {"flow": 1, "contrastive_flow": 2, "eps_probe": 3, "cf": 4, "split": 5}
-
-
-def conformal_pvalues(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
-  """p = (1 + #{c >= s}) / (n + 1) for each score s [M] against calibration scores c [n]; returns [M].
-
-  Valid (P(p <= alpha) <= alpha) when s and the c's are exchangeable.
-  """
-  cal = np.sort(np.asarray(calibration_scores, np.float64))
-  scores = np.asarray(scores, np.float64)
-  at_least = cal.size - np.searchsorted(cal, scores, side="left")
-  return (1.0 + at_least) / (cal.size + 1.0)
 
 
 def _flow_config(block: str, num_blocks: int, hidden: Tuple[int, ...]) -> ml_collections.ConfigDict:
