@@ -36,6 +36,7 @@ import functools
 import json
 import math
 import os
+import zipfile
 from typing import Any, Dict, Optional, Tuple
 
 import flax
@@ -474,7 +475,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
         arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:
       raise UserInputError(f"detector file not found: {path}") from None
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
       raise UserInputError(f"{path} is not a readable detector file ({type(e).__name__}: {e})") from None
     try:
       meta = json.loads(str(arrays["meta"]))

@@ -40,9 +40,19 @@ def finished_run(tmp_path, normalize="standardize"):
   return workdir, config
 
 
+_SHARED = {}
+
+
+def shared_run(tmp_path_factory):
+  """One finished run per test session, shared by the score tests and the bad-input catalogue."""
+  if "run" not in _SHARED:
+    _SHARED["run"] = finished_run(tmp_path_factory.mktemp("score"))
+  return _SHARED["run"]
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  return finished_run(tmp_path_factory.mktemp("score"))
+  return shared_run(tmp_path_factory)
 
 
 def read_scores(path):
