@@ -1,5 +1,6 @@
 """python -m cnf_jax.score on a finished run: same scores as the run, conformal p-values, formats."""
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -127,3 +128,40 @@ def test_preprocessing_save_load_round_trip(tmp_path):
   method, loaded = preprocessing.load(str(tmp_path / "p.json"))
   assert method == "standardize" and not (tmp_path / "p.json.tmp").exists()
   np.testing.assert_array_equal(preprocessing.apply(x, method, loaded), preprocessing.apply(x, "standardize", stats))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cnf_jax.extract") is None,
+                    reason="cnf_jax.extract is not in this branch yet (after the merge)")
+def test_image_folder_and_zip_are_scored_through_the_runs_backbone(tmp_path):
+  """A run on 4x4 'pixels' features; images scored by path give the scores of their pixel features."""
+  import zipfile
+  from PIL import Image
+  from cnf_jax import score
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(300, 4, 4, 3), dtype=np.uint8)
+  feats = images.transpose(0, 3, 1, 2).reshape(300, -1) / 255.0   # the pixels backbone: [0, 1], (C, H, W)
+  np.savez(tmp_path / "f.npz", inliers=feats[:200], contrastive=rng.uniform(size=(200, 48)), test=feats[200:],
+           test_is_anomaly=np.repeat([0, 1], 50))
+  sys.path.insert(0, CONFIGS)
+  import npz as npz_config
+  from cnf_jax import experiment
+  config = npz_config.get_config("runlocal")
+  config.data.path = str(tmp_path / "f.npz")
+  experiment.train_and_evaluate(config, str(tmp_path / "run"))
+  # An image run records its backbone in config.data.backbone; the npz task has none, so add it.
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  saved["data"]["backbone"] = "pixels"
+  (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+
+  (tmp_path / "new").mkdir()
+  with zipfile.ZipFile(tmp_path / "new.zip", "w") as z:
+    for i in range(10):
+      Image.fromarray(images[200 + i]).save(tmp_path / "new" / f"im{i}.png")
+      z.write(tmp_path / "new" / f"im{i}.png", f"im{i}.png")
+  np.savez(tmp_path / "new.npz", features=feats[200:210])
+  for name in ("new", "new.zip", "new.npz"):
+    score.score(str(tmp_path / "run"), str(tmp_path / name), str(tmp_path / f"{name}.csv"), resolution=4)
+  ids, by_path, _, _ = read_scores(tmp_path / "new.csv")
+  assert ids == [f"im{i}.png" for i in range(10)]
+  np.testing.assert_array_equal(by_path, read_scores(tmp_path / "new.npz.csv")[1])
+  np.testing.assert_array_equal(read_scores(tmp_path / "new.zip.csv")[1], by_path)
