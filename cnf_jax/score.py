@@ -228,11 +228,10 @@ def read_images(path: str, config, workdir: str, resolution: int = 0,
     from cnf_jax.extract import backbones, sources
   except ImportError as e:
     raise UserInputError(f"scoring images needs the extractor (pip install -e \".[extract]\"): {e}") from None
-  if "_pca" in backbone_name:
-    raise UserInputError(f"backbone {backbone_name!r} adds a PCA; scoring images through it is not supported "
-                         "yet: extract features with cnf_jax.extract and cnf_jax.extract.pca and pass the .npz")
+  # "<base>_pca<k>": the base backbone, then the PCA stored with the run's training features.
+  base, _, pca = backbone_name.partition("_pca")
   resolution = resolution or _training_resolution(config)
-  backbone = backbones.build(backbone_name, resolution=resolution or None, checkpoint=checkpoint)
+  backbone = backbones.build(base, resolution=resolution or None, checkpoint=checkpoint)
   names, read = _image_names(path)
   images = []
   for name in names:
@@ -242,18 +241,33 @@ def read_images(path: str, config, workdir: str, resolution: int = 0,
     except Exception as e:  # PIL raises several types for non-images and truncated files.
       raise UserInputError(f"{path}: {name} is not a readable image ({type(e).__name__}); remove it") from None
     images.append(sources.to_rgb_array(image, backbone.resolution))
-  feats = [backbone.forward(torch.from_numpy(np.stack(images[i:i + 64]))).numpy()
-           for i in range(0, len(images), 64)]
-  return names, np.concatenate(feats)
+  feats = np.concatenate([backbone.forward(torch.from_numpy(np.stack(images[i:i + 64]))).numpy()
+                          for i in range(0, len(images), 64)])
+  if pca:
+    from cnf_jax.data import feature_dataset
+    from cnf_jax.extract.pca import apply_pca
+    train_dir = _training_features_dir(config)
+    transform = feature_dataset.load_transform(train_dir) if train_dir else None
+    if transform is None:
+      raise UserInputError(f"backbone {backbone_name!r} needs the PCA of the run's training features "
+                           f"({train_dir or 'config.data has no features_root'}/transform.npz), not found")
+    feats = apply_pca(feats, transform)
+  return names, feats
+
+
+def _training_features_dir(config) -> Optional[str]:
+  """<features_root>/<inlier_source>-train-<backbone>: the extractor output the run trained on, or None."""
+  d = config.data
+  if not all(k in d for k in ("features_root", "inlier_source", "backbone")):
+    return None
+  return os.path.join(os.path.expanduser(d.features_root), f"{d.inlier_source}-train-{d.backbone}")
 
 
 def _training_resolution(config) -> int:
   """The resolution recorded with the run's training features (extractor metadata.json), or 0."""
-  d = config.data
-  if not all(k in d for k in ("features_root", "inlier_source", "backbone")):
-    return 0
-  meta = os.path.join(os.path.expanduser(d.features_root), f"{d.inlier_source}-train-{d.backbone}", "metadata.json")
-  if not os.path.exists(meta):
+  directory = _training_features_dir(config)
+  meta = os.path.join(directory, "metadata.json") if directory else None
+  if not meta or not os.path.exists(meta):
     return 0
   return int(_read_json(meta, "feature metadata").get("resolution", 0))
 

@@ -132,15 +132,31 @@ def test_preprocessing_save_load_round_trip(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("cnf_jax.extract") is None,
                     reason="cnf_jax.extract is not in this branch yet (after the merge)")
-def test_image_folder_and_zip_are_scored_through_the_runs_backbone(tmp_path):
-  """A run on 4x4 'pixels' features; images scored by path give the scores of their pixel features."""
+@pytest.mark.parametrize("backbone", ["pixels", "pixels_pca8"])
+def test_image_folder_and_zip_are_scored_through_the_runs_backbone(tmp_path, backbone):
+  """A run on features of 4x4 images; images scored by path give the scores of their features.
+
+  'pixels': [0, 1] pixels in (C, H, W) order. 'pixels_pca8': those projected by a PCA
+  stored, as the extractor's PCA stage stores it, in the run's training feature directory.
+  """
   import zipfile
   from PIL import Image
   from cnf_jax import score
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, size=(300, 4, 4, 3), dtype=np.uint8)
-  feats = images.transpose(0, 3, 1, 2).reshape(300, -1) / 255.0   # the pixels backbone: [0, 1], (C, H, W)
-  np.savez(tmp_path / "f.npz", inliers=feats[:200], contrastive=rng.uniform(size=(200, 48)), test=feats[200:],
+  feats = images.transpose(0, 3, 1, 2).reshape(300, -1) / 255.0
+  extra = {"backbone": backbone}
+  if backbone.endswith("_pca8"):
+    aux = rng.uniform(size=(500, 48))
+    mean = aux.mean(0)
+    components = np.linalg.svd(aux - mean, full_matrices=False)[2][:8]
+    train_dir = tmp_path / "features" / "src-train-pixels_pca8"
+    train_dir.mkdir(parents=True)
+    np.savez(train_dir / "transform.npz", mean=mean.astype(np.float32), components=components.astype(np.float32))
+    feats = ((feats.astype(np.float32) - mean.astype(np.float32)) @ components.astype(np.float32).T)
+    extra.update(features_root=str(tmp_path / "features"), inlier_source="src")
+  dim = feats.shape[1]
+  np.savez(tmp_path / "f.npz", inliers=feats[:200], contrastive=rng.normal(size=(200, dim)), test=feats[200:],
            test_is_anomaly=np.repeat([0, 1], 50))
   sys.path.insert(0, CONFIGS)
   import npz as npz_config
@@ -148,9 +164,9 @@ def test_image_folder_and_zip_are_scored_through_the_runs_backbone(tmp_path):
   config = npz_config.get_config("runlocal")
   config.data.path = str(tmp_path / "f.npz")
   experiment.train_and_evaluate(config, str(tmp_path / "run"))
-  # An image run records its backbone in config.data.backbone; the npz task has none, so add it.
+  # An image run records its backbone (and feature root) in config.data; the npz task has none, so add them.
   saved = json.loads((tmp_path / "run" / "config.json").read_text())
-  saved["data"]["backbone"] = "pixels"
+  saved["data"].update(extra)
   (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
 
   (tmp_path / "new").mkdir()
@@ -163,5 +179,6 @@ def test_image_folder_and_zip_are_scored_through_the_runs_backbone(tmp_path):
     score.score(str(tmp_path / "run"), str(tmp_path / name), str(tmp_path / f"{name}.csv"), resolution=4)
   ids, by_path, _, _ = read_scores(tmp_path / "new.csv")
   assert ids == [f"im{i}.png" for i in range(10)]
-  np.testing.assert_array_equal(by_path, read_scores(tmp_path / "new.npz.csv")[1])
+  # Same features up to float32 rounding of the PCA matmul (numpy here, the extractor's code there).
+  np.testing.assert_allclose(by_path, read_scores(tmp_path / "new.npz.csv")[1], rtol=1e-5)
   np.testing.assert_array_equal(read_scores(tmp_path / "new.zip.csv")[1], by_path)
