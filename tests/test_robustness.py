@@ -6,7 +6,6 @@ Earlier cases live next to their code and are not repeated here: unknown config
 keys, invalid config values, unknown class names, NaN/Inf/empty/mismatched
 feature arrays and a workdir of another feature dimension (test_cli.py).
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -18,11 +17,11 @@ import pytest
 
 from cli_util import ROOT, run_main
 import test_score
+from test_score import HAS_EXTRACTOR
 from cnf_jax.detector import ContrastiveFlowDetector
 from cnf_jax.errors import UserInputError
 
 TINY = dict(steps=5, hidden=(8,), num_blocks=2, batch_size=16)
-HAS_EXTRACTOR = importlib.util.find_spec("cnf_jax.extract") is not None
 
 
 def _data(n=50, d=3, seed=0):
