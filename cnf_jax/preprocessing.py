@@ -7,7 +7,9 @@ a sphere has no density in R^D, so training adds Gaussian noise of std
 The deterministic part (`fit` + `apply`) runs once on the host; the noise is
 drawn inside the compiled train step (`add_noise`).
 """
-from typing import Dict
+import json
+import os
+from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -53,3 +55,45 @@ def add_noise(rng: jax.Array, x: jax.Array, std: float) -> jax.Array:
   if std == 0:
     return x
   return x + std * jax.random.normal(rng, x.shape, x.dtype)
+
+
+def to_json_dict(method: str, stats: Dict[str, np.ndarray]) -> Dict[str, Any]:
+  """{"method", "stats": {name: list of float32 values}} -- what `save` writes."""
+  if method not in METHODS:
+    raise UserInputError(f"preprocess.normalize must be one of {METHODS}, got {method!r}")
+  return {"method": method, "stats": {k: np.asarray(v, np.float32).tolist() for k, v in stats.items()}}
+
+
+def from_json_dict(d: Dict[str, Any], where: str = "preprocessing") -> Tuple[str, Dict[str, np.ndarray]]:
+  """Inverse of `to_json_dict`: (method, stats) with float32 arrays; checks what `apply` needs."""
+  method = d.get("method") if isinstance(d, dict) else None
+  if method not in METHODS:
+    raise UserInputError(f"{where}: preprocessing method {method!r} is not one of {METHODS}")
+  stats = {k: np.asarray(v, np.float32) for k, v in d.get("stats", {}).items()}
+  if method == "standardize" and not {"mean", "std"} <= set(stats):
+    raise UserInputError(f"{where}: 'standardize' needs stats 'mean' and 'std', found {sorted(stats)}")
+  return method, stats
+
+
+def save(path: str, method: str, stats: Dict[str, np.ndarray]) -> None:
+  """Writes the preprocessing of a run to `path` (JSON) atomically: temp file, then rename.
+
+  float32 values round-trip exactly through JSON (Python floats are float64).
+  """
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(to_json_dict(method, stats), f)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def load(path: str) -> Tuple[str, Dict[str, np.ndarray]]:
+  """Reads what `save` wrote: (method, stats)."""
+  try:
+    with open(path) as f:
+      d = json.load(f)
+  except FileNotFoundError:
+    raise UserInputError(f"preprocessing file not found: {path}") from None
+  except json.JSONDecodeError as e:
+    raise UserInputError(f"{path} is not valid JSON ({e}); it may be truncated") from None
+  return from_json_dict(d, path)

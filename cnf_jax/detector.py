@@ -1,0 +1,507 @@
+"""ContrastiveFlowDetector: a contrastive normalizing flow as a scikit-learn / PyOD style detector.
+
+  det = ContrastiveFlowDetector().fit(X_train)        # X_train [N, D], inliers (mostly)
+  det.decision_function(X)                             # [M] anomaly scores, higher = more anomalous
+  det.pvalues(X)                                       # [M] conformal p-values
+  det.predict(X, alpha=0.01)                           # [M] 0 = inlier, 1 = anomaly
+
+Conventions (PyOD's): `decision_function` is an anomaly score (higher = more
+anomalous), `predict` returns 0/1 with 1 = anomaly, `decision_scores_` are the
+scores of the training data, `threshold_` is their (1 - contamination)
+quantile and `labels_` their 0/1 labels. `score_samples` follows
+scikit-learn's meaning (lower = more abnormal): it is -decision_function, i.e.
+log p(x) for methods cf and flow.
+
+Methods (the models trained, as in `cnf_jax.experiment`):
+  cf          one flow trained with the contrastive loss (eq. 3, clamp eps) against
+              the contrastive data; score -log p_cf(x).
+  flow        one flow trained by maximum likelihood; score -log p(x).
+  flow_ratio  a flow on the inliers and one on the contrastive data; score
+              log p_contrastive(x) - log p_flow(x).
+Contrastive data: an array [M, D], or "permute" (default): every training
+batch with each column shuffled independently (paper 5.4, `cnf_jax.contrastive`).
+
+Conformal p-values: a `calibration_fraction` of X is held out of training; for
+a new x, p(x) = (1 + #{calibration scores >= score(x)}) / (n_cal + 1). If x is
+exchangeable with the calibration inliers, P(p(x) <= alpha) <= alpha, so
+`predict(X, alpha=a)` flags at most a fraction a of such inliers on average.
+Nothing else is fitted on the calibration split (not even the preprocessing),
+so the score function is independent of it, which the guarantee needs.
+
+Training is a jitted `lax.scan` over chunks of `make_train_step` updates with
+fixed shapes; compiled programs are cached per architecture and shape, so
+refitting on new data of the same width does not recompile.
+"""
+import functools
+import json
+import math
+import os
+import zipfile
+from typing import Any, Dict, Optional, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from cnf_jax import config_lib
+from cnf_jax import objectives
+from cnf_jax import preprocessing
+from cnf_jax.conformal import conformal_pvalues
+from cnf_jax.contrastive import permute_columns
+from cnf_jax.data.task_data import EpochSampler
+from cnf_jax.errors import NonFiniteLossError, UserInputError
+from cnf_jax.flows import Flow, init_flow
+from cnf_jax.train import Objective, create_train_state, make_optimizer, make_train_step
+
+FORMAT = "cnf_jax.ContrastiveFlowDetector/1"
+METHODS = ("cf", "flow", "flow_ratio")
+# Steps per compiled scan: long enough to hide dispatch, short enough to stop soon on a NaN.
+CHUNK_STEPS = 100
+# Rows per scoring call; inputs are padded to it so one compilation serves every N.
+SCORE_CHUNK = 1024
+# Fraction of the training split held out to set eps="auto" (the quantile is taken on it).
+EPS_HOLDOUT = 0.1
+# Seed offsets so the models of one fit draw independent streams.
+_MODEL_SEED = {"flow": 1, "contrastive_flow": 2, "eps_probe": 3, "cf": 4, "split": 5}
+
+
+def _flow_config(block: str, num_blocks: int, hidden: Tuple[int, ...]) -> ml_collections.ConfigDict:
+  cfg = config_lib.default_config().flow
+  cfg.block, cfg.num_blocks, cfg.hidden = block, int(num_blocks), tuple(int(h) for h in hidden)
+  return cfg
+
+
+def _model(arch: Tuple, dim: int) -> Flow:
+  return Flow(dim=dim, **dict(arch))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_chunk(arch: Tuple, dim: int, train: Tuple, kind: str, noise_std: float, permute: str):
+  """jit of run(state, batches, rng, perm_rng, eps) -> (state, losses [L]): L train steps in a scan.
+
+  batches: {"inlier": [L, B, D]} (+ "contrastive": [L, B', D] for kind='contrastive'
+  with given data). permute: '' (batches used as they are), 'contrastive' (the
+  contrastive batch is the inlier batch with permuted columns) or 'inlier' (the
+  flow is fitted to permuted batches: the contrastive flow of flow_ratio).
+  """
+  model = _model(arch, dim)
+  tx = make_optimizer(ml_collections.ConfigDict(dict(train)))
+
+  def run(state, batches, rng, perm_rng, eps):
+    # eps is traced, so auto eps does not recompile.
+    step = make_train_step(model, tx, Objective(kind, eps), noise_std)
+
+    def body(state, batch):
+      if permute:
+        # Fresh permutations each step, from the step number (resumable, order-independent).
+        shuffled = permute_columns(jax.random.fold_in(perm_rng, state.step), batch["inlier"])
+        batch = {"inlier": shuffled} if permute == "inlier" else {**batch, "contrastive": shuffled}
+      state, metrics = step(state, batch, rng)
+      return state, metrics["loss"]
+
+    return jax.lax.scan(body, state, batches)
+
+  return jax.jit(run, donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_log_prob(arch: Tuple, dim: int):
+  model = _model(arch, dim)
+  return jax.jit(lambda variables, x: model.apply(variables, x, method=Flow.log_prob))
+
+
+def _log_prob(arch: Tuple, variables, x: np.ndarray) -> np.ndarray:
+  """log p(x) [N] (float64) for x [N, D], in padded chunks of SCORE_CHUNK rows."""
+  fn = _compiled_log_prob(arch, x.shape[1])
+  out = []
+  for start in range(0, len(x), SCORE_CHUNK):
+    part = x[start:start + SCORE_CHUNK]
+    n = len(part)
+    if n < SCORE_CHUNK:
+      part = np.concatenate([part, np.zeros((SCORE_CHUNK - n, x.shape[1]), np.float32)])
+    out.append(np.asarray(fn(variables, part))[:n])
+  return np.concatenate(out).astype(np.float64)
+
+
+class NonNumericInputError(UserInputError, TypeError):
+  """Non-numeric cells; also a TypeError, as scikit-learn raises for them."""
+
+
+class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
+  """Anomaly detector: a (contrastive) normalizing flow on feature vectors or table rows.
+
+  Args (all keyword-only; see the module docstring for the methods):
+    method: 'cf' | 'flow' | 'flow_ratio'.
+    contamination: expected fraction of anomalies in the training data; sets
+      `threshold_` and the default `predict`. In (0, 0.5].
+    eps: clamp of the contrastive loss (a log-density), or 'auto': the paper's
+      10% quantile of held-out inlier log-densities under a maximum-likelihood
+      flow, plus ln 10 (trains that extra flow). Used by method 'cf' only.
+    normalize: 'standardize' (per column, for tables), 'sphere' (unit L2 norm,
+      for embeddings, paper 5.2.1) or 'none'.
+    noise_std: Gaussian noise added to training batches (after normalisation).
+    block, num_blocks, hidden: the flow (coupling block type, depth,
+      conditioner hidden widths).
+    steps, batch_size, lr, warmup_steps, grad_clip: training (Adam, linear
+      warm-up then cosine decay). The contrastive batch has `batch_size` rows.
+    calibration_fraction: fraction of X held out of training for conformal
+      p-values (0 disables `pvalues` until `calibrate` is called).
+    random_state: int seed of the split, initialisation, batches, noise and
+      permutations; a fit is deterministic given it.
+
+  Fitted attributes: n_features_in_, decision_scores_ [N], threshold_, labels_
+  [N], eps_ (float or None), calibration_scores_ [n_cal], loss_history_
+  {model: [steps]}, variables_ {model: flax variables}, preprocessing_
+  (method, stats).
+  """
+
+  def __init__(self, *, method="cf", contamination=0.1, eps="auto", normalize="standardize",
+               noise_std=0.02, block="allinone", num_blocks=4, hidden=(128, 128), steps=1000,
+               batch_size=256, lr=1e-3, warmup_steps=50, grad_clip=10.0, calibration_fraction=0.2,
+               random_state=0):
+    self.method = method
+    self.contamination = contamination
+    self.eps = eps
+    self.normalize = normalize
+    self.noise_std = noise_std
+    self.block = block
+    self.num_blocks = num_blocks
+    self.hidden = hidden
+    self.steps = steps
+    self.batch_size = batch_size
+    self.lr = lr
+    self.warmup_steps = warmup_steps
+    self.grad_clip = grad_clip
+    self.calibration_fraction = calibration_fraction
+    self.random_state = random_state
+
+  # ---- checks -------------------------------------------------------------------------------
+
+  def _check_params(self) -> None:
+    """One-line UserInputError naming the bad constructor argument and what is allowed."""
+    name = type(self).__name__
+
+    def bad(arg, why):
+      raise UserInputError(f"{name}({arg}={getattr(self, arg)!r}): {why}")
+
+    if self.method not in METHODS:
+      bad("method", f"choose one of {', '.join(METHODS)}")
+    if not (isinstance(self.contamination, (int, float)) and 0 < self.contamination <= 0.5):
+      bad("contamination", "must be a number in (0, 0.5]")
+    if not (self.eps == "auto" or (isinstance(self.eps, (int, float)) and math.isfinite(self.eps))):
+      bad("eps", "must be 'auto' or a finite number (a log-density)")
+    if self.normalize not in preprocessing.METHODS:
+      bad("normalize", f"choose one of {', '.join(preprocessing.METHODS)}")
+    if not (isinstance(self.noise_std, (int, float)) and self.noise_std >= 0):
+      bad("noise_std", "must be a number >= 0")
+    if self.block not in ("allinone", "affine", "spline"):
+      bad("block", "choose one of allinone, affine, spline")
+    for arg in ("num_blocks", "steps", "batch_size"):
+      v = getattr(self, arg)
+      if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0):
+        bad(arg, "must be a positive integer")
+    try:
+      hidden = tuple(self.hidden)
+    except TypeError:
+      hidden = ()
+    if not hidden or not all(isinstance(h, (int, np.integer)) and h > 0 for h in hidden):
+      bad("hidden", "must be a non-empty sequence of positive integers, e.g. (128, 128)")
+    if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+      bad("lr", "must be a number > 0")
+    if not (isinstance(self.warmup_steps, (int, np.integer)) and self.warmup_steps >= 0):
+      bad("warmup_steps", "must be an integer >= 0")
+    if not (isinstance(self.grad_clip, (int, float)) and self.grad_clip >= 0):
+      bad("grad_clip", "must be a number >= 0 (0 disables clipping)")
+    if not (isinstance(self.calibration_fraction, (int, float)) and 0 <= self.calibration_fraction < 1):
+      bad("calibration_fraction", "must be in [0, 1)")
+    if not (self.random_state is None or isinstance(self.random_state, (int, np.integer))):
+      bad("random_state", "must be an int or None")
+
+  def _check_X(self, X, name: str = "X", reset: bool = False) -> np.ndarray:
+    """X as float32 [N, D], or a one-line UserInputError (messages follow scikit-learn's wording)."""
+    if hasattr(X, "toarray"):
+      raise UserInputError(f"{name} is a sparse matrix; a flow needs dense input: pass {name}.toarray()")
+    try:
+      X = np.asarray(X)
+    except Exception as e:  # ragged lists and the like
+      raise UserInputError(f"{name} is not an array of numbers ({type(e).__name__}: {e})") from None
+    if np.iscomplexobj(X):
+      raise UserInputError(f"{name}: Complex data not supported; pass real numbers")
+    if X.dtype == object or X.dtype.kind in "USV":
+      try:
+        X = X.astype(np.float64)
+      except (TypeError, ValueError) as e:
+        raise NonNumericInputError(f"{name} has non-numeric entries ({e}); convert or drop them") from None
+    if X.dtype.kind not in "biuf":
+      raise UserInputError(f"{name}: expected numbers, got dtype {X.dtype}")
+    if X.ndim != 2:
+      hint = ("; Reshape your data: X.reshape(1, -1) for one sample, X.reshape(-1, 1) for one feature"
+              if X.ndim == 1 else "")
+      raise UserInputError(f"{name}: expected a 2-D array [num_samples, num_features], got shape {X.shape}{hint}")
+    if X.shape[0] == 0:
+      raise UserInputError(f"{name}: 0 samples (empty array); a detector needs data")
+    if X.shape[1] == 0:
+      raise UserInputError(f"{name}: 0 feature(s) (shape={X.shape}) while a minimum of 2 is required.")
+    X = X.astype(np.float32)
+    bad = ~np.isfinite(X)
+    if bad.any():
+      rows = np.flatnonzero(bad.any(axis=1))
+      kinds = "/".join(k for k, m in (("NaN", np.isnan(X)), ("inf", np.isinf(X))) if m.any())
+      raise UserInputError(f"{name} contains {int(bad.sum())} {kinds} values in {rows.size} rows "
+                           f"(first rows: {rows[:5].tolist()}); impute or drop them")
+    if reset:
+      self.n_features_in_ = X.shape[1]
+    elif X.shape[1] != self.n_features_in_:
+      raise UserInputError(f"{name} has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                           f"{self.n_features_in_} features as input")
+    return X
+
+  # ---- fitting ------------------------------------------------------------------------------
+
+  def _arch(self) -> Tuple:
+    cfg = _flow_config(self.block, self.num_blocks, tuple(self.hidden))
+    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in cfg.items()))
+
+  def _train(self, x: np.ndarray, contrastive: Optional[np.ndarray], kind: str, permute: str,
+             eps: float, seed: int, name: str):
+    """Trains one flow; returns (variables as numpy, per-step losses [steps]).
+
+    x: [N, D] preprocessed rows the flow is fitted to ('inlier' batches).
+    contrastive: [M, D] preprocessed contrastive rows, for kind='contrastive' with given data.
+    """
+    dim, steps, batch = x.shape[1], int(self.steps), int(self.batch_size)
+    # Warm-up is capped below `steps`: the cosine decay needs at least one step after it.
+    warmup = min(int(self.warmup_steps), steps - 1)
+    train = (("steps", steps), ("lr", float(self.lr)), ("warmup_steps", warmup),
+             ("schedule", "cosine"), ("grad_clip", float(self.grad_clip)))
+    arch = self._arch()
+    tx = make_optimizer(ml_collections.ConfigDict(dict(train)))
+    init_rng, step_rng, perm_rng = jax.random.split(jax.random.key(seed), 3)
+    state = create_train_state(_model(arch, dim), tx, init_rng)
+    run = _compiled_chunk(arch, dim, train, kind, float(self.noise_std), permute)
+    samplers = {"inlier": (x, EpochSampler(len(x), batch, seed))}
+    if contrastive is not None:
+      samplers["contrastive"] = (contrastive, EpochSampler(len(contrastive), batch, seed + 1))
+    losses = []
+    for start in range(0, steps, CHUNK_STEPS):
+      chunk = range(start, min(start + CHUNK_STEPS, steps))
+      # Batches are gathered on the host: [L, B, D] does not depend on N, so no recompiles per N.
+      batches = {k: a[np.stack([s.indices(t) for t in chunk])] for k, (a, s) in samplers.items()}
+      state, chunk_losses = run(state, batches, step_rng, perm_rng, jnp.float32(eps))
+      chunk_losses = np.asarray(chunk_losses)
+      if not np.isfinite(chunk_losses).all():
+        first = start + int(np.flatnonzero(~np.isfinite(chunk_losses))[0]) + 1
+        raise NonFiniteLossError(f"{type(self).__name__}: model {name!r} diverged (loss "
+                                 f"{chunk_losses[first - start - 1]} at step {first}); lower lr, raise "
+                                 "noise_std, or check the data for extreme values")
+      losses.append(chunk_losses)
+    variables = jax.device_get({"params": state.params, "constants": state.constants})
+    return variables, np.concatenate(losses)
+
+  def fit(self, X, y=None, *, contrastive=None):
+    """Fits the detector on X [N, D] (inliers, possibly with a few anomalies).
+
+    Args:
+      X: training rows [N, D].
+      y: ignored (unsupervised; present for scikit-learn pipelines).
+      contrastive: contrastive rows [M, D], or None / 'permute' for the
+        column-permutation recipe. Ignored by method 'flow'.
+    Returns: self.
+    """
+    self._check_params()
+    X = self._check_X(X, reset=True)
+    n, dim = X.shape
+    if n < 2:
+      raise UserInputError(f"{type(self).__name__} needs at least 2 samples to fit, got {n} sample")
+    if dim < 2:
+      raise UserInputError(f"{type(self).__name__} needs at least 2 features (coupling flows split the "
+                           f"features in two); got n_features = 1 (X has 1 feature(s))")
+    seed = int(np.random.randint(2**31 - 1)) if self.random_state is None else int(self.random_state)
+
+    # Calibration split: held out of everything that shapes the score function.
+    n_cal = int(self.calibration_fraction * n)
+    if self.calibration_fraction > 0 and n_cal == 0:
+      raise UserInputError(f"calibration_fraction={self.calibration_fraction} of {n} samples is 0 samples; "
+                           "give more samples or set calibration_fraction=0")
+    if n - n_cal < 2:
+      raise UserInputError(f"only {n - n_cal} samples left to train after holding out {n_cal} for "
+                           "calibration; lower calibration_fraction")
+    order = np.random.default_rng([seed, _MODEL_SEED["split"]]).permutation(n)
+    x_train_raw, x_cal_raw = X[order[n_cal:]], X[order[:n_cal]]
+
+    stats = preprocessing.fit(x_train_raw, self.normalize)
+    x_train = preprocessing.apply(x_train_raw, self.normalize, stats, "X")
+    constant = np.flatnonzero(x_train.std(axis=0) == 0)
+    if constant.size:
+      raise UserInputError(f"X: column(s) {constant[:10].tolist()} are constant in the training rows; they "
+                           "carry no information and make a density degenerate: drop them")
+
+    permute, con = "", None
+    if self.method != "flow":
+      if contrastive is None or (isinstance(contrastive, str) and contrastive == "permute"):
+        permute = "permute"
+      elif isinstance(contrastive, str):
+        raise UserInputError(f"contrastive={contrastive!r}: pass an array [M, {dim}] or 'permute'")
+      else:
+        con = preprocessing.apply(self._check_X(contrastive, "contrastive"), self.normalize, stats,
+                                  "contrastive")
+
+    seed_of = lambda model: seed * 100 + _MODEL_SEED[model]
+    variables, history, eps = {}, {}, None
+    if self.method in ("flow", "flow_ratio"):
+      variables["flow"], history["flow"] = self._train(x_train, None, "nll", "", 0.0, seed_of("flow"), "flow")
+    if self.method == "flow_ratio":
+      if permute:
+        variables["contrastive_flow"], history["contrastive_flow"] = self._train(
+            x_train, None, "nll", "inlier", 0.0, seed_of("contrastive_flow"), "contrastive_flow")
+      else:
+        variables["contrastive_flow"], history["contrastive_flow"] = self._train(
+            con, None, "nll", "", 0.0, seed_of("contrastive_flow"), "contrastive_flow")
+    if self.method == "cf":
+      eps = self._auto_eps(x_train, seed_of("eps_probe")) if self.eps == "auto" else float(self.eps)
+      variables["cf"], history["cf"] = self._train(
+          x_train, con, "contrastive", "contrastive" if permute else "", eps, seed_of("cf"), "cf")
+
+    self.variables_, self.loss_history_, self.eps_ = variables, history, eps
+    self.preprocessing_ = (self.normalize, stats)
+    self.calibration_scores_ = np.sort(self.decision_function(x_cal_raw)) if n_cal else np.zeros(0)
+    self.decision_scores_ = self.decision_function(X)
+    # PyOD: threshold at the (1 - contamination) quantile of the training scores.
+    self.threshold_ = float(np.percentile(self.decision_scores_, 100 * (1 - self.contamination)))
+    self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+    return self
+
+  def _auto_eps(self, x_train: np.ndarray, seed: int) -> float:
+    """Paper's eps: quantile of log p under a maximum-likelihood flow on held-out training rows + ln 10."""
+    held_n = int(EPS_HOLDOUT * len(x_train))
+    order = np.random.default_rng([seed, 7]).permutation(len(x_train))
+    held, kept = x_train[order[:held_n]], x_train[order[held_n:]]
+    if held_n == 0:  # too few rows to hold any out: the quantile is taken on the training rows.
+      held = kept
+    probe, _ = self._train(kept, None, "nll", "", 0.0, seed, "eps_probe")
+    return objectives.auto_eps(_log_prob(self._arch(), probe, held))
+
+  def calibrate(self, X_inliers):
+    """Replaces the calibration scores by those of new inliers X_inliers [n, D]; returns self.
+
+    Use data the detector was not trained on, exchangeable with the inliers to be tested.
+    """
+    check_is_fitted(self)
+    self.calibration_scores_ = np.sort(self.decision_function(self._check_X(X_inliers, "X_inliers")))
+    return self
+
+  # ---- scoring ------------------------------------------------------------------------------
+
+  def decision_function(self, X) -> np.ndarray:
+    """Anomaly scores [N] (float64) of X [N, D]; higher = more anomalous.
+
+    cf / flow: -log p(x) of the normalised x; flow_ratio: log p_contrastive(x) - log p_flow(x).
+    """
+    check_is_fitted(self)
+    X = self._check_X(X)
+    method, stats = self.preprocessing_
+    x = preprocessing.apply(X, method, stats, "X")
+    arch = self._arch()
+    if self.method == "flow_ratio":
+      return _log_prob(arch, self.variables_["contrastive_flow"], x) - _log_prob(arch, self.variables_["flow"], x)
+    return -_log_prob(arch, self.variables_[self.method], x)
+
+  def score_samples(self, X) -> np.ndarray:
+    """-decision_function(X) [N]: scikit-learn's convention, lower = more abnormal (log p(x) for cf/flow)."""
+    return -self.decision_function(X)
+
+  def pvalues(self, X) -> np.ndarray:
+    """Conformal p-values [N] of X [N, D] against the calibration inliers (small = anomalous)."""
+    check_is_fitted(self)
+    if self.calibration_scores_.size == 0:
+      raise UserInputError("no calibration scores: fit with calibration_fraction > 0 or call "
+                           "calibrate(X_inliers) first")
+    return conformal_pvalues(self.calibration_scores_, self.decision_function(X))
+
+  def predict(self, X, alpha: Optional[float] = None) -> np.ndarray:
+    """0/1 labels [N] (1 = anomaly, PyOD's convention).
+
+    alpha=None: score > threshold_ (from contamination). alpha in (0, 1):
+    p-value <= alpha, which flags at most a fraction alpha of exchangeable inliers.
+    """
+    if alpha is None:
+      return (self.decision_function(X) > self.threshold_).astype(int)
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+      raise UserInputError(f"predict(alpha={alpha!r}): alpha must be a number in (0, 1)")
+    return (self.pvalues(X) <= alpha).astype(int)
+
+  def __sklearn_tags__(self):
+    tags = super().__sklearn_tags__()
+    tags.input_tags.allow_nan = False
+    tags.non_deterministic = False
+    return tags
+
+  # ---- persistence --------------------------------------------------------------------------
+
+  def save(self, path: str) -> None:
+    """Writes the fitted detector to one .npz file (weights, preprocessing, calibration), atomically."""
+    check_is_fitted(self)
+    method, stats = self.preprocessing_
+    meta = {
+        "format": FORMAT,
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
+        "n_features_in": int(self.n_features_in_),
+        "eps": self.eps_,
+        "threshold": self.threshold_,
+        "preprocessing": preprocessing.to_json_dict(method, stats),
+        "models": sorted(self.variables_),
+    }
+    arrays = {"meta": np.array(json.dumps(meta)), "calibration_scores": self.calibration_scores_,
+              "decision_scores": self.decision_scores_}
+    for model, variables in self.variables_.items():
+      for key, value in flax.traverse_util.flatten_dict(variables, sep="/").items():
+        arrays[f"variables/{model}/{key}"] = np.asarray(value)
+    for model, losses in self.loss_history_.items():
+      arrays[f"loss_history/{model}"] = losses
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)  # a reader sees the old file or the complete new one, never half.
+
+  @classmethod
+  def load(cls, path: str) -> "ContrastiveFlowDetector":
+    """Reads a detector written by `save`; checks the weights fit the recorded architecture."""
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+      raise UserInputError(f"detector file not found: {path}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+      raise UserInputError(f"{path} is not a readable detector file ({type(e).__name__}: {e})") from None
+    try:
+      meta = json.loads(str(arrays["meta"]))
+    except (KeyError, json.JSONDecodeError):
+      raise UserInputError(f"{path} is not a ContrastiveFlowDetector file (no readable 'meta' entry)") from None
+    if meta.get("format") != FORMAT:
+      raise UserInputError(f"{path} has format {meta.get('format')!r}; this version reads {FORMAT!r}")
+    params = meta["params"]
+    params["hidden"] = tuple(params["hidden"])
+    det = cls(**params)
+    det.n_features_in_ = meta["n_features_in"]
+    det.eps_, det.threshold_ = meta["eps"], meta["threshold"]
+    det.preprocessing_ = preprocessing.from_json_dict(meta["preprocessing"], path)
+    det.calibration_scores_ = arrays["calibration_scores"]
+    det.decision_scores_ = arrays["decision_scores"]
+    det.labels_ = (det.decision_scores_ > det.threshold_).astype(int)
+    det.loss_history_ = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("loss_history/")}
+    like = init_flow(_model(det._arch(), det.n_features_in_), jax.random.key(0))
+    expected = {k: v.shape for k, v in flax.traverse_util.flatten_dict(like, sep="/").items()}
+    det.variables_ = {}
+    for model in meta["models"]:
+      prefix = f"variables/{model}/"
+      got = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+      if {k: v.shape for k, v in got.items()} != expected:
+        raise UserInputError(f"{path}: the weights of model {model!r} do not fit the recorded architecture "
+                             f"(block={det.block}, num_blocks={det.num_blocks}, hidden={det.hidden}, "
+                             f"{det.n_features_in_} features); the file is corrupt or was edited")
+      det.variables_[model] = flax.traverse_util.unflatten_dict(got, sep="/")
+    return det

@@ -1,0 +1,354 @@
+"""Scores new data with the flows of a finished run.
+
+  python -m cnf_jax.score --workdir=<run> --input=<features.npz | table.csv | image folder | images.zip> \
+      --out=scores.csv [--method=cf] [--alpha=0.05]
+
+Writes one CSV row per input: id, score (higher = more anomalous), p_value,
+is_anomaly (p_value <= alpha), atomically (a temp file renamed at the end: an
+existing --out is either the old file or the complete new one). The last stdout
+line is a JSON summary. Bad input prints one line "error: ..." and exits 2.
+
+Inputs:
+  .npz   a 2-D float array named `features` (or the only 2-D array in the file),
+         optional `ids` [N]; an optional string `backbone` must match the run's.
+  .csv   a header row; numeric columns in the training feature order; an optional
+         column named `id`.
+  folder / .zip of images: features are computed with the run's backbone
+         (config.data.backbone), which needs the extractor (`pip install -e ".[extract]"`).
+Every input must have the run's feature dimension.
+
+The run's preprocessing is read from <workdir>/preprocessing.json; a run that
+predates that file gets its statistics recomputed from the run's own training
+data (the same deterministic `preprocessing.fit`), with a note on stderr.
+
+p-values: calibration scores are the run's scores of the *test inliers*
+(scores.npz, is_anomaly == 0). Those inliers were not used to train any model
+nor to set eps, so the score function is independent of them, and for a new
+input exchangeable with them (same source and distribution as the test inliers),
+P(p <= alpha) <= alpha. This is not guaranteed if you chose the run among
+several by their test AUROC (the test set then shaped the model choice), or if
+your new data come from a shifted inlier distribution.
+"""
+import csv
+import io
+import json
+import os
+import sys
+import zipfile
+from typing import List, Optional, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from cnf_jax.errors import UserInputError
+
+flags.DEFINE_string("workdir", None, "A finished run's directory (with config.json, checkpoints, results.json).")
+flags.DEFINE_string("input", None, "Data to score: .npz, .csv, an image folder or a .zip of images.")
+flags.DEFINE_string("out", None, "Output CSV: id, score, p_value, is_anomaly.")
+flags.DEFINE_string("method", None, "Which of the run's methods scores (default: cf if the run has it).")
+flags.DEFINE_float("alpha", 0.05, "is_anomaly = p_value <= alpha: at most this false-alarm rate on inliers.")
+flags.DEFINE_integer("resolution", 0, "Images: backbone input resolution (default: the run's feature "
+                     "dataset metadata, else the backbone's own).")
+flags.DEFINE_string("checkpoint", None, "Images with backbone moco_v2: the MoCo checkpoint the run's features used.")
+
+EXIT_USER_ERROR = 2
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+def _read_json(path: str, what: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise UserInputError(f"{what} not found: {path}") from None
+  except json.JSONDecodeError as e:
+    raise UserInputError(f"{path} is not valid JSON ({e})") from None
+
+
+def load_run(workdir: str, method: Optional[str]):
+  """(config, method, dim, log_prob_fns {model: x -> log p}, (pre_method, stats), calibration scores [n])."""
+  import ml_collections
+  import numpy as np
+
+  if not os.path.isdir(workdir):
+    raise UserInputError(f"--workdir {workdir} is not a directory")
+  config = ml_collections.ConfigDict(_read_json(os.path.join(workdir, "config.json"), "run config"))
+  results = _read_json(os.path.join(workdir, "results.json"),
+                       "results.json (the run has not finished; rerun cnf_jax.main on this workdir first)")
+  from cnf_jax import config_lib
+  methods = config_lib.method_list(config)
+  if method is None:
+    method = "cf" if "cf" in methods else methods[0]
+  if method not in methods:
+    raise UserInputError(f"--method={method!r}: this run trained {', '.join(methods)}")
+  dim = int(results["feature_dim"])
+  models = {"cf": ["cf"], "flow": ["flow"], "flow_ratio": ["flow", "contrastive_flow"]}[method]
+  log_prob_fns = {name: _restore(workdir, config, name, dim) for name in models}
+
+  scores_path = os.path.join(workdir, "scores.npz")
+  try:
+    with np.load(scores_path, allow_pickle=False) as f:
+      calibration = f[f"score_{method}"][~f["is_anomaly"].astype(bool)]
+  except (OSError, KeyError, ValueError) as e:
+    raise UserInputError(f"{scores_path}: no readable scores of method {method!r} ({type(e).__name__})") from None
+  return config, method, dim, log_prob_fns, _preprocessing(workdir, config), calibration
+
+
+def _restore(workdir: str, config, name: str, dim: int):
+  """x [N, D] -> log p(x) [N] of model `name`, restored from its latest checkpoint."""
+  import jax
+  from cnf_jax import evaluation
+  from cnf_jax.checkpoints import Checkpoints
+  from cnf_jax.flows import flow_from_config
+  from cnf_jax.train import create_train_state, make_optimizer
+
+  directory = os.path.join(workdir, "checkpoints", name)
+  if not os.path.isdir(directory):  # checked first: Checkpoints() would create it.
+    raise UserInputError(f"model {name!r} has no checkpoints in {directory}")
+  model = flow_from_config(config.flow, dim)
+  ckpts = Checkpoints(directory)
+  step = ckpts.latest_step()
+  if step is None:
+    raise UserInputError(f"model {name!r} has no complete checkpoint in {directory}")
+  like = create_train_state(model, make_optimizer(config.train), jax.random.key(0))
+  try:
+    state = ckpts.restore(step, like)
+  except (ValueError, KeyError, TypeError) as e:
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    raise UserInputError(f"checkpoint {directory}/{step} does not fit the architecture in config.json "
+                         f"(flow {config.flow.block} x{config.flow.num_blocks}, hidden {tuple(config.flow.hidden)}, "
+                         f"{dim} features): {first}") from None
+  finally:
+    ckpts.close()
+  log_prob = evaluation.make_log_prob_fn(model, config.eval.batch_size)
+  variables = {"params": state.params, "constants": state.constants}
+  return lambda x: log_prob(variables, x)
+
+
+def _preprocessing(workdir: str, config):
+  from cnf_jax import preprocessing
+  path = os.path.join(workdir, "preprocessing.json")
+  if os.path.exists(path):
+    return preprocessing.load(path)
+  # Older runs: the statistics are a deterministic function of the run's training inliers.
+  print(f"note: {path} not found; recomputing the preprocessing from the run's training data",
+        file=sys.stderr)
+  from cnf_jax import tasks
+  from cnf_jax.data import task_data
+  data = task_data.check_features("inlier training features", tasks.get(config.task).load_data(config).inliers)
+  method = config.preprocess.normalize
+  return method, preprocessing.fit(data, method)
+
+
+# ---- inputs -----------------------------------------------------------------------------------
+
+def read_npz(path: str, run_backbone: Optional[str]) -> Tuple[List[str], "np.ndarray"]:
+  import numpy as np
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise UserInputError(f"{path} is not a readable .npz file ({type(e).__name__})") from None
+  if "backbone" in arrays:
+    backbone = str(arrays["backbone"])
+    if backbone != (run_backbone or ""):
+      raise UserInputError(f"{path} holds features of backbone {backbone!r} but the run was trained on "
+                           f"{run_backbone or 'features without a backbone'!r}; extract with the run's backbone")
+  if "features" in arrays:
+    x = arrays["features"]
+  else:
+    matrices = [k for k, v in arrays.items() if v.ndim == 2 and v.dtype.kind in "biuf"]
+    if len(matrices) != 1:
+      raise UserInputError(f"{path}: name the array to score 'features' (found {', '.join(arrays) or 'no arrays'})")
+    x = arrays[matrices[0]]
+  ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [str(i) for i in range(len(x))]
+  if len(ids) != len(x):
+    raise UserInputError(f"{path}: {len(ids)} ids for {len(x)} feature rows")
+  return ids, x
+
+
+def read_csv(path: str) -> Tuple[List[str], "np.ndarray"]:
+  import numpy as np
+  try:
+    with open(path, newline="") as f:
+      rows = list(csv.reader(f))
+  except UnicodeDecodeError:
+    raise UserInputError(f"{path} is not a text CSV file") from None
+  if not rows:
+    raise UserInputError(f"{path} is empty; expected a header row and one row per sample")
+  header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+  id_col = header.index("id") if "id" in header else None
+  cols = [j for j in range(len(header)) if j != id_col]
+  x = np.empty((len(body), len(cols)), np.float64)
+  ids = []
+  for i, row in enumerate(body):
+    if len(row) != len(header):
+      raise UserInputError(f"{path}: line {i + 2} has {len(row)} cells, the header has {len(header)}")
+    ids.append(row[id_col] if id_col is not None else str(i))
+    for k, j in enumerate(cols):
+      try:
+        x[i, k] = float(row[j])
+      except ValueError:
+        raise UserInputError(f"{path}: line {i + 2}, column {header[j]!r}: {row[j]!r} is not a number") from None
+  return ids, x
+
+
+def _image_names(path: str) -> Tuple[List[str], callable]:
+  """Sorted image names in a folder (recursive) or zip, and read(name) -> bytes."""
+  if os.path.isdir(path):
+    names = sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs)
+    read = lambda n: open(os.path.join(path, n), "rb").read()
+  else:
+    try:
+      archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+      raise UserInputError(f"{path} is not a readable zip archive") from None
+    names = sorted(n for n in archive.namelist() if not n.endswith("/"))
+    read = archive.read
+  names = [n for n in names if not os.path.basename(n).startswith(".")]
+  if not names:
+    raise UserInputError(f"{path} holds no files to score")
+  return names, read
+
+
+def read_images(path: str, config, workdir: str, resolution: int = 0,
+                checkpoint: Optional[str] = None) -> Tuple[List[str], "np.ndarray"]:
+  """Features [N, D] of every image in a folder or zip, with the run's backbone."""
+  import numpy as np
+  backbone_name = config.data.get("backbone") if "data" in config else None
+  if not backbone_name:
+    raise UserInputError(f"the run in {workdir} was trained on feature vectors, not images (its config "
+                         "records no data.backbone); pass features as .npz or .csv")
+  try:
+    import torch
+    from PIL import Image
+    from cnf_jax.extract import backbones, sources
+  except ImportError as e:
+    raise UserInputError(f"scoring images needs the extractor (pip install -e \".[extract]\"): {e}") from None
+  # "<base>_pca<k>": the base backbone, then the PCA stored with the run's training features.
+  base, _, pca = backbone_name.partition("_pca")
+  resolution = resolution or _training_resolution(config)
+  backbone = backbones.build(base, resolution=resolution or None, checkpoint=checkpoint)
+  names, read = _image_names(path)
+  images = []
+  for name in names:
+    try:
+      image = Image.open(io.BytesIO(read(name)))
+      image.load()
+    except Exception as e:  # PIL raises several types for non-images and truncated files.
+      raise UserInputError(f"{path}: {name} is not a readable image ({type(e).__name__}); remove it") from None
+    images.append(sources.to_rgb_array(image, backbone.resolution))
+  feats = np.concatenate([backbone.forward(torch.from_numpy(np.stack(images[i:i + 64]))).numpy()
+                          for i in range(0, len(images), 64)])
+  if pca:
+    from cnf_jax.data import feature_dataset
+    from cnf_jax.extract.pca import apply_pca
+    train_dir = _training_features_dir(config)
+    transform = feature_dataset.load_transform(train_dir) if train_dir else None
+    if transform is None:
+      raise UserInputError(f"backbone {backbone_name!r} needs the PCA of the run's training features "
+                           f"({train_dir or 'config.data has no features_root'}/transform.npz), not found")
+    feats = apply_pca(feats, transform)
+  return names, feats
+
+
+def _training_features_dir(config) -> Optional[str]:
+  """<features_root>/<inlier_source>-train-<backbone>: the extractor output the run trained on, or None."""
+  d = config.data
+  if not all(k in d for k in ("features_root", "inlier_source", "backbone")):
+    return None
+  return os.path.join(os.path.expanduser(d.features_root), f"{d.inlier_source}-train-{d.backbone}")
+
+
+def _training_resolution(config) -> int:
+  """The resolution recorded with the run's training features (extractor metadata.json), or 0."""
+  directory = _training_features_dir(config)
+  meta = os.path.join(directory, "metadata.json") if directory else None
+  if not meta or not os.path.exists(meta):
+    return 0
+  return int(_read_json(meta, "feature metadata").get("resolution", 0))
+
+
+def read_input(path: str, config, workdir: str, resolution: int = 0, checkpoint: Optional[str] = None):
+  if not os.path.exists(path):
+    raise UserInputError(f"--input {path} does not exist")
+  lower = path.lower()
+  if lower.endswith(".npz"):
+    return read_npz(path, config.data.get("backbone") if "data" in config else None)
+  if lower.endswith(".csv"):
+    return read_csv(path)
+  if os.path.isdir(path) or lower.endswith(".zip"):
+    return read_images(path, config, workdir, resolution, checkpoint)
+  raise UserInputError(f"--input {path}: expected a .npz, a .csv, an image folder or a .zip")
+
+
+# ---- scoring ----------------------------------------------------------------------------------
+
+def score(workdir: str, input_path: str, out: str, method: Optional[str] = None, alpha: float = 0.05,
+          resolution: int = 0, checkpoint: Optional[str] = None) -> dict:
+  """Scores `input_path` with the run in `workdir`; writes `out`; returns a summary dict."""
+  import numpy as np
+  from cnf_jax import evaluation, preprocessing
+  from cnf_jax.conformal import conformal_pvalues
+  from cnf_jax.data.task_data import check_features
+
+  if not 0 < alpha < 1:
+    raise UserInputError(f"--alpha={alpha} must be in (0, 1)")
+  out_dir = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(out_dir):
+    raise UserInputError(f"--out {out}: directory {out_dir} does not exist")
+  config, method, dim, log_prob_fns, (pre_method, stats), calibration = load_run(workdir, method)
+  ids, x = read_input(input_path, config, workdir, resolution, checkpoint)
+  x = np.asarray(x)
+  if x.ndim == 2 and x.shape[1] != dim:
+    raise UserInputError(f"{input_path}: {x.shape[1]} features per row, but the run was trained on {dim}; "
+                         "use features from the run's extractor and backbone")
+  x = check_features(f"{input_path}", x, dim)
+  x = preprocessing.apply(x, pre_method, stats, input_path)
+  scores = evaluation.anomaly_scores(method, {name: fn(x) for name, fn in log_prob_fns.items()})
+  pvalues = conformal_pvalues(calibration, scores)
+  flagged = pvalues <= alpha
+
+  tmp = out + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["id", "score", "p_value", "is_anomaly"])
+    for row in zip(ids, scores, pvalues, flagged):
+      writer.writerow([row[0], repr(float(row[1])), repr(float(row[2])), int(row[3])])
+  os.replace(tmp, out)
+  return {"out": out, "rows": len(ids), "method": method, "alpha": alpha, "anomalies": int(flagged.sum()),
+          "calibration_inliers": int(calibration.size)}
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO.
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}; use --workdir, --input and --out")
+  for name in ("workdir", "input", "out"):
+    if not getattr(flags.FLAGS, name):
+      _fail(f"--{name} is required: python -m cnf_jax.score --workdir=<run> --input=<data> --out=scores.csv")
+  try:
+    summary = score(flags.FLAGS.workdir, flags.FLAGS.input, flags.FLAGS.out, flags.FLAGS.method,
+                    flags.FLAGS.alpha, flags.FLAGS.resolution, flags.FLAGS.checkpoint)
+  except UserInputError as e:
+    _fail(str(e))
+  print(json.dumps(summary))
+
+
+def _fail(message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)
