@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import ml_collections
 import numpy as np
@@ -68,9 +68,16 @@ def _identity(config: ml_collections.ConfigDict, dim: int) -> dict:
   return out
 
 
-def check_workdir(workdir: str, config: ml_collections.ConfigDict, dim: int) -> None:
-  """Refuses a workdir that holds a run of another model; records this run's identity otherwise."""
-  os.makedirs(workdir, exist_ok=True)
+def check_workdir(workdir: str, config: ml_collections.ConfigDict, dim: int, preprocess_stats: dict) -> None:
+  """Refuses a workdir that holds a run of another model; records this run's identity otherwise.
+
+  Also writes config.json and preprocessing.json (what `cnf_jax.score` applies to new inputs).
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except (FileExistsError, NotADirectoryError, PermissionError) as e:
+    raise UserInputError(f"--workdir {workdir} is not a usable directory ({e.strerror}); "
+                         "choose another path") from None
   path = os.path.join(workdir, "run_identity.json")
   identity = _identity(config, dim)
   if os.path.exists(path):
@@ -88,17 +95,21 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, dim: int) -> 
     write_json_atomic(path, identity)
   if is_primary():
     write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+    preprocessing.save(os.path.join(workdir, "preprocessing.json"), config.preprocess.normalize,
+                       preprocess_stats)
 
 
-def _preprocess(config, data: task_data.TaskData) -> task_data.TaskData:
+def _preprocess(config, data: task_data.TaskData) -> Tuple[task_data.TaskData, dict]:
+  """Fits the preprocessing on the training inliers and applies it to every set; returns (data, stats)."""
   method = config.preprocess.normalize
   stats = preprocessing.fit(data.inliers, method)
   apply = lambda x, name: preprocessing.apply(x, method, stats, name)
   contrastive = None if data.contrastive is None else apply(data.contrastive, "contrastive features")
   extra = {k: (apply(x, f"test set {k!r}"), y) for k, (x, y) in data.extra_test_sets.items()}
-  return dataclasses.replace(data, inliers=apply(data.inliers, "inlier training features"),
-                             contrastive=contrastive, test=apply(data.test, "test features"),
-                             extra_test_sets=extra)
+  prepared = dataclasses.replace(data, inliers=apply(data.inliers, "inlier training features"),
+                                 contrastive=contrastive, test=apply(data.test, "test features"),
+                                 extra_test_sets=extra)
+  return prepared, stats
 
 
 def _aurocs(methods, log_p: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Dict[str, float]:
@@ -133,8 +144,8 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   methods = config_lib.method_list(config)
   needs_contrastive = "cf" in methods or "flow_ratio" in methods
   data = task_data.validate(task.load_data(config), needs_contrastive)
-  data = _preprocess(config, data)
-  check_workdir(workdir, config, data.dim)
+  data, stats = _preprocess(config, data)
+  check_workdir(workdir, config, data.dim, stats)
   model = flow_from_config(config.flow, data.dim)
   oc = config.objective
   return Run(config=config, workdir=workdir, task=task, methods=methods, data=data, model=model,

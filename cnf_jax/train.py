@@ -254,7 +254,9 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
   if start:
     state = ckpts.restore(start, state)
     logger.info("model %s: resumed from step %d", name, start)
-    writer.drop_after(name, start)
+  # Lines past the restored step (or all of them, when the first checkpoint never completed)
+  # came from an interrupted attempt and are written again below.
+  writer.drop_after(name, start)
 
   samplers = {"inlier": EpochSampler(len(inliers), tc.batch_size, seed)}
   arrays = {"inlier": inliers}

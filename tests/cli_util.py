@@ -16,3 +16,10 @@ def run_main(*args, timeout=300):
 
 def main_command(*args):
   return [sys.executable, "-m", "cnf_jax.main", *args]
+
+
+def failure_report(proc) -> str:
+  """What to show when a CLI run failed: its fatal-error lines first, then the end of stderr."""
+  fatal = [l for l in proc.stderr.splitlines()
+           if any(k in l for k in ("Fatal", "Error", "error:", "Check failed", "Traceback"))]
+  return f"exit {proc.returncode}; " + "\n".join(fatal[:20]) + "\n...\n" + proc.stderr[-1500:]

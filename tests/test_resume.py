@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from cli_util import ROOT, main_command, run_main
+from cli_util import ROOT, failure_report, main_command, run_main
 
 ARGS = ("--config=configs/toy2d.py:runlocal", "--config.methods=cf,flow",
         "--config.train.steps=400", "--config.train.checkpoint_every=100", "--config.train.log_every=50")
@@ -34,7 +34,7 @@ def test_run_killed_after_first_checkpoint_resumes_to_identical_results(tmp_path
   assert not (workdir / "results.json").exists()
 
   resumed = run_main(*ARGS, f"--workdir={workdir}")
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert resumed.returncode == 0, failure_report(resumed)
   assert "model flow: resumed from step" in resumed.stderr
   expected = json.loads((tmp_path / "uninterrupted" / "results.json").read_text())
   assert json.loads((workdir / "results.json").read_text()) == expected
@@ -86,7 +86,7 @@ def test_run_killed_at_six_points_resumes_to_bitwise_identical_results(tmp_path)
 
   # The temporary directory of the last interrupted write is still on disk; it must be ignored.
   resumed = run_main(*ARGS, f"--workdir={workdir}")
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert resumed.returncode == 0, failure_report(resumed)
   assert "model cf: resumed from step 400" in resumed.stderr
   for name in ("results.json",):
     assert (workdir / name).read_bytes() == (tmp_path / "uninterrupted" / name).read_bytes()
@@ -95,11 +95,7 @@ def test_run_killed_at_six_points_resumes_to_bitwise_identical_results(tmp_path)
     for key in want.files:
       np.testing.assert_array_equal(got[key], want[key])
   steps = [(l["model"], l["step"]) for l in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())]
-  if len(steps) != len(set(steps)):
-    # Killed while writing a model's *first* checkpoint, the run restarts that model from step 0,
-    # and fit_flow only drops metric lines past the restored step when it restored one (start > 0).
-    pytest.xfail("train.fit_flow keeps the metric lines of a model whose first checkpoint never "
-                 "completed (fix requested in the issue-7 report: drop_after also when start == 0)")
+  assert len(steps) == len(set(steps)), "a resumed run must not duplicate metric lines"
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -228,10 +228,8 @@ MAIN_CASES = [
                                                  f"--config.data.path={_npz(t, test_is_anomaly=np.zeros(100))}",
                                                  f"--workdir={t / 'w'}"],
      "AUROC needs both inliers and anomalies"),
-    pytest.param("workdir_is_a_file", lambda t: ["--config=configs/toy2d.py:runlocal", f"--workdir={_file(t)}"],
-                 "workdir", marks=pytest.mark.xfail(
-                     strict=True, reason="experiment.check_workdir lets FileExistsError through (traceback); "
-                                         "fix requested in the issue-7 report")),
+    ("workdir_is_a_file", lambda t: ["--config=configs/toy2d.py:runlocal", f"--workdir={_file(t)}"],
+     "is not a usable directory"),
 ]
 
 
