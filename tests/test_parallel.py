@@ -1,5 +1,10 @@
-"""Data-parallel training over 2 (virtual CPU) devices equals training on one device."""
+"""Data-parallel training over several (virtual CPU) devices equals training on one device.
+
+The suite runs with 2 devices (tests/conftest.py); the last test reruns this file in a
+fresh process with 4, since XLA fixes the device count when it starts.
+"""
 import os
+import subprocess
 import sys
 
 import jax
@@ -33,8 +38,8 @@ def _fit(tmp_path, parallel, batch=32, steps=6):
                   workdir, 0, MetricsWriter(os.path.join(workdir, "m.jsonl")))
 
 
-def test_two_devices_give_the_same_parameters_as_one(tmp_path):
-  assert jax.local_device_count() == 2, "conftest sets two CPU devices"
+def test_sharded_training_gives_the_same_parameters_as_one_device(tmp_path):
+  assert jax.local_device_count() >= 2, "conftest sets several CPU devices"
   single = _fit(tmp_path, "single")
   sharded = _fit(tmp_path, "data")
   leaves_single = jax.tree.leaves(single["params"])
@@ -50,5 +55,16 @@ def test_two_devices_give_the_same_parameters_as_one(tmp_path):
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
-  with pytest.raises(UserInputError, match="not divisible by the 2 devices"):
-    _fit(tmp_path, "data", batch=33)
+  n = jax.local_device_count()
+  with pytest.raises(UserInputError, match=f"batch size {8 * n + 1} is not divisible by the {n} devices"):
+    _fit(tmp_path, "data", batch=8 * n + 1)
+
+
+@pytest.mark.skipif(jax.local_device_count() == 4, reason="this is the 4-device run")
+def test_the_same_with_four_devices():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                        env=env, capture_output=True, text=True, timeout=600,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+  assert "2 passed, 1 skipped" in proc.stdout
