@@ -48,6 +48,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from cnf_jax import config_lib
+from cnf_jax import evaluation
 from cnf_jax import objectives
 from cnf_jax import preprocessing
 from cnf_jax.conformal import conformal_pvalues
@@ -117,14 +118,7 @@ def _compiled_log_prob(arch: Tuple, dim: int):
 def _log_prob(arch: Tuple, variables, x: np.ndarray) -> np.ndarray:
   """log p(x) [N] (float64) for x [N, D], in padded chunks of SCORE_CHUNK rows."""
   fn = _compiled_log_prob(arch, x.shape[1])
-  out = []
-  for start in range(0, len(x), SCORE_CHUNK):
-    part = x[start:start + SCORE_CHUNK]
-    n = len(part)
-    if n < SCORE_CHUNK:
-      part = np.concatenate([part, np.zeros((SCORE_CHUNK - n, x.shape[1]), np.float32)])
-    out.append(np.asarray(fn(variables, part))[:n])
-  return np.concatenate(out).astype(np.float64)
+  return evaluation.apply_in_chunks(lambda part: fn(variables, part), x, SCORE_CHUNK)
 
 
 class NonNumericInputError(UserInputError, TypeError):

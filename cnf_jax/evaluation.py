@@ -8,24 +8,29 @@ from sklearn import metrics as sk_metrics
 from cnf_jax.flows import Flow
 
 
-def make_log_prob_fn(model: Flow, batch_size: int) -> Callable[[dict, np.ndarray], np.ndarray]:
-  """Returns log_prob(variables, x [N, D]) -> [N] (numpy), evaluated in fixed-size chunks.
+def apply_in_chunks(fn: Callable[[np.ndarray], jax.Array], x: np.ndarray, chunk: int) -> np.ndarray:
+  """fn over x [N, D] in chunks of exactly `chunk` rows; returns the concatenated [N] as float64.
 
-  The last chunk is padded to the chunk size so one compilation serves every N.
+  The last chunk is zero-padded to `chunk` rows (and the padding dropped), so a jitted
+  `fn` compiles once for every N.
   """
+  out = []
+  for start in range(0, len(x), chunk):
+    part = x[start:start + chunk]
+    n = len(part)
+    if n < chunk:
+      part = np.concatenate([part, np.zeros((chunk - n, x.shape[1]), np.float32)])
+    out.append(np.asarray(fn(part))[:n])
+  return np.concatenate(out).astype(np.float64)
+
+
+def make_log_prob_fn(model: Flow, batch_size: int) -> Callable[[dict, np.ndarray], np.ndarray]:
+  """Returns log_prob(variables, x [N, D]) -> [N] (numpy), evaluated in chunks of at most batch_size."""
   apply = jax.jit(lambda variables, x: model.apply(variables, x, method=Flow.log_prob))
 
   def log_prob(variables: dict, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
-    chunk = min(batch_size, len(x))
-    out = []
-    for start in range(0, len(x), chunk):
-      part = x[start:start + chunk]
-      n = len(part)
-      if n < chunk:
-        part = np.concatenate([part, np.zeros((chunk - n, x.shape[1]), np.float32)])
-      out.append(np.asarray(apply(variables, part))[:n])
-    return np.concatenate(out).astype(np.float64)
+    return apply_in_chunks(lambda part: apply(variables, part), x, min(batch_size, len(x)))
 
   return log_prob
 
