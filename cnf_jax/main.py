@@ -45,15 +45,7 @@ def _load_config_for_checking(argv):
   if spec is None:
     return None
   path, _, arg = spec.partition(":")
-  import importlib.util
-  module_spec = importlib.util.spec_from_file_location("_cnf_config_check", path)
-  if module_spec is None:
-    _fail(f"config file {path!r} not found or not a Python file")
-  module = importlib.util.module_from_spec(module_spec)
-  try:
-    module_spec.loader.exec_module(module)
-  except FileNotFoundError:
-    _fail(f"config file {path!r} not found")
+  module = config_lib.load_config_module(path)
   return module.get_config(arg) if arg else module.get_config()
 
 

@@ -1,6 +1,5 @@
 """The experiment runner: which models a run trains, auto eps, configs."""
 import glob
-import importlib.util
 import os
 
 import numpy as np
@@ -13,10 +12,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIG_DIR, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.load_config_module(os.path.join(CONFIG_DIR, f"{name}.py")).get_config(arg)
 
 
 @pytest.mark.parametrize("methods,auto,holdout,expected", [
