@@ -23,3 +23,20 @@ def permute_columns(rng: jax.Array, x: jax.Array) -> jax.Array:
   # argsort of i.i.d. uniforms is a uniform random permutation, one per column.
   order = jnp.argsort(jax.random.uniform(rng, x.shape), axis=0)
   return jnp.take_along_axis(x, order, axis=0)
+
+
+# How a train step uses the permutation (Objective.permute / the detector's `permute`):
+#   'contrastive': the contrastive batch is the inlier batch, columns permuted (the CF's q);
+#   'inlier':      the batch the flow is fitted to is permuted (flow_ratio's contrastive flow,
+#                  trained by maximum likelihood on q).
+PERMUTE_MODES = ("contrastive", "inlier")
+
+
+def permuted_batch(rng: jax.Array, batch: dict, mode: str) -> dict:
+  """The train-step batch with the permuted inlier rows in place (see PERMUTE_MODES)."""
+  shuffled = permute_columns(rng, batch["inlier"])
+  if mode == "inlier":
+    return {"inlier": shuffled}
+  if mode == "contrastive":
+    return {**batch, "contrastive": shuffled}
+  raise ValueError(f"permute mode {mode!r} is not one of {PERMUTE_MODES}")

@@ -52,7 +52,7 @@ from cnf_jax import evaluation
 from cnf_jax import objectives
 from cnf_jax import preprocessing
 from cnf_jax.conformal import conformal_pvalues
-from cnf_jax.contrastive import permute_columns
+from cnf_jax.contrastive import permuted_batch
 from cnf_jax.data.task_data import EpochSampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow, init_flow
@@ -99,8 +99,7 @@ def _compiled_chunk(arch: Tuple, dim: int, train: Tuple, kind: str, noise_std: f
     def body(state, batch):
       if permute:
         # Fresh permutations each step, from the step number (resumable, order-independent).
-        shuffled = permute_columns(jax.random.fold_in(perm_rng, state.step), batch["inlier"])
-        batch = {"inlier": shuffled} if permute == "inlier" else {**batch, "contrastive": shuffled}
+        batch = permuted_batch(jax.random.fold_in(perm_rng, state.step), batch, permute)
       state, metrics = step(state, batch, rng)
       return state, metrics["loss"]
 

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Tuple
 import ml_collections
 import numpy as np
 
+from cnf_jax import ablation
 from cnf_jax import config_lib
 from cnf_jax import evaluation
 from cnf_jax import objectives
@@ -169,6 +170,8 @@ def model_inputs(run: Run, name: str, trained: Dict[str, dict]):
   if name == "flow":
     return data.inliers, None, Objective("nll")
   if name == "contrastive_flow":
+    if data.contrastive_permute:  # maximum likelihood on column-permuted inlier batches
+      return data.inliers, None, Objective("nll", permute="inlier")
     return data.contrastive, None, Objective("nll")
   held, kept = _probe_split(run)
   if name == "eps_probe":
@@ -181,8 +184,17 @@ def model_inputs(run: Run, name: str, trained: Dict[str, dict]):
     else:
       eps = float(oc.eps)
     logger.info("contrastive flow: clamp eps = %.4g", eps)
-    return data.inliers, data.contrastive, Objective("contrastive", eps)
+    return data.inliers, data.contrastive, Objective("contrastive", eps,
+                                                     "contrastive" if data.contrastive_permute else "")
   raise ValueError(f"unknown model {name!r}")
+
+
+def model_mixtures(run: Run, name: str) -> Dict[str, object]:
+  """{batch key: Mixture} of model `name`: the contrastive set's mixture, where the model draws from it."""
+  mix = run.data.contrastive_mixture
+  if mix is None:
+    return {}
+  return {"cf": {"contrastive": mix}, "contrastive_flow": {"inlier": mix}}.get(name, {})
 
 
 def _probe_split(run: Run):
@@ -206,7 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if name == "cf":
       eps = objective.eps
     variables[name] = fit_flow(name, run.model, config, x, contrastive, objective, workdir,
-                               model_seed(config, name), run.writer)
+                               model_seed(config, name), run.writer, model_mixtures(run, name))
   return evaluate_and_write(run, variables, eps)
 
 
@@ -238,9 +250,22 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
       keep = inlier | member
       results["auroc_by_group"][group_name] = _aurocs(
           methods, {k: v[keep] for k, v in log_p_test.items()}, data.test_is_anomaly[keep])
+      # The inliers against every anomaly except this group (e.g. "other classes" of Fig. 6-7).
+      keep = ~member
+      if (data.test_is_anomaly[keep]).any():
+        results.setdefault("auroc_excluding", {})[group_name] = _aurocs(
+            methods, {k: v[keep] for k, v in log_p_test.items()}, data.test_is_anomaly[keep])
   for set_name, (x, y) in data.extra_test_sets.items():
     lp = {name: log_prob(v, x) for name, v in variables.items()}
     results.setdefault("auroc_extra", {})[set_name] = _aurocs(methods, lp, y)
+  results.update(ablation.contrastive_record(run, model_seed))
+  # The score histograms of the contrastive data (paper Fig. 8, 9) need its scores too.
+  con_rows, con_source = ablation.contrastive_eval_rows(data, config.seed)
+  con_scores = {}
+  if con_rows is not None:
+    lp = {name: log_prob(v, con_rows) for name, v in variables.items()}
+    con_scores = {f"contrastive_score_{m}": evaluation.anomaly_scores(m, lp) for m in methods}
+    con_scores["contrastive_source"] = con_source
 
   if not is_primary():  # every process computed the results; process 0 writes them
     return results
@@ -248,7 +273,7 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   with open(scores_path + ".tmp", "wb") as f:
     np.savez(f, is_anomaly=data.test_is_anomaly,
              **{f"score_{m}": evaluation.anomaly_scores(m, log_p_test) for m in methods},
-             **({"group": data.test_group} if data.test_group is not None else {}))
+             **({"group": data.test_group} if data.test_group is not None else {}), **con_scores)
   os.replace(scores_path + ".tmp", scores_path)
   log_prob_fns: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
       name: (lambda x, v=v: log_prob(v, np.asarray(x, np.float32))) for name, v in variables.items()}

@@ -4,7 +4,7 @@
   python -m cnf_jax.sweep --config=configs/toy2d.py --arg=runlocal --workdir=/tmp/cnf/toy2d_seeds
 
 Runs the sweep declared next to the config (`sweep(add)`, see
-`config_lib.declared_sweep`). Runs that differ only in `seed` and `data.*`
+`config_lib.declared_sweep`). Runs that differ only in `seed`, `data.*` and `objective.eps`
 (e.g. the ten CIFAR-10 classes x three seeds of Table 1) share the flow, the
 optimiser and the batch shapes, so their train steps stack:
 `jax.vmap(train_step)` over a TrainState with a leading model axis [N, ...] and
@@ -34,7 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from cnf_jax import config_lib
 from cnf_jax import experiment
 from cnf_jax.checkpoints import Checkpoints
-from cnf_jax.data.task_data import EpochSampler
+from cnf_jax.data.mixture import make_sampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow
 from cnf_jax.train import (MetricsWriter, Objective, create_train_state, data_mesh, global_batch,
@@ -42,8 +42,9 @@ from cnf_jax.train import (MetricsWriter, Objective, create_train_state, data_me
 
 logger = logging.getLogger(__name__)
 
-# Config sections that may differ between runs trained as one program.
-PER_RUN_KEYS = ("seed", "data")
+# Config sections (or dotted keys) that may differ between runs trained as one program:
+# host-side data and seeds, and the clamp eps (a traced argument of the vmapped step).
+PER_RUN_KEYS = ("seed", "data", "objective.eps")
 
 # (inliers [N, D], contrastive [M, D] or None, objective) of one model.
 ModelInputs = Tuple[np.ndarray, Optional[np.ndarray], Objective]
@@ -52,7 +53,13 @@ ModelInputs = Tuple[np.ndarray, Optional[np.ndarray], Objective]
 def shared_signature(config: ml_collections.ConfigDict) -> str:
   """The part of a config that must be equal for runs to share one program (JSON)."""
   d = json.loads(config.to_json())
-  return json.dumps({k: v for k, v in d.items() if k not in PER_RUN_KEYS}, sort_keys=True)
+  for key in PER_RUN_KEYS:
+    *parents, last = key.split(".")
+    node = d
+    for part in parents:
+      node = node.get(part, {})
+    node.pop(last, None)
+  return json.dumps(d, sort_keys=True)
 
 
 def group_runs(configs: Sequence[ml_collections.ConfigDict]) -> List[List[int]]:
@@ -69,6 +76,11 @@ def check_shared(configs: Sequence[ml_collections.ConfigDict]) -> None:
   for c in configs[1:]:
     other = json.loads(shared_signature(c))
     differing = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+    for section in ("objective",):  # name the key, not just the section
+      if section in differing and isinstance(first.get(section), dict):
+        a, b = first[section], other.get(section, {})
+        differing.remove(section)
+        differing += sorted(f"{section}.{k}" for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differing:
       raise UserInputError(
           f"runs trained as one vmapped program may differ only in {', '.join(PER_RUN_KEYS)}; these differ in "
@@ -83,7 +95,8 @@ def _unstack(tree: Any, i: int) -> Any:
   return jax.tree.map(lambda x: x[i], tree)
 
 
-def make_sweep_step(model: Flow, config: ml_collections.ConfigDict, kind: str, batch_sizes: Dict[str, int]):
+def make_sweep_step(model: Flow, config: ml_collections.ConfigDict, kind: str, batch_sizes: Dict[str, int],
+                    permute: str = ""):
   """jit(vmap(train_step)) for N models; returns (step, replicated, batch sharding).
 
   step(states [N, ...], batch {k: [N, B, D]}, rngs [N], eps [N]) -> (states, metrics {k: [N]}).
@@ -95,7 +108,7 @@ def make_sweep_step(model: Flow, config: ml_collections.ConfigDict, kind: str, b
   noise_std = config.preprocess.noise_std
 
   def one_model_step(state, batch, rng, eps):
-    return make_train_step(model, tx, Objective(kind, eps), noise_std)(state, batch, rng)
+    return make_train_step(model, tx, Objective(kind, eps, permute), noise_std)(state, batch, rng)
 
   mesh = data_mesh(config.train.parallel, batch_sizes)
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -120,18 +133,22 @@ def _common_start(ckpts: Sequence[Checkpoints]) -> int:
 
 
 def fit_flows(name: str, model: Flow, config: ml_collections.ConfigDict, inputs: Sequence[ModelInputs],
-              workdirs: Sequence[str], seeds: Sequence[int], writers: Sequence[MetricsWriter]) -> List[dict]:
+              workdirs: Sequence[str], seeds: Sequence[int], writers: Sequence[MetricsWriter],
+              mixtures: Optional[Sequence[Optional[dict]]] = None) -> List[dict]:
   """`fit_flow` for N models at once; returns each model's variables {"params", "constants"}.
 
-  Model i trains on inputs[i] with seeds[i], checkpoints to <workdirs[i]>/checkpoints/<name>
-  and logs to writers[i], exactly as its own `fit_flow` call would.
+  Model i trains on inputs[i] with seeds[i] (and mixtures[i], see `fit_flow`), checkpoints
+  to <workdirs[i]>/checkpoints/<name> and logs to writers[i], exactly as its own
+  `fit_flow` call would.
   """
   tc = config.train
-  kind = inputs[0][2].kind
+  kind, permute = inputs[0][2].kind, inputs[0][2].permute
+  if any((obj.kind, obj.permute) != (kind, permute) for _, _, obj in inputs):
+    raise ValueError(f"model {name!r}: runs of one program need the same objective kind and permutation")
   sizes = {"inlier": tc.batch_size}
-  if kind == "contrastive":
+  if kind == "contrastive" and permute != "contrastive":
     sizes["contrastive"] = tc.contrastive_batch_size
-  step_fn, tx, replicated, batch_sharding = make_sweep_step(model, config, kind, sizes)
+  step_fn, tx, replicated, batch_sharding = make_sweep_step(model, config, kind, sizes, permute)
 
   # The same key derivation as fit_flow: key(seed) -> (init, step noise).
   keys = [jax.random.split(jax.random.key(s)) for s in seeds]
@@ -147,11 +164,13 @@ def fit_flows(name: str, model: Flow, config: ml_collections.ConfigDict, inputs:
     logger.info("model %s of %d runs: resumed from step %d", name, len(inputs), start)
   state = replicate(_stack(states), replicated)
 
-  samplers = {"inlier": [EpochSampler(len(x), tc.batch_size, s) for (x, _, _), s in zip(inputs, seeds)]}
+  mixtures = [m or {} for m in (mixtures or [None] * len(inputs))]
+  samplers = {"inlier": [make_sampler(len(x), tc.batch_size, s, m.get("inlier"))
+                         for (x, _, _), s, m in zip(inputs, seeds, mixtures)]}
   arrays = {"inlier": [x for x, _, _ in inputs]}
-  if kind == "contrastive":
-    samplers["contrastive"] = [EpochSampler(len(c), tc.contrastive_batch_size, s + 1)
-                               for (_, c, _), s in zip(inputs, seeds)]
+  if "contrastive" in sizes:
+    samplers["contrastive"] = [make_sampler(len(c), tc.contrastive_batch_size, s + 1, m.get("contrastive"))
+                               for (_, c, _), s, m in zip(inputs, seeds, mixtures)]
     arrays["contrastive"] = [c for _, c, _ in inputs]
 
   pending = []
@@ -215,7 +234,8 @@ def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdi
     if name == "cf":
       eps = [objective.eps for _, _, objective in inputs]
     trained = fit_flows(name, runs[0].model, config, inputs, workdirs,
-                        [experiment.model_seed(c, name) for c in configs], [r.writer for r in runs])
+                        [experiment.model_seed(c, name) for c in configs], [r.writer for r in runs],
+                        [experiment.model_mixtures(r, name) for r in runs])
     for v, t in zip(variables, trained):
       v[name] = t
   return [experiment.evaluate_and_write(r, v, e) for r, v, e in zip(runs, variables, eps)]

@@ -26,7 +26,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from cnf_jax import objectives
 from cnf_jax import preprocessing
 from cnf_jax.checkpoints import Checkpoints
-from cnf_jax.data.task_data import EpochSampler
+from cnf_jax.contrastive import permuted_batch
+from cnf_jax.data.mixture import make_sampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow, init_flow
 
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 Batch = Dict[str, jax.Array]
 Metrics = Dict[str, jax.Array]
+# fold_in tag of the column-permutation stream, apart from the noise keys split from the step key.
+PERMUTE_STREAM = 0x7065726D
 
 
 @flax.struct.dataclass
@@ -47,9 +50,15 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  """'nll' (maximum likelihood on the inlier batch) or 'contrastive' (eq. 3 with clamp eps)."""
+  """'nll' (maximum likelihood on the inlier batch) or 'contrastive' (eq. 3 with clamp eps).
+
+  permute: '' or a `contrastive.PERMUTE_MODES` entry: the step permutes the columns
+  of the inlier batch to make the contrastive batch ('contrastive') or the batch
+  the flow is fitted to ('inlier'); the batch then holds only "inlier".
+  """
   kind: str
   eps: float = 0.0
+  permute: str = ""
 
 
 def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
@@ -99,6 +108,8 @@ def make_train_step(model: Flow, tx: optax.GradientTransformation, objective: Ob
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> Tuple[TrainState, Metrics]:
     step_rng = jax.random.fold_in(rng, state.step)
+    if objective.permute:  # fresh column permutations each step, from (seed, step) as the noise
+      batch = permuted_batch(jax.random.fold_in(step_rng, PERMUTE_STREAM), batch, objective.permute)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.constants, batch, step_rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -223,7 +234,7 @@ def _check_finite(name: str, pending, ckpts: Checkpoints) -> None:
 
 def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers: np.ndarray,
              contrastive: Optional[np.ndarray], objective: Objective, workdir: str, seed: int,
-             writer: MetricsWriter) -> Dict[str, Any]:
+             writer: MetricsWriter, mixtures: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """Trains (or resumes, or just restores) one flow; returns its variables {"params", "constants"}.
 
   Args:
@@ -231,6 +242,8 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
     inliers: preprocessed training data [N, D] (noise is added in the step).
     contrastive: preprocessed contrastive data [M, D], needed for the contrastive objective.
     seed: seeds initialisation, batch order and noise of this model.
+    mixtures: {"inlier" | "contrastive": mixture.Mixture} for a set that is a mixture of
+      sources: its batches come from a MixtureSampler instead of an EpochSampler.
   """
   tc = config.train
   if tc.parallel == "single" and jax.process_count() > 1:
@@ -238,7 +251,7 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
                          "use train.parallel='data' (multi-host data parallelism) or run one process")
   tx = make_optimizer(tc)
   sizes = {"inlier": tc.batch_size}
-  if objective.kind == "contrastive":
+  if objective.kind == "contrastive" and objective.permute != "contrastive":
     if contrastive is None:
       raise UserInputError(f"model {name!r} uses the contrastive objective but there is no contrastive data")
     sizes["contrastive"] = tc.contrastive_batch_size
@@ -258,10 +271,12 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
   # came from an interrupted attempt and are written again below.
   writer.drop_after(name, start)
 
-  samplers = {"inlier": EpochSampler(len(inliers), tc.batch_size, seed)}
+  mixtures = mixtures or {}
+  samplers = {"inlier": make_sampler(len(inliers), tc.batch_size, seed, mixtures.get("inlier"))}
   arrays = {"inlier": inliers}
-  if objective.kind == "contrastive":
-    samplers["contrastive"] = EpochSampler(len(contrastive), tc.contrastive_batch_size, seed + 1)
+  if "contrastive" in sizes:
+    samplers["contrastive"] = make_sampler(len(contrastive), tc.contrastive_batch_size, seed + 1,
+                                           mixtures.get("contrastive"))
     arrays["contrastive"] = contrastive
 
   pending = []

@@ -40,6 +40,9 @@ def get_config(arg=None):
   c.data.inlier_source = "cifar10"
   c.data.contrastive_source = "tiny_imagenet"
   c.data.contrastive_split = "train"
+  # "" or sources with weights, e.g. "tiny_imagenet:0.9,cifar10/horse:0.1" (replaces the
+  # contrastive source; syntax in cnf_jax/data/mixture.py, sources in cnf_jax/tasks/oneclass.py).
+  c.data.contrastive_mixture = ""
   # EfficientNet-Lite0 (the pretrained network that installs offline) reduced to 128 dims by a
   # PCA fitted on Tiny ImageNet: the paper's MoCo features are 128-d.
   c.data.backbone = "effnet_lite0_pca128"

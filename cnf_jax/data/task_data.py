@@ -19,6 +19,10 @@ class TaskData:
     test_group: optional [T] int group id per test sample (e.g. CIFAR class),
       used for per-group AUROCs; names in `group_names`.
     extra_test_sets: optional named extra evaluation sets {name: (x [T', D], is_anomaly [T'])}.
+    contrastive_mixture: optional `mixture.Mixture`: `contrastive` is the concatenation of
+      its sources, and contrastive batches are drawn with its weights (MixtureSampler).
+    contrastive_permute: True: no contrastive array; the contrastive batch is the
+      inlier batch with every column permuted, made in the train step (paper 5.4).
   """
   inliers: np.ndarray
   contrastive: Optional[np.ndarray]
@@ -27,6 +31,8 @@ class TaskData:
   test_group: Optional[np.ndarray] = None
   group_names: Sequence[str] = ()
   extra_test_sets: dict = dataclasses.field(default_factory=dict)
+  contrastive_mixture: Optional[object] = None
+  contrastive_permute: bool = False
 
   @property
   def dim(self) -> int:
@@ -62,7 +68,10 @@ def validate(data: TaskData, needs_contrastive: bool) -> TaskData:
   contrastive = None
   if data.contrastive is not None:
     contrastive = check_features("contrastive features", data.contrastive, dim)
-  elif needs_contrastive:
+    if data.contrastive_mixture is not None and data.contrastive_mixture.total != len(contrastive):
+      raise ValueError(f"the contrastive mixture covers {data.contrastive_mixture.total} rows, "
+                       f"the contrastive set has {len(contrastive)}")
+  elif needs_contrastive and not data.contrastive_permute:
     raise UserInputError("the chosen methods need contrastive data but the task provides none; "
                          "set config.methods to 'flow' or provide a contrastive set")
   test = check_features("test features", data.test, dim)

@@ -6,6 +6,14 @@ Inliers: the training features of one class of `data.inlier_source`
 test feature, anomalies = the other classes. Per-class AUROCs (each other class
 against the inliers alone, a row of Table 2) go to "auroc_by_group".
 
+Contrastive mixtures (paper 5.3): `data.contrastive_mixture`, e.g.
+"tiny_imagenet:0.9,cifar10/horse:0.1" (syntax in cnf_jax/data/mixture.py),
+replaces the single contrastive source: `<dataset>` is all training features
+of that feature dataset (subsampled by data.contrastive_limit), `<dataset>/<class>`
+the training features of one class (first data.train_limit rows, as the
+inliers). Naming the inlier class itself (contamination, 5.3.1) draws the very
+training inliers, as the paper does. Empty: data.contrastive_source alone.
+
 Feature datasets are written by the PyTorch extractor stage
 (`python -m cnf_jax.extract`, install extra `[extract]`) into
 <features_root>/<source>-<split>-<backbone>; a backbone named <name>_pca<k> is
@@ -17,6 +25,7 @@ import os
 import numpy as np
 
 from cnf_jax.data import feature_dataset  # the extractor's format, read without torch or TF
+from cnf_jax.data import mixture as mixture_lib
 from cnf_jax.data.task_data import TaskData
 from cnf_jax.errors import UserInputError
 
@@ -56,30 +65,61 @@ def load_data(config) -> TaskData:
       "contrastive": (feature_dataset.dataset_dir(root, d.contrastive_source, d.contrastive_split, d.backbone),
                       d.contrastive_source, d.contrastive_split),
   }
+  if d.get("contrastive_mixture"):
+    del paths["contrastive"]  # the mixture names its own sources
   for path, source, split in paths.values():
     _require(path, root, source, split, d.backbone)
   train = feature_dataset.load(paths["train"][0])
   test = feature_dataset.load(paths["test"][0])
-  contrastive = feature_dataset.load(paths["contrastive"][0])
-
   class_names = list(train.metadata.get("class_names") or [])
   if d.inlier_class not in class_names:
     raise UserInputError(f"inlier class {d.inlier_class!r} is not in {paths['train'][0]} "
                          f"(classes: {', '.join(class_names)})")
   k = class_names.index(d.inlier_class)
-  inliers = train.features[train.labels == k]
-  con = contrastive.features
-  if d.contrastive_limit and len(con) > d.contrastive_limit:
-    pick = np.random.default_rng([config.seed, 11]).choice(len(con), d.contrastive_limit, replace=False)
-    con = con[np.sort(pick)]
-  if d.train_limit and len(inliers) > d.train_limit:
-    inliers = inliers[:d.train_limit]
+  inliers = _class_rows(train, d.inlier_class, paths["train"][0], d.train_limit)
+  mixture = None
+  if d.get("contrastive_mixture"):
+    loaded = {(d.inlier_source, "train"): train}
+    con, mixture = mixture_lib.concatenate(
+        [(name, weight, _source_rows(config, name, root, loaded)) for name, weight in
+         mixture_lib.parse(d.contrastive_mixture)])
+  else:
+    con = _limit(feature_dataset.load(paths["contrastive"][0]).features, d.contrastive_limit, config.seed)
   test_x, test_y = test.features, test.labels
   if d.test_limit and len(test_x) > d.test_limit:
     pick = np.sort(np.random.default_rng([config.seed, 12]).choice(len(test_x), d.test_limit, replace=False))
     test_x, test_y = test_x[pick], test_y[pick]
   return TaskData(inliers=inliers, contrastive=con, test=test_x, test_is_anomaly=test_y != k,
-                  test_group=test_y, group_names=class_names)
+                  test_group=test_y, group_names=class_names, contrastive_mixture=mixture)
+
+
+def _limit(x: np.ndarray, limit: int, seed: int) -> np.ndarray:
+  """At most `limit` rows of x (0 = all), a fixed random subset per seed."""
+  if limit and len(x) > limit:
+    x = x[np.sort(np.random.default_rng([seed, 11]).choice(len(x), limit, replace=False))]
+  return x
+
+
+def _class_rows(dataset, class_name: str, path: str, limit: int) -> np.ndarray:
+  """The first `limit` (0 = all) rows of one class of a feature dataset."""
+  names = list(dataset.metadata.get("class_names") or [])
+  if class_name not in names:
+    raise UserInputError(f"class {class_name!r} is not in {path} (classes: {', '.join(names)})")
+  rows = dataset.features[dataset.labels == names.index(class_name)]
+  return rows[:limit] if limit else rows
+
+
+def _source_rows(config, name: str, root: str, loaded: dict) -> np.ndarray:
+  """Training features of a mixture source: '<dataset>' (all) or '<dataset>/<class>'."""
+  d = config.data
+  dataset, _, class_name = name.partition("/")
+  path = feature_dataset.dataset_dir(root, dataset, "train", d.backbone)
+  if (dataset, "train") not in loaded:
+    _require(path, root, dataset, "train", d.backbone)
+    loaded[(dataset, "train")] = feature_dataset.load(path)
+  if class_name:
+    return _class_rows(loaded[(dataset, "train")], class_name, path, d.train_limit)
+  return _limit(loaded[(dataset, "train")].features, d.contrastive_limit, config.seed)
 
 
 def analyze(config, workdir, data, log_prob_fns, results) -> dict:
