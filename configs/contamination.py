@@ -1,0 +1,60 @@
+"""Contrastive data contaminated with inliers (paper 5.3.1, Fig. 6).
+
+  python -m cnf_jax.main --config=configs/contamination.py:d=0.25 --workdir=/tmp/cnf/contamination_d0.25
+  python -m cnf_jax.main --config=configs/contamination.py:d=0.25,runlocal --workdir=/tmp/cnf/contamination_local
+  # the whole study (7 values of D x 3 seeds, one vmapped program per model), then plot + table:
+  python -m cnf_jax.sweep --config=configs/contamination.py --workdir=/tmp/cnf/contamination
+  python -m cnf_jax.ablation_report --study=contamination --workdir=/tmp/cnf/contamination
+
+Arg: d=<D> in [0, 1], optionally a CIFAR-10 class (default horse) and runlocal.
+Inliers: the training features of the class. Contrastive data: the mixture
+q_new = D p + (1 - D) q of eq. 10, i.e. data.contrastive_mixture =
+"tiny_imagenet:<1-D>,cifar10/<class>:<D>", drawn per batch; the inlier rows in
+it are the training inliers themselves (as in the paper). D here is the
+fraction of inlier data, as in eqs. 10-14 (the paper's text around Fig. 6 reads
+its axis the other way round: "D = 0 ... in-distribution and contrastive
+distribution coincide"); the theory says CF's learned density, and so its
+AUROC, does not change for D < 1, while Flow-ratio's log q_new - log p tends to
+a constant as D -> 1.
+
+Evaluated (results.json): AUROC against deer (auroc_by_group.deer) and against
+all other classes without deer (auroc_excluding.deer), CF and Flow-ratio; eps = 0
+as in the paper. Everything else is configs/oneclass.py.
+"""
+import os
+
+from cnf_jax import config_lib
+from cnf_jax.errors import UserInputError
+
+_ONECLASS = config_lib.load_config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneclass.py"))
+D_VALUES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def mixture(inlier_class: str, d: float) -> str:
+  """data.contrastive_mixture with a fraction d of inlier data."""
+  return f"tiny_imagenet:{round(1.0 - d, 10):g},cifar10/{inlier_class}:{d:g}"
+
+
+def get_config(arg=None):
+  words, pairs = config_lib.parse_arg(arg)
+  classes = [w for w in words if w != "runlocal"] or ["horse"]
+  unknown = sorted(set(pairs) - {"d"})
+  if unknown:
+    raise UserInputError(f"configs/contamination.py: unknown argument(s) {', '.join(unknown)}; give d=<fraction>")
+  try:
+    d = float(pairs.get("d", "0.1"))
+  except ValueError:
+    raise UserInputError(f"configs/contamination.py: d={pairs['d']!r} is not a number in [0, 1]") from None
+  if not 0 <= d <= 1:
+    raise UserInputError(f"configs/contamination.py: d={d} must be in [0, 1] (the fraction of inlier data)")
+  c = _ONECLASS.get_config(",".join(classes + [w for w in words if w == "runlocal"]))
+  c.methods = "cf,flow_ratio"
+  c.data.contrastive_mixture = mixture(classes[0], d)
+  return c
+
+
+def sweep(add):
+  """Fig. 6: D in D_VALUES x 3 seeds, inliers horse (21 runs, one program per model)."""
+  for seed in range(3):
+    for d in D_VALUES:
+      add(arg=f"d={d:g}", seed=seed)
