@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnf_jax import config_lib, evaluation, experiment, sweep
+from cnf_jax import ablation_report, config_lib, evaluation, experiment, sweep
 from cnf_jax.contrastive import permute_columns, permuted_batch
 from cnf_jax.data import feature_dataset
 from cnf_jax.data import mixture as mixture_lib
@@ -154,6 +154,10 @@ def test_mixture_configs_run_end_to_end(tmp_path, features, name, arg, extra_sou
   n_con = {0.25: 360, 1.0: 60}[weight]
   assert scores["contrastive_score_cf"].shape == (n_con,) and np.isfinite(scores["contrastive_score_cf"]).all()
   assert set(np.unique(scores["contrastive_source"])) == ({0, 1} if weight < 1 else {1})
+  written = ablation_report.write_report(name, str(tmp_path))
+  assert all(os.path.getsize(p) > 0 for p in written)
+  # Fig. 8 histograms come from the ratio-0 run (narrow only).
+  assert any(p.endswith("narrow_hist.png") for p in written) == (name == "narrow")
 
 
 def test_contamination_sweep_equals_separate_runs(tmp_path, features):
@@ -168,6 +172,13 @@ def test_contamination_sweep_equals_separate_runs(tmp_path, features):
     np.testing.assert_allclose(np.load(tmp_path / f"v{i}" / "scores.npz")["score_cf"],
                                np.load(tmp_path / f"s{i}" / "scores.npz")["score_cf"], rtol=1e-4, atol=1e-4)
   assert vmapped[0]["auroc"] != vmapped[1]["auroc"]
+  ablation_report.write_report("contamination", str(tmp_path), str(tmp_path / "report"))
+  table = (tmp_path / "report" / "contamination.md").read_text()
+  # Two finished runs per D (separate and vmapped), AUROC in percent.
+  row = next(l for l in table.splitlines() if l.startswith("| 0.9 |"))
+  cf_deer = 100 * vmapped[1]["auroc_by_group"]["deer"]["cf"]
+  assert f"{cf_deer:.1f} ± 0.0 (2)" in row
+  assert (tmp_path / "report" / "contamination.png").stat().st_size > 10000
 
 
 def test_eps_ablation_config(tmp_path, features):
@@ -234,6 +245,9 @@ def test_tabular_runs_and_finds_broken_correlations(tmp_path):
   assert results["auroc"]["flow"] > 0.8 and results["auroc"]["cf"] > 0.8
   scores = np.load(tmp_path / "w" / "scores.npz")
   assert scores["contrastive_score_cf"].shape == (210,)  # the permuted training normals
+  written = ablation_report.write_report("tabular", str(tmp_path))
+  assert [os.path.basename(p) for p in written] == ["tabular_hist.png", "tabular.md"]
+  assert f"| CF | {100 * results['auroc']['cf']:.1f} ± 0.0 (1) |" in open(written[1]).read()
   # npz input gives the same table.
   np.savez(tmp_path / "t.npz", x=x, Class=label)
   c = _tabular(str(tmp_path / "t.npz"), steps=20)

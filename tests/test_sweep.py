@@ -80,3 +80,30 @@ def test_declared_sweep_errors():
     config_lib.declared_sweep(object(), "x.py")
   with pytest.raises(UserInputError, match="unknown config key 'train.stepz'"):
     config_lib.SweepRun("", {"train.stepz": 3}).config(_module("toy2d"))
+
+
+def _toy2d_fixed_eps(eps, steps=20):
+  c = _module("toy2d").get_config("runlocal")
+  c.methods, c.train.steps, c.objective.eps_auto, c.objective.eps = "cf", steps, False, eps
+  return c
+
+
+def test_fixed_eps_may_differ_within_one_program(tmp_path):
+  """objective.eps is a per-run key: the eps ablation trains every fixed eps as one program."""
+  eps = (-4.0, -1.0)
+  assert sweep.group_runs([_toy2d_fixed_eps(e) for e in eps]) == [[0, 1]]
+  separate = [experiment.train_and_evaluate(_toy2d_fixed_eps(e), str(tmp_path / f"s{i}")) for i, e in enumerate(eps)]
+  vmapped = sweep.train_and_evaluate_many([_toy2d_fixed_eps(e) for e in eps], [str(tmp_path / f"v{i}") for i in range(2)])
+  for i, (e, a, b) in enumerate(zip(eps, separate, vmapped)):
+    assert a["eps"] == b["eps"] == e
+    assert b["auroc"] == pytest.approx(a["auroc"], abs=1e-4)
+    np.testing.assert_allclose(np.load(tmp_path / f"v{i}" / "scores.npz")["score_cf"],
+                               np.load(tmp_path / f"s{i}" / "scores.npz")["score_cf"], rtol=1e-4, atol=1e-4)
+  # Same seed and data: only eps differs, and it changes the trained model.
+  assert not np.allclose(np.load(tmp_path / "v0" / "scores.npz")["score_cf"],
+                         np.load(tmp_path / "v1" / "scores.npz")["score_cf"])
+  # Other objective keys still split groups, and the error names the key.
+  other = _toy2d_fixed_eps(-1.0)
+  other.objective.eps_quantile = 0.2
+  with pytest.raises(UserInputError, match="differ in objective.eps_quantile"):
+    sweep.check_shared([_toy2d_fixed_eps(-4.0), other])
