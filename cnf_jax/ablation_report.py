@@ -155,7 +155,9 @@ def plot_histograms(sets: Dict[str, Dict[str, np.ndarray]], path: str, title: st
   """One panel per method, one histogram per named set of anomaly scores.
 
   Scores are clipped to the 0.5-99.5% range of all values of the panel (extreme
-  scores pile up at the edges instead of stretching the axis).
+  scores pile up at the edges instead of stretching the axis). A panel whose
+  scores span more than 1e4 (flows extrapolate to log-densities of -1e12 on
+  far-out table rows) is drawn on the axis sign(s) log10(1 + |s|).
   """
   import matplotlib
   matplotlib.use("Agg")
@@ -163,12 +165,16 @@ def plot_histograms(sets: Dict[str, Dict[str, np.ndarray]], path: str, title: st
   fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.6), squeeze=False)
   for ax, (method, named) in zip(axes[0], sets.items()):
     pooled = np.concatenate([v for v in named.values() if len(v)])
+    symlog = np.ptp(pooled) > 1e4
+    if symlog:
+      named = {k: np.sign(v) * np.log10(1 + np.abs(v)) for k, v in named.items()}
+      pooled = np.sign(pooled) * np.log10(1 + np.abs(pooled))
     lo, hi = np.percentile(pooled, [0.5, 99.5])
     bins = np.linspace(lo, hi, 50)
     for label, values in named.items():
       ax.hist(np.clip(values, lo, hi), bins=bins, density=True, alpha=0.5, label=f"{label} ({len(values)})")
     ax.set_title(METHOD_LABEL.get(method, method))
-    ax.set_xlabel("anomaly score")
+    ax.set_xlabel("sign(s) log10(1 + |s|), s = anomaly score" if symlog else "anomaly score")
     ax.legend(fontsize=8)
   fig.suptitle(title)
   fig.tight_layout()

@@ -19,6 +19,8 @@ constant under reasonable changes of eps and uses eps = 0.
 The fixed-eps runs differ only in seed, data and objective.eps, so `cnf_jax.sweep`
 trains all of them as one vmapped program (eps is a traced per-model argument);
 the auto runs (which also train the eps probe) form a second group.
+runlocal checks the plumbing only: after its 40 steps every log p is far below
+all but the lowest eps values, so the clamp acts differently than in full runs.
 """
 import os
 
