@@ -318,3 +318,27 @@ def test_tabular_sweep_equals_separate_runs(tmp_path):
   for a, b in zip(separate, vmapped):
     assert b["auroc"] == pytest.approx(a["auroc"], abs=1e-4)
   assert vmapped[0]["auroc"] != vmapped[1]["auroc"]
+
+
+def test_eps_report_tables_fixed_and_auto_eps(tmp_path):
+  """The eps study's table and plot from finished runs' config.json and results.json."""
+  def run(name, cls, seed, eps, auto, auroc):
+    d = tmp_path / "root" / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(
+        {"seed": seed, "data": {"inlier_class": cls}, "objective": {"eps": eps, "eps_auto": auto}}))
+    (d / "results.json").write_text(json.dumps({"methods": ["cf"], "auroc": {"cf": auroc}, "eps": eps}))
+
+  run("deer-eps0-s0", "deer", 0, 0.0, False, 0.90)
+  run("deer-eps0-s1", "deer", 1, 0.0, False, 0.92)
+  run("deer-auto-s0", "deer", 0, 151.0, True, 0.88)
+  run("cat-eps100-s0", "cat", 0, 100.0, False, 0.80)
+  written = ablation_report.write_report("eps", str(tmp_path / "root"))
+  table = open(written[-1]).read()
+  assert "| deer | 0 | 0.0 | 91.0 ± 1.0 (2) |" in table
+  assert "| deer | auto | 151.0 | 88.0 ± 0.0 (1) |" in table
+  assert "| cat | 100 | 100.0 | 80.0 ± 0.0 (1) |" in table
+  with pytest.raises(UserInputError, match="no finished run"):
+    ablation_report.write_report("eps", str(tmp_path))
+  with pytest.raises(UserInputError, match="not one of"):
+    ablation_report.write_report("contaminaton", str(tmp_path / "root"))
