@@ -62,7 +62,8 @@ def load_data(config) -> TaskData:
 
 
 def analyze(config, workdir, data, log_prob_fns, results) -> dict:
-  out = {"inlier_source": config.data.inlier_source, "anomaly_sources": anomaly_sources(config)}
+  out = {"inlier_source": config.data.inlier_source, "anomaly_sources": anomaly_sources(config),
+         "group_names": list(data.group_names)}
   if data.test_index is not None:
     out.update(features.write_test_index(workdir, data.test_sources, data.test_source_id, data.test_index))
   return out

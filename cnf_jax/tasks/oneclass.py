@@ -62,7 +62,7 @@ def load_data(config) -> TaskData:
 
 
 def analyze(config, workdir, data, log_prob_fns, results) -> dict:
-  out = {"inlier_class": config.data.inlier_class}
+  out = {"inlier_class": config.data.inlier_class, "group_names": list(data.group_names)}
   if data.test_index is not None:
     out.update(features.write_test_index(workdir, data.test_sources, data.test_source_id, data.test_index))
   return out
