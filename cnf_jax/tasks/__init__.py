@@ -10,7 +10,7 @@ import importlib
 
 from cnf_jax.errors import UserInputError
 
-TASKS = ("toy1d", "toy2d", "oneclass", "npz")
+TASKS = ("toy1d", "toy2d", "oneclass", "dataset_vs_dataset", "npz")
 
 
 def get(name: str):
