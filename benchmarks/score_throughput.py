@@ -30,6 +30,8 @@ def main(argv=None):
   p.add_argument("--chunk", type=int, default=8192)
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+  p.add_argument("--torch_device", default="cuda" if torch.cuda.is_available() else "cpu",
+                 help="where the FrEIA model scores (default: the GPU when there is one)")
   args = p.parse_args(argv)
 
   torch.manual_seed(0)
@@ -39,12 +41,15 @@ def main(argv=None):
                clamp=2.0, permute_soft=True, compute_dtype=args.dtype)
   variables = variables_from_freia(inn, init_flow(model, jax.random.key(0)))
   log_prob = evaluation.make_log_prob_fn(model, args.chunk)
+  device = torch.device(args.torch_device)
+  inn = inn.to(device)
   x = np.concatenate([a for pair in common.sphere_batches(args.num // 512, 256, args.dim) for a in pair])
 
   def score_torch(x):
     with torch.inference_mode():
-      return np.concatenate([freia_reference.log_prob(inn, torch.from_numpy(x[i:i + args.chunk])).numpy()
-                             for i in range(0, len(x), args.chunk)])
+      # Host array in, host array out: the same contract as cnf_jax's log_prob(variables, x).
+      return torch.cat([freia_reference.log_prob(inn, torch.from_numpy(x[i:i + args.chunk]).to(device))
+                        for i in range(0, len(x), args.chunk)]).cpu().numpy()
 
   ours, ref = log_prob(variables, x), score_torch(x)
   common.emit({"check": "scores", "max_abs_diff": float(np.abs(ours - ref).max()), "dtype": args.dtype})

@@ -2,6 +2,8 @@
 
   python -m launch.report --workdir=/tmp/cnf/table             # markdown table + run status
   python -m launch.report --workdir=/tmp/cnf/table --json       # the same as one JSON object
+
+The full report (all tables, missing runs, PNG plots) is `python -m cnf_jax.report <root>`.
 """
 import json
 import sys
@@ -23,9 +25,13 @@ def print_report(root: str, as_json: bool = False) -> None:
     return
   print(f"sweep {root}: {len(rows)} runs, {status['done']} done, {status['running']} running, "
         f"{status['empty']} not started")
-  if table:
-    print("AUROC (%)")
-    print(report.markdown_table(table))
+  full = report.build_report(root, declared=report.declared_run_names(root))
+  if "auroc" in full["markdown"]:
+    print("AUROC (%), mean ± std over seeds; methods as rows, as in the paper")
+    print(full["markdown"]["auroc"])
+  if full["missing"]:
+    print("missing:\n" + "\n".join(f"  {m}" for m in full["missing"]))
+  print(f"tables and plots: python -m cnf_jax.report {root}")
 
 
 def main(argv):

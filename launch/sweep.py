@@ -18,6 +18,7 @@ every run (paths, not hyper-parameters: e.g. data.features_root). Finished runs
 (results.json present) are skipped; interrupted ones resume from their latest
 checkpoint. See launch/README.md for the Cloud TPU flow.
 """
+import json
 import os
 import shlex
 import subprocess
@@ -65,6 +66,17 @@ def sweep_runs(config_path: str, extra_arg: str, only: Sequence[str]) -> List[co
   for c in configs:
     config_lib.validate(c)
   return runs
+
+
+def write_declaration(root: str, config_path: str, extra_arg: str) -> None:
+  """<root>/sweep.json: every run the config declares, so that the report can name those never launched."""
+  from cnf_jax import report
+  names = [r.name for r in config_lib.declared_sweep(config_lib.load_config_module(config_path), config_path)]
+  os.makedirs(root, exist_ok=True)
+  path = os.path.join(root, report.SWEEP_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"config": config_path, "arg": extra_arg, "runs": names}, f, indent=1)
+  os.replace(path + ".tmp", path)
 
 
 def main_argv(run: config_lib.SweepRun, config_path: str, extra_arg: str, settings: Sequence[str],
@@ -226,6 +238,7 @@ def main(argv):
       for _, argv, _ in jobs:
         print(shlex.join(argv))
       return
+    write_declaration(root, FLAGS.config, FLAGS.arg)
     failed = run_local(jobs, max(1, FLAGS.parallel))
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)

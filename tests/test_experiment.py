@@ -29,7 +29,7 @@ def test_models_needed(methods, auto, holdout, expected):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py"))))
 def test_every_config_and_its_runlocal_variant_validate(path):
   name = os.path.basename(path)[:-3]
-  arg = "deer" if name == "oneclass" else None
+  arg = {"oneclass": "deer", "cifar100": "people", "celeba": "female", "dataset_vs_dataset": "svhn"}.get(name)
   full = _load_config(name, arg)
   local = _load_config(name, f"{arg},runlocal" if arg else "runlocal")
   config_lib.validate(full)

@@ -26,6 +26,9 @@ def test_local_sweep_runs_two_processes_and_the_report_reads_it(tmp_path):
     assert json.loads((root / f"seed={seed}" / "config.json").read_text())["seed"] == seed
     assert set(results["auroc"]) == {"cf", "flow", "flow_ratio"}
   assert "| default |" in proc.stdout   # the launcher ends with the table
+  # The declaration is kept beside the runs, so that the report can name runs never launched (seed=2).
+  assert json.loads((root / "sweep.json").read_text())["runs"] == ["seed=0", "seed=1", "seed=2"]
+  assert "run seed=2: never launched" in proc.stdout
 
   report = _launch(f"--workdir={root}", "--json", module="launch.report")
   assert report.returncode == 0, report.stderr[-2000:]

@@ -19,6 +19,9 @@ class TaskData:
     test_group: optional [T] int group id per test sample (e.g. CIFAR class),
       used for per-group AUROCs; names in `group_names`.
     extra_test_sets: optional named extra evaluation sets {name: (x [T', D], is_anomaly [T'])}.
+    test_index: optional [T] position of each test row in its image source, and
+      test_source_id [T] which of `test_sources` (source descriptions, e.g.
+      'zip:/data/cifar10-jpeg.zip:test') it came from; lets reports show the images.
     contrastive_mixture: optional `mixture.Mixture`: `contrastive` is the concatenation of
       its sources, and contrastive batches are drawn with its weights (MixtureSampler).
     contrastive_permute: True: no contrastive array; the contrastive batch is the
@@ -31,6 +34,9 @@ class TaskData:
   test_group: Optional[np.ndarray] = None
   group_names: Sequence[str] = ()
   extra_test_sets: dict = dataclasses.field(default_factory=dict)
+  test_index: Optional[np.ndarray] = None
+  test_source_id: Optional[np.ndarray] = None
+  test_sources: Sequence[str] = ()
   contrastive_mixture: Optional[object] = None
   contrastive_permute: bool = False
 

@@ -10,7 +10,7 @@ import importlib
 
 from cnf_jax.errors import UserInputError
 
-TASKS = ("toy1d", "toy2d", "oneclass", "npz", "tabular")
+TASKS = ("toy1d", "toy2d", "oneclass", "dataset_vs_dataset", "npz", "tabular")
 
 
 def get(name: str):

@@ -1,10 +1,15 @@
-"""One-vs-rest on precomputed image features (paper 5.2.3, Table 1).
+"""One-vs-rest on precomputed image features (paper 5.2.3: Tables 1, 3 and 12).
 
-Inliers: the training features of one class of `data.inlier_source`
-(CIFAR-10 by default); contrastive: the training features of
-`data.contrastive_source` (Tiny ImageNet standing in for ImageNet); test: every
-test feature, anomalies = the other classes. Per-class AUROCs (each other class
-against the inliers alone, a row of Table 2) go to "auroc_by_group".
+Inliers: the training features of one class of `data.inlier_source`; the class
+is read from the label column `data.label_field`:
+  'label'             fine labels (CIFAR-10 classes, Table 1)
+  'coarse_label'      coarse labels (CIFAR-100 superclasses, Table 12)
+  'attributes/<name>' a 0/1 attribute, class names data.class_names = (value 0, value 1)
+                      (CelebA 'attributes/Male': female, male; Table 3)
+Contrastive: the training features of `data.contrastive_source` (Tiny ImageNet
+standing in for ImageNet). Test: every test feature of the inlier source,
+anomalies = the other classes. Per-class AUROCs (each other class against the
+inliers alone, a row of Table 2) go to "auroc_by_group".
 
 Contrastive mixtures (paper 5.3): `data.contrastive_mixture`, e.g.
 "tiny_imagenet:0.9,cifar10/horse:0.1" (syntax in cnf_jax/data/mixture.py),
@@ -14,113 +19,65 @@ the training features of one class (first data.train_limit rows, as the
 inliers). Naming the inlier class itself (contamination, 5.3.1) draws the very
 training inliers, as the paper does. Empty: data.contrastive_source alone.
 
-Feature datasets are written by the PyTorch extractor stage
-(`python -m cnf_jax.extract`, install extra `[extract]`) into
-<features_root>/<source>-<split>-<backbone>; a backbone named <name>_pca<k> is
-<name>'s features projected by `python -m cnf_jax.extract.pca` onto k principal
-components fitted on the contrastive (auxiliary) data.
+Feature datasets and the error for a missing one: see cnf_jax/tasks/features.py.
 """
-import os
-
 import numpy as np
 
-from cnf_jax.data import feature_dataset  # the extractor's format, read without torch or TF
-from cnf_jax.data import mixture as mixture_lib
 from cnf_jax.data.task_data import TaskData
 from cnf_jax.errors import UserInputError
+from cnf_jax.tasks import features
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
-# The extractor's source argument that produces each dataset.
-EXTRACT_SOURCES = {"cifar10": "tfds:cifar10 (or ../shared/data/cifar10-jpeg.zip)",
-                   "tiny_imagenet": "../shared/data/tiny-imagenet-200-subset-jpeg.zip"}
-
-
-def _build_command(path: str, root: str, source: str, split: str, backbone: str) -> str:
-  """The commands that produce the feature dataset at `path`."""
-  base, _, pca = backbone.partition("_pca")
-  extract = lambda src, spl: (f"python -m cnf_jax.extract --source={EXTRACT_SOURCES.get(src, src)} --split={spl} "
-                              f"--backbone={base} --out={feature_dataset.dataset_dir(root, src, spl, base)}")
-  if not pca:
-    return extract(source, split)
-  aux = feature_dataset.dataset_dir(root, "tiny_imagenet", "train", base)
-  return (f"{extract(source, split)}, then python -m cnf_jax.extract.pca --fit={aux} --dims={pca} "
-          f"--apply={feature_dataset.dataset_dir(root, source, split, base)}")
-
-
-def _require(path: str, root: str, source: str, split: str, backbone: str) -> None:
-  if not os.path.isdir(path):
-    raise UserInputError(
-        f"feature dataset not found: {path}. Produce it with: {_build_command(path, root, source, split, backbone)} "
-        "(needs pip install -e '.[extract]'; benchmarks/make_features.sh builds all three), "
-        "or set --config.data.features_root to where the features are")
+# CIFAR-100's 20 coarse labels in label order (TFDS and the original meta file); used to name
+# them where a dataset only stores '0'..'19' (TFDS without its label files).
+CIFAR100_SUPERCLASSES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2")
+EXTRACT_SOURCES = features.EXTRACT_SOURCES  # Kept for callers of the earlier module.
 
 
 def load_data(config) -> TaskData:
   d = config.data
-  root = os.path.expanduser(d.features_root)
-  paths = {
-      "train": (feature_dataset.dataset_dir(root, d.inlier_source, "train", d.backbone), d.inlier_source, "train"),
-      "test": (feature_dataset.dataset_dir(root, d.inlier_source, "test", d.backbone), d.inlier_source, "test"),
-      "contrastive": (feature_dataset.dataset_dir(root, d.contrastive_source, d.contrastive_split, d.backbone),
-                      d.contrastive_source, d.contrastive_split),
-  }
-  if d.get("contrastive_mixture"):
-    del paths["contrastive"]  # the mixture names its own sources
-  for path, source, split in paths.values():
-    _require(path, root, source, split, d.backbone)
-  train = feature_dataset.load(paths["train"][0])
-  test = feature_dataset.load(paths["test"][0])
-  class_names = list(train.metadata.get("class_names") or [])
+  field = d.get("label_field", "label")
+  test_split = d.get("test_split", "test")
+  mixed = bool(d.get("contrastive_mixture"))
+  contrastive_sets = ([(dataset, "train") for dataset, _, _ in features.mixture_sources(config)] if mixed
+                      else [(d.contrastive_source, d.contrastive_split)])
+  features.require(config, [(d.inlier_source, "train"), (d.inlier_source, test_split)] + contrastive_sets)
+  train = features.load(config, d.inlier_source, "train")
+  test = features.load(config, d.inlier_source, test_split)
+  names_if_numeric = tuple(d.get("class_names", ()))
+  train_y, class_names = features.labels_and_names(
+      train, field, names_if_numeric, where=features.dataset_path(config, d.inlier_source, "train"))
+  test_y, _ = features.labels_and_names(
+      test, field, names_if_numeric, where=features.dataset_path(config, d.inlier_source, test_split))
   if d.inlier_class not in class_names:
-    raise UserInputError(f"inlier class {d.inlier_class!r} is not in {paths['train'][0]} "
-                         f"(classes: {', '.join(class_names)})")
+    raise UserInputError(f"inlier class {d.inlier_class!r} is not in "
+                         f"{features.dataset_path(config, d.inlier_source, 'train')} ({field}; classes: "
+                         f"{', '.join(class_names)})")
   k = class_names.index(d.inlier_class)
-  inliers = _class_rows(train, d.inlier_class, paths["train"][0], d.train_limit)
+  inliers = train.features[train_y == k]
+  if d.train_limit and len(inliers) > d.train_limit:
+    inliers = inliers[:d.train_limit]
+  pick = features.random_subset(len(test), d.test_limit, config.seed, 12)
+  rows = np.arange(len(test)) if pick is None else pick
   mixture = None
-  if d.get("contrastive_mixture"):
-    loaded = {(d.inlier_source, "train"): train}
-    con, mixture = mixture_lib.concatenate(
-        [(name, weight, _source_rows(config, name, root, loaded)) for name, weight in
-         mixture_lib.parse(d.contrastive_mixture)])
+  if mixed:
+    contrastive, mixture = features.mixture_features(config, {d.inlier_source: train})
   else:
-    con = _limit(feature_dataset.load(paths["contrastive"][0]).features, d.contrastive_limit, config.seed)
-  test_x, test_y = test.features, test.labels
-  if d.test_limit and len(test_x) > d.test_limit:
-    pick = np.sort(np.random.default_rng([config.seed, 12]).choice(len(test_x), d.test_limit, replace=False))
-    test_x, test_y = test_x[pick], test_y[pick]
-  return TaskData(inliers=inliers, contrastive=con, test=test_x, test_is_anomaly=test_y != k,
-                  test_group=test_y, group_names=class_names, contrastive_mixture=mixture)
-
-
-def _limit(x: np.ndarray, limit: int, seed: int) -> np.ndarray:
-  """At most `limit` rows of x (0 = all), a fixed random subset per seed."""
-  if limit and len(x) > limit:
-    x = x[np.sort(np.random.default_rng([seed, 11]).choice(len(x), limit, replace=False))]
-  return x
-
-
-def _class_rows(dataset, class_name: str, path: str, limit: int) -> np.ndarray:
-  """The first `limit` (0 = all) rows of one class of a feature dataset."""
-  names = list(dataset.metadata.get("class_names") or [])
-  if class_name not in names:
-    raise UserInputError(f"class {class_name!r} is not in {path} (classes: {', '.join(names)})")
-  rows = dataset.features[dataset.labels == names.index(class_name)]
-  return rows[:limit] if limit else rows
-
-
-def _source_rows(config, name: str, root: str, loaded: dict) -> np.ndarray:
-  """Training features of a mixture source: '<dataset>' (all) or '<dataset>/<class>'."""
-  d = config.data
-  dataset, _, class_name = name.partition("/")
-  path = feature_dataset.dataset_dir(root, dataset, "train", d.backbone)
-  if (dataset, "train") not in loaded:
-    _require(path, root, dataset, "train", d.backbone)
-    loaded[(dataset, "train")] = feature_dataset.load(path)
-  if class_name:
-    return _class_rows(loaded[(dataset, "train")], class_name, path, d.train_limit)
-  return _limit(loaded[(dataset, "train")].features, d.contrastive_limit, config.seed)
+    contrastive = features.contrastive_features(config)
+  return TaskData(inliers=inliers, contrastive=contrastive, contrastive_mixture=mixture, test=test.features[rows],
+                  test_is_anomaly=test_y[rows] != k, test_group=test_y[rows], group_names=class_names,
+                  test_index=test.index[rows], test_source_id=np.zeros(len(rows), np.int64),
+                  test_sources=[test.metadata.get("source_detail", d.inlier_source)])
 
 
 def analyze(config, workdir, data, log_prob_fns, results) -> dict:
-  return {"inlier_class": config.data.inlier_class}
+  out = {"inlier_class": config.data.inlier_class, "group_names": list(data.group_names)}
+  if data.test_index is not None:
+    out.update(features.write_test_index(workdir, data.test_sources, data.test_source_id, data.test_index))
+  return out

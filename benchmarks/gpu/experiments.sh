@@ -1,0 +1,49 @@
+# The real-feature studies of issues 4 and 5 in one device call, then issue 8's GPU figures:
+#   run(command="bash benchmarks/gpu/experiments.sh", carry=[".whl", ".carry"], timeout_s=600)
+# Each study is a `python -m cnf_jax.sweep` (its runs trained as vmapped programs; Table 1 as one
+# sweep per seed); the six run side by side on the one GPU (each process takes an eighth of its
+# memory), each under its own time limit, and each study's workdirs (no checkpoints) come back as
+# $OUT/<study>.tgz. The train-speed figures run last, alone on the GPU.
+set -u
+source benchmarks/gpu/setup_device.sh || { echo "setup failed"; exit 1; }
+S=/tmp/sweeps
+COMMON="--set=data.features_root=/tmp/features --set=train.checkpoint_every=1000"
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.12
+study() {  # label, sweep root (under $S), time limit (s), sweep arguments...
+  local label=$1 root=$2 limit=$3; shift 3
+  local t0=$(date +%s)
+  timeout $limit python3 -m cnf_jax.sweep --workdir=$S/$root $COMMON "$@" > $S/$label.log 2>&1
+  local rc=$?
+  echo "{\"study\": \"$label\", \"rc\": $rc, \"seconds\": $(( $(date +%s) - t0 ))}" | tee -a $OUT/studies.jsonl
+}
+mkdir -p $S
+# Table 1 as one sweep per seed (10 classes vmapped each), so that a time-out loses one seed, not all.
+for seed in 0 1 2; do
+  runs=$(python3 -c "import sys; from cnf_jax.tasks.oneclass import CIFAR10_CLASSES as C; print(','.join(f'{c}-seed={sys.argv[1]}' for c in C))" $seed)
+  study oneclass_seed$seed oneclass 360 --config=configs/oneclass.py --runs=$runs --set=methods=cf,flow,flow_ratio,oe &
+done
+study contamination contamination 360 --config=configs/contamination.py &
+study narrow narrow 360 --config=configs/narrow.py &
+study eps_ablation eps_ablation 360 --config=configs/eps_ablation.py &
+wait
+tar czf $OUT/oneclass.tgz --exclude=checkpoints -C $S oneclass oneclass_seed0.log oneclass_seed1.log oneclass_seed2.log
+for root in contamination narrow eps_ablation; do
+  tar czf $OUT/$root.tgz --exclude=checkpoints -C $S $root $root.log
+done
+unset XLA_PYTHON_CLIENT_MEM_FRACTION
+J=$OUT/issue8_gpu.jsonl
+tag() { python3 -c "import json,sys; [print(json.dumps(dict(json.loads(l), **json.loads(sys.argv[1])))) for l in sys.stdin if l.startswith('{')]" "$1"; }
+for b in 256 4096; do
+  JAX_DEFAULT_MATMUL_PRECISION=highest timeout 40 python3 benchmarks/train_throughput.py --batch=$b --steps=50 --rounds=2 \
+    --warmup=5 2>&1 | tag "{\"bench\": \"train\", \"batch\": $b, \"jax_precision\": \"highest\"}" >> $J
+done
+timeout 30 python3 benchmarks/train_throughput.py --batch=4096 --steps=50 --rounds=2 --dtype=bfloat16 --impl=cnf_jax \
+  2>&1 | tag '{"bench": "train", "batch": 4096, "dtype": "bfloat16"}' >> $J
+timeout 30 python3 benchmarks/train_throughput.py --batch=256 --steps=200 --rounds=2 --steps_per_call=10 --impl=cnf_jax \
+  2>&1 | tag '{"bench": "train", "batch": 256, "steps_per_call": 10}' >> $J
+for prec in default highest; do
+  JAX_DEFAULT_MATMUL_PRECISION=$prec timeout 40 python3 benchmarks/score_throughput.py --num=1048576 --chunk=65536 \
+    2>&1 | tag "{\"bench\": \"score\", \"jax_precision\": \"$prec\"}" >> $J
+done
+timeout 40 python3 benchmarks/matmul_peak.py --n=8192 2>&1 | tag '{"bench": "matmul_peak"}' >> $J
+cat $OUT/studies.jsonl $J

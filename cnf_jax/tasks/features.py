@@ -1,0 +1,162 @@
+"""Shared by the image-feature tasks: finding feature datasets, their labels, and the test index.
+
+Feature datasets are written by the PyTorch extractor stage
+(`python -m cnf_jax.extract`, install extra `[extract]`) into
+<features_root>/<source>-<split>-<backbone>; a backbone named <name>_pca<k> is
+<name>'s features projected by `python -m cnf_jax.extract.pca` onto k principal
+components fitted on the contrastive (auxiliary) data. A missing dataset is an
+error that names its path and the commands that build it.
+
+Every run of these tasks writes <workdir>/test_index.npz (`write_test_index`):
+for each row of scores.npz, the dataset it came from and its position in that
+dataset's image source, so that the report can show the test images themselves.
+"""
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from cnf_jax.data import feature_dataset
+from cnf_jax.data import mixture as mixture_lib
+from cnf_jax.errors import UserInputError
+
+# The extractor's --source argument that produces each dataset (name = the extractor's default
+# --source_name, i.e. the TFDS name or the zip's base name).
+EXTRACT_SOURCES = {"cifar10": "tfds:cifar10 (or ../shared/data/cifar10-jpeg.zip)",
+                   "tiny_imagenet": "../shared/data/tiny-imagenet-200-subset-jpeg.zip",
+                   "cifar100": "tfds:cifar100",
+                   "svhn_cropped": "tfds:svhn_cropped",
+                   "celeb_a": "tfds:celeb_a"}
+TEST_INDEX_FILE = "test_index.npz"
+
+
+def build_command(root: str, source: str, split: str, backbone: str) -> str:
+  """The commands that produce the feature dataset of (source, split, backbone) under root."""
+  base, _, pca = backbone.partition("_pca")
+  extract = lambda src, spl: (f"python -m cnf_jax.extract --source={EXTRACT_SOURCES.get(src, src)} --split={spl} "
+                              f"--backbone={base} --out={feature_dataset.dataset_dir(root, src, spl, base)}")
+  if not pca:
+    return extract(source, split)
+  aux = feature_dataset.dataset_dir(root, "tiny_imagenet", "train", base)
+  return (f"{extract(source, split)}, then python -m cnf_jax.extract.pca --fit={aux} --dims={pca} "
+          f"--apply={feature_dataset.dataset_dir(root, source, split, base)}")
+
+
+def dataset_path(config, source: str, split: str) -> str:
+  d = config.data
+  return feature_dataset.dataset_dir(os.path.expanduser(d.features_root), source, split, d.backbone)
+
+
+def require(config, pairs: Sequence[Tuple[str, str]]) -> None:
+  """Raises one UserInputError naming every missing (source, split) dataset and its build command."""
+  root = os.path.expanduser(config.data.features_root)
+  missing = [(dataset_path(config, s, sp), s, sp) for s, sp in pairs if not os.path.isdir(dataset_path(config, s, sp))]
+  if not missing:
+    return
+  lines = "; ".join(f"{path}: produce it with {build_command(root, s, sp, config.data.backbone)}"
+                    for path, s, sp in missing)
+  raise UserInputError(
+      f"feature dataset not found: {lines} (needs pip install -e '.[extract]'; tfds: sources need the TFDS "
+      "data prepared, pass --data_dir; benchmarks/make_features.sh builds the CIFAR-10 ones), "
+      "or set --config.data.features_root to where the features are")
+
+
+def load(config, source: str, split: str) -> feature_dataset.FeatureSet:
+  return feature_dataset.load(dataset_path(config, source, split))
+
+
+def labels_and_names(fs: feature_dataset.FeatureSet, field: str, names_if_numeric: Sequence[str] = (),
+                     where: str = "") -> Tuple[np.ndarray, List[str]]:
+  """The label column `field` of a feature set [N] and its class names.
+
+  field: 'label' (fine labels), 'coarse_label', or 'attributes/<name>' (a 0/1
+  attribute; names_if_numeric gives the names of values 0 and 1). Datasets whose
+  class names are just '0', '1', ... (TFDS without its label files, mock data)
+  get `names_if_numeric` when they have as many classes.
+  """
+  meta = fs.metadata
+  if field == "label":
+    labels, names = fs.labels, list(meta.get("class_names") or [])
+  elif field == "coarse_label":
+    if fs.coarse_labels is None:
+      raise UserInputError(f"{where} has no coarse labels (its source has none); extract it from a source "
+                           "with coarse labels, e.g. tfds:cifar100")
+    labels, names = fs.coarse_labels, list(meta.get("coarse_class_names") or [])
+  elif field.startswith("attributes/"):
+    attr = field[len("attributes/"):]
+    if attr not in fs.attributes:
+      raise UserInputError(f"{where} has no attribute {attr!r} (attributes: "
+                           f"{', '.join(sorted(fs.attributes)) or 'none'}); extract it from tfds:celeb_a")
+    labels = (fs.attributes[attr] != 0).astype(np.int64)
+    names = list(names_if_numeric) if len(names_if_numeric) == 2 else [f"not_{attr}", attr]
+  else:
+    raise UserInputError(f"config data.label_field={field!r} is not valid; choose label, coarse_label or "
+                         "attributes/<name>")
+  if names_if_numeric and len(names) == len(names_if_numeric) and all(n.isdigit() for n in names):
+    names = list(names_if_numeric)
+  return labels, names
+
+
+def random_subset(n: int, limit: int, seed: int, stream: int) -> Optional[np.ndarray]:
+  """Sorted indices of `limit` of n rows drawn with (seed, stream), or None to keep all."""
+  if not limit or n <= limit:
+    return None
+  return np.sort(np.random.default_rng([seed, stream]).choice(n, limit, replace=False))
+
+
+def contrastive_features(config) -> np.ndarray:
+  d = config.data
+  con = load(config, d.contrastive_source, d.contrastive_split).features
+  pick = random_subset(len(con), d.contrastive_limit, config.seed, 11)
+  return con if pick is None else con[pick]
+
+
+def mixture_sources(config) -> List[Tuple[str, str, float]]:
+  """[(dataset, class or '', weight)] of data.contrastive_mixture (see cnf_jax/data/mixture.py)."""
+  return [(name.partition("/")[0], name.partition("/")[2], weight)
+          for name, weight in mixture_lib.parse(config.data.contrastive_mixture)]
+
+
+def mixture_features(config, loaded: dict) -> Tuple[np.ndarray, "mixture_lib.Mixture"]:
+  """The contrastive rows of data.contrastive_mixture [M, D] (sources concatenated) and its Mixture.
+
+  '<dataset>': all training features of the dataset (subsampled by data.contrastive_limit);
+  '<dataset>/<class>': that class's training features, the first data.train_limit as for the
+  inliers (labels from data.label_field for the inlier dataset, fine labels otherwise), so
+  naming the inlier class gives exactly the training inliers. loaded: {dataset: FeatureSet}
+  already read (filled in).
+  """
+  d = config.data
+  parts = []
+  for dataset, class_name, weight in mixture_sources(config):
+    if dataset not in loaded:
+      loaded[dataset] = load(config, dataset, "train")
+    fs, where = loaded[dataset], dataset_path(config, dataset, "train")
+    if class_name:
+      field = d.get("label_field", "label") if dataset == d.inlier_source else "label"
+      names_if_numeric = tuple(d.get("class_names", ())) if dataset == d.inlier_source else ()
+      labels, names = labels_and_names(fs, field, names_if_numeric, where=where)
+      if class_name not in names:
+        raise UserInputError(f"contrastive mixture: class {class_name!r} is not in {where} ({field}; classes: "
+                             f"{', '.join(names)})")
+      rows = fs.features[labels == names.index(class_name)]
+      rows = rows[:d.train_limit] if d.train_limit else rows
+    else:
+      pick = random_subset(len(fs.features), d.contrastive_limit, config.seed, 11)
+      rows = fs.features if pick is None else fs.features[pick]
+    parts.append((f"{dataset}/{class_name}" if class_name else dataset, weight, rows))
+  return mixture_lib.concatenate(parts)
+
+
+def write_test_index(workdir: str, test_sources: Sequence[str], source_id: np.ndarray, index: np.ndarray) -> dict:
+  """Writes test_index.npz (rows aligned with scores.npz); returns the results entry naming the sources.
+
+  test_sources: the metadata 'source_detail' of each test dataset (e.g.
+  'zip:/data/cifar10-jpeg.zip:test'); source_id [T] indexes it; index [T] is the
+  example's position in that source (the extractor's 'index' column).
+  """
+  path = os.path.join(workdir, TEST_INDEX_FILE)
+  with open(path + ".tmp", "wb") as f:
+    np.savez(f, source_id=np.asarray(source_id, np.int64), index=np.asarray(index, np.int64))
+  os.replace(path + ".tmp", path)
+  return {"test_sources": list(test_sources)}

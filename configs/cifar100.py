@@ -1,0 +1,62 @@
+"""CIFAR-100 superclasses one-vs-rest on precomputed features (paper 5.2.3, Table 12).
+
+  python -m cnf_jax.main --config=configs/cifar100.py:people --workdir=/tmp/cnf/cifar100_people
+  python -m cnf_jax.main --config=configs/cifar100.py:people,runlocal --workdir=/tmp/cnf/people_local
+
+Arg: one of the 20 superclasses (coarse labels: aquatic_mammals fish flowers
+food_containers fruit_and_vegetables household_electrical_devices
+household_furniture insects large_carnivores large_man-made_outdoor_things
+large_natural_outdoor_scenes large_omnivores_and_herbivores medium_mammals
+non-insect_invertebrates people reptiles small_mammals trees vehicles_1
+vehicles_2), optionally ",runlocal" for a seconds-long smoke test on subsets.
+
+Inliers: the CIFAR-100 training images of that superclass; anomalies: the test
+images of the other 19 superclasses; auroc_by_group holds each of them alone.
+Everything else (contrastive Tiny ImageNet features, backbone, flow, training)
+is the CIFAR-10 set-up of configs/oneclass.py. Needs the feature datasets
+<features_root>/cifar100-{train,test}-<backbone>, built from TFDS (not
+downloadable here):
+
+  python -m cnf_jax.extract --source=tfds:cifar100 --split=train --backbone=effnet_lite0 \\
+      --resolution=128 --out=~/.cache/cnf_jax/features/cifar100-train-effnet_lite0
+  (same for --split=test), then python -m cnf_jax.extract.pca --fit=<tiny_imagenet-train-effnet_lite0>
+      --dims=128 --apply=<each of them>
+
+A missing dataset is an error naming its path and these commands.
+Paper (MoCo v2 features, Table 12): CF is best or on par on most superclasses.
+Not measured here (no CIFAR-100 data on this machine).
+"""
+import os
+
+from cnf_jax import config_lib
+from cnf_jax.errors import UserInputError
+from cnf_jax.tasks.oneclass import CIFAR100_SUPERCLASSES
+
+
+def get_config(arg=None):
+  words, _ = config_lib.parse_arg(arg)
+  config_lib.check_words(words, CIFAR100_SUPERCLASSES + ("runlocal",), __name__)
+  classes = [w for w in words if w != "runlocal"]
+  if len(classes) != 1:
+    raise UserInputError(f"configs/cifar100.py needs exactly one CIFAR-100 superclass, e.g. ':people'; got "
+                         f"{classes or 'none'}; superclasses: {', '.join(CIFAR100_SUPERCLASSES)}")
+  # The CIFAR-10 set-up (features, flow, training, runlocal sizes) with CIFAR-100's coarse labels.
+  oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
+  c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if "runlocal" in words else ""))
+  c.methods = "cf,flow,flow_ratio"  # the baselines join once they are methods (see configs/oneclass.py)
+  c.data.inlier_source = "cifar100"
+  c.data.label_field = "coarse_label"
+  c.data.class_names = CIFAR100_SUPERCLASSES  # names for datasets that store only '0'..'19'
+  c.data.inlier_class = classes[0]
+  return c
+
+
+def sweep(add):
+  """Table 12: the 20 superclasses x three seeds (60 runs).
+
+    python -m launch.sweep --config=configs/cifar100.py --workdir=/tmp/cnf/cifar100_table --vmap
+    python -m cnf_jax.report /tmp/cnf/cifar100_table
+  """
+  for seed in range(3):
+    for name in CIFAR100_SUPERCLASSES:
+      add(arg=name, seed=seed)

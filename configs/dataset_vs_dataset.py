@@ -1,0 +1,62 @@
+"""CIFAR-10 against another dataset on precomputed features (paper 5.2.4, Table 4).
+
+  python -m cnf_jax.main --config=configs/dataset_vs_dataset.py:svhn --workdir=/tmp/cnf/dvd_svhn
+  python -m cnf_jax.main --config=configs/dataset_vs_dataset.py:cifar100,svhn,celeba --workdir=/tmp/cnf/dvd_all
+  python -m cnf_jax.main --config=configs/dataset_vs_dataset.py:svhn,runlocal --workdir=/tmp/cnf/dvd_local
+
+Arg: one or more of cifar100, svhn, celeba (the test-time anomaly datasets),
+optionally ",runlocal" for a seconds-long smoke test on subsets. The models only
+see CIFAR-10, so one run with all three evaluates Table 4's row for a seed in
+one training; the sweep keeps one dataset per run so that a missing dataset
+only blocks its own column.
+
+Inliers: all CIFAR-10 training features (all classes); contrastive: Tiny
+ImageNet; test: CIFAR-10 test (normal) against each dataset's test features
+(anomalies); results.json "auroc_extra" holds each dataset's AUROC. Everything
+else is the set-up of configs/oneclass.py. Needs <features_root>/
+{cifar100,svhn_cropped,celeb_a}-test-<backbone>, built from TFDS (not
+downloadable here), e.g.
+
+  python -m cnf_jax.extract --source=tfds:svhn_cropped --split=test --backbone=effnet_lite0 \\
+      --resolution=128 --out=~/.cache/cnf_jax/features/svhn_cropped-test-effnet_lite0
+  then python -m cnf_jax.extract.pca --fit=<tiny_imagenet-train-effnet_lite0> --dims=128 --apply=<it>
+
+Paper (MoCo v2 features, Table 4): CF 84.4 / 90.3 / 99.8 (CIFAR-100 / SVHN /
+CelebA), Flow 82.9 / 65.4 / 100.0, Flow-ratio 84.7 / 68.3 / 100. Not measured
+here (no TFDS data on this machine).
+"""
+import os
+
+from cnf_jax import config_lib
+from cnf_jax.errors import UserInputError
+
+# Config word -> feature dataset source name (the extractor's default --source_name for tfds:<name>).
+DATASETS = {"cifar100": "cifar100", "svhn": "svhn_cropped", "celeba": "celeb_a"}
+
+
+def get_config(arg=None):
+  words, _ = config_lib.parse_arg(arg)
+  config_lib.check_words(words, tuple(DATASETS) + ("runlocal",), __name__)
+  others = [w for w in words if w != "runlocal"]
+  if not others:
+    raise UserInputError("configs/dataset_vs_dataset.py needs the anomaly dataset(s), e.g. ':svhn' or "
+                         f"':cifar100,svhn,celeba'; choose from {', '.join(DATASETS)}")
+  oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
+  c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if "runlocal" in words else ""))
+  c.task = "dataset_vs_dataset"
+  c.methods = "cf,flow,flow_ratio"  # the baselines join once they are methods (see configs/oneclass.py)
+  del c.data.inlier_class  # every CIFAR-10 class is in-distribution
+  c.data.inlier_source = "cifar10"
+  c.data.anomaly_sources = ",".join(DATASETS[w] for w in others)
+  return c
+
+
+def sweep(add):
+  """Table 4: the three anomaly datasets x three seeds (9 runs).
+
+    python -m launch.sweep --config=configs/dataset_vs_dataset.py --workdir=/tmp/cnf/dvd_table --vmap
+    python -m cnf_jax.report /tmp/cnf/dvd_table
+  """
+  for seed in range(3):
+    for name in DATASETS:
+      add(arg=name, seed=seed)
