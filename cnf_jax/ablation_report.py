@@ -151,11 +151,13 @@ def plot_curves(xlabel: str, panels, path: str, title: str) -> None:
   plt.close(fig)
 
 
-def plot_histograms(sets: Dict[str, Dict[str, np.ndarray]], path: str, title: str) -> None:
+def plot_histograms(sets: Dict[str, Dict[str, np.ndarray]], path: str, title: str,
+                    range_from: Sequence[str] = ()) -> None:
   """One panel per method, one histogram per named set of anomaly scores.
 
-  Scores are clipped to the 0.5-99.5% range of all values of the panel (extreme
-  scores pile up at the edges instead of stretching the axis). A panel whose
+  Scores are clipped to the 0.5-99.5% range of the panel's sets named in
+  `range_from` (default all): extreme scores pile up at the edges instead of
+  stretching the axis (e.g. the long tail of the contrastive training data). A panel whose
   scores span more than 1e4 (flows extrapolate to log-densities of -1e12 on
   far-out table rows) is drawn on the axis sign(s) log10(1 + |s|).
   """
@@ -164,7 +166,7 @@ def plot_histograms(sets: Dict[str, Dict[str, np.ndarray]], path: str, title: st
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.6), squeeze=False)
   for ax, (method, named) in zip(axes[0], sets.items()):
-    pooled = np.concatenate([v for v in named.values() if len(v)])
+    pooled = np.concatenate([v for k, v in named.items() if len(v) and (not range_from or k in range_from)])
     symlog = np.ptp(pooled) > 1e4
     if symlog:
       named = {k: np.sign(v) * np.log10(1 + np.abs(v)) for k, v in named.items()}
@@ -192,7 +194,7 @@ def histogram_sets(study: str, run: dict) -> Dict[str, Dict[str, np.ndarray]]:
     if study == "narrow":
       horse = s["group"] == CIFAR10_CLASSES.index("horse")
       out[m] = {"in-distribution (deer test)": score[~anomaly],
-                "contrastive (horse train)": s[f"contrastive_score_{m}"],
+                "contrastive (horse) (train)": s[f"contrastive_score_{m}"],
                 "out-of-distribution (other test classes)": score[anomaly & ~horse]}
     else:
       out[m] = {"normal (test)": score[~anomaly], "anomaly (test)": score[anomaly],
@@ -232,7 +234,9 @@ def write_report(study: str, root: str, out: Optional[str] = None) -> List[str]:
     if candidates:
       run = min(candidates, key=lambda r: r["config"]["seed"])
       png = os.path.join(out, f"{study}_hist.png")
-      plot_histograms(histogram_sets(study, run), png, f"{title} ({run['name']})")
+      sets = histogram_sets(study, run)
+      test_sets = [k for k in next(iter(sets.values())) if "(train)" not in k]  # the axis spans the test scores
+      plot_histograms(sets, png, f"{title} ({run['name']})", test_sets)
       written.append(png)
       md += ["", f"Histograms: {os.path.basename(png)} from run {run['name']}."]
   path = os.path.join(out, f"{study}.md")
