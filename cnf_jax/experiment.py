@@ -6,6 +6,10 @@ Models (each a flow of the same architecture, checkpointed under
   contrastive_flow  maximum likelihood on the contrastive set (method flow_ratio)
   eps_probe         maximum likelihood on inliers minus a held-out part, sets auto eps
   cf                the contrastive objective, eq. 3 with clamp eps (method cf)
+  oe                `flow` fine-tuned with outlier exposure for train.oe_steps (method oe)
+
+The baselines of cnf_jax/baselines.py (mse, knn, ...) train no model: they are
+fitted on the preprocessed inliers (and contrastive data) when the run is scored.
 
 Outputs in <workdir>: config.json, metrics.jsonl, scores.npz, results.json
 (written last and atomically: its presence means the run finished).
@@ -19,6 +23,7 @@ from typing import Callable, Dict, List, Tuple
 import ml_collections
 import numpy as np
 
+from cnf_jax import baselines
 from cnf_jax import config_lib
 from cnf_jax import evaluation
 from cnf_jax import objectives
@@ -32,7 +37,9 @@ from cnf_jax.train import MetricsWriter, Objective, fit_flow, is_primary
 logger = logging.getLogger(__name__)
 
 # Each model gets its own seed stream: seed * 100 + offset.
-MODEL_SEED_OFFSET = {"flow": 1, "contrastive_flow": 2, "eps_probe": 3, "cf": 4}
+MODEL_SEED_OFFSET = {"flow": 1, "contrastive_flow": 2, "eps_probe": 3, "cf": 4, "oe": 5}
+# Methods whose models train on the contrastive data.
+CONTRASTIVE_METHODS = ("cf", "flow_ratio", "oe")
 # Config sections that define the trained models; a workdir refuses to resume
 # with different values.
 IDENTITY_KEYS = ("task", "seed", "data", "preprocess", "flow", "objective")
@@ -41,7 +48,8 @@ IDENTITY_KEYS = ("task", "seed", "data", "preprocess", "flow", "objective")
 def models_needed(methods, eps_auto: bool, eps_holdout: float) -> List[str]:
   """Model names to train, in training order."""
   names = []
-  if "flow" in methods or "flow_ratio" in methods or ("cf" in methods and eps_auto and eps_holdout == 0):
+  if ("flow" in methods or "flow_ratio" in methods or "oe" in methods
+      or ("cf" in methods and eps_auto and eps_holdout == 0)):
     names.append("flow")
   if "flow_ratio" in methods:
     names.append("contrastive_flow")
@@ -49,7 +57,23 @@ def models_needed(methods, eps_auto: bool, eps_holdout: float) -> List[str]:
     if eps_auto and eps_holdout > 0:
       names.append("eps_probe")
     names.append("cf")
+  if "oe" in methods:
+    names.append("oe")  # fine-tunes the trained "flow".
   return names
+
+
+def model_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """The config model `name` trains with: the run's, with train.steps = train.oe_steps for 'oe'."""
+  if name != "oe":
+    return config
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.train.steps = config.train.oe_steps
+  return c
+
+
+def initial_variables(name: str, trained: Dict[str, dict]):
+  """The variables model `name` starts from: the trained flow for 'oe' (fine-tuning), else None."""
+  return trained["flow"] if name == "oe" else None
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -112,8 +136,13 @@ def _preprocess(config, data: task_data.TaskData) -> Tuple[task_data.TaskData, d
   return prepared, stats
 
 
-def _aurocs(methods, log_p: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Dict[str, float]:
-  return {m: evaluation.auroc(evaluation.anomaly_scores(m, log_p), is_anomaly) for m in methods}
+def _method_scores(methods, log_p: Dict[str, np.ndarray], baseline: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """{method: anomaly scores [T]}: baselines' from `baseline`, flow methods' from the models' log p."""
+  return {m: baseline[m] if m in baseline else evaluation.anomaly_scores(m, log_p) for m in methods}
+
+
+def _aurocs(scores: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Dict[str, float]:
+  return {m: evaluation.auroc(s, is_anomaly) for m, s in scores.items()}
 
 
 @dataclasses.dataclass
@@ -142,7 +171,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   config_lib.validate(config)
   task = tasks.get(config.task)
   methods = config_lib.method_list(config)
-  needs_contrastive = "cf" in methods or "flow_ratio" in methods
+  needs_contrastive = any(m in CONTRASTIVE_METHODS or m in baselines.USES_CONTRASTIVE for m in methods)
   data = task_data.validate(task.load_data(config), needs_contrastive)
   data, stats = _preprocess(config, data)
   check_workdir(workdir, config, data.dim, stats)
@@ -170,6 +199,8 @@ def model_inputs(run: Run, name: str, trained: Dict[str, dict]):
     return data.inliers, None, Objective("nll")
   if name == "contrastive_flow":
     return data.contrastive, None, Objective("nll")
+  if name == "oe":
+    return data.inliers, data.contrastive, Objective("oe", margin=oc.oe_margin, weight=oc.oe_weight)
   held, kept = _probe_split(run)
   if name == "eps_probe":
     return kept, None, Objective("nll")
@@ -205,8 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     x, contrastive, objective = model_inputs(run, name, variables)
     if name == "cf":
       eps = objective.eps
-    variables[name] = fit_flow(name, run.model, config, x, contrastive, objective, workdir,
-                               model_seed(config, name), run.writer)
+    variables[name] = fit_flow(name, run.model, model_config(config, name), x, contrastive, objective, workdir,
+                               model_seed(config, name), run.writer, initial_variables(name, variables))
   return evaluate_and_write(run, variables, eps)
 
 
@@ -215,10 +246,16 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   config, workdir, data, methods, log_prob, task = (run.config, run.workdir, run.data, run.methods,
                                                      run.log_prob, run.task)
   log_p_test = {name: log_prob(v, data.test) for name, v in variables.items()}
+  # Baselines are fitted here (once) and score the test set and every extra test set.
+  baseline_scores, baseline_seconds = baselines.score_sets(
+      [m for m in methods if m in baselines.NAMES], data.inliers, data.contrastive,
+      {("test",): data.test, **{("extra", k): x for k, (x, _) in data.extra_test_sets.items()}},
+      config.baselines, config.seed)
+  scores_test = _method_scores(methods, log_p_test, baseline_scores[("test",)])
   results = {
       "task": config.task,
       "methods": list(methods),
-      "auroc": _aurocs(methods, log_p_test, data.test_is_anomaly),
+      "auroc": _aurocs(scores_test, data.test_is_anomaly),
       "feature_dim": data.dim,
       "num_inliers": len(data.inliers),
       "num_contrastive": 0 if data.contrastive is None else len(data.contrastive),
@@ -228,6 +265,8 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   }
   if eps is not None:
     results["eps"] = eps
+  if baseline_seconds:
+    results["baseline_seconds"] = baseline_seconds  # fit + scoring of every set, per baseline.
   if data.test_group is not None:
     inlier = ~data.test_is_anomaly
     results["auroc_by_group"] = {}
@@ -237,17 +276,18 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
         continue  # the inlier group itself
       keep = inlier | member
       results["auroc_by_group"][group_name] = _aurocs(
-          methods, {k: v[keep] for k, v in log_p_test.items()}, data.test_is_anomaly[keep])
+          {m: s[keep] for m, s in scores_test.items()}, data.test_is_anomaly[keep])
   for set_name, (x, y) in data.extra_test_sets.items():
     lp = {name: log_prob(v, x) for name, v in variables.items()}
-    results.setdefault("auroc_extra", {})[set_name] = _aurocs(methods, lp, y)
+    results.setdefault("auroc_extra", {})[set_name] = _aurocs(
+        _method_scores(methods, lp, baseline_scores[("extra", set_name)]), y)
 
   if not is_primary():  # every process computed the results; process 0 writes them
     return results
   scores_path = os.path.join(workdir, "scores.npz")
   with open(scores_path + ".tmp", "wb") as f:
     np.savez(f, is_anomaly=data.test_is_anomaly,
-             **{f"score_{m}": evaluation.anomaly_scores(m, log_p_test) for m in methods},
+             **{f"score_{m}": s for m, s in scores_test.items()},
              **({"group": data.test_group} if data.test_group is not None else {}))
   os.replace(scores_path + ".tmp", scores_path)
   log_prob_fns: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
