@@ -45,6 +45,7 @@ import numpy as np
 from sklearn import covariance as sk_covariance
 from sklearn import decomposition as sk_decomposition
 from sklearn import neighbors as sk_neighbors
+from threadpoolctl import threadpool_limits
 
 from cnf_jax.errors import UserInputError
 
@@ -68,9 +69,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.knn_method = "largest"    # largest (k-th distance, PyOD's default) | mean | median of the k distances.
   c.lof_k = 20                # neighbours (PyOD LOF: 20).
   c.abod_k = 10               # neighbours of fast ABOD (PyOD: 10).
-  # MinCovDet on all 5,000 x 128 inliers of a class takes ~35 s on 2 cores, on 2,000 ~16 s:
-  # fit it on a random subsample of at most this many inliers (0 = all; the seed picks them).
-  c.mcd_max_samples = 2000
+  # Fit MCD on a random subsample of at most this many inliers (0 = all; the seed picks them).
+  # All 5,000 x 128 inliers of a CIFAR-10 class take ~10 s (single-threaded LAPACK, see _mcd).
+  c.mcd_max_samples = 0
   c.mcd_support_fraction = 0.0  # fraction of points in the MCD support; 0 = sklearn's (n + D + 1) / 2n.
   return c
 
@@ -215,8 +216,12 @@ def _mcd(inliers, contrastive, cfg, seed) -> ScoreFn:
   if len(fit_on) <= fit_on.shape[1]:
     raise UserInputError(f"baseline mcd needs more inliers ({len(fit_on)}) than features ({fit_on.shape[1]}); "
                          "raise config.baselines.mcd_max_samples or drop mcd from config.methods")
-  mcd = sk_covariance.MinCovDet(support_fraction=cfg.mcd_support_fraction or None,
-                                random_state=seed).fit(fit_on)
+  # MinCovDet runs ~1,300 eigendecompositions of D x D matrices: multi-threaded LAPACK spends
+  # its time synchronising on matrices that small (measured on a busy 2-core machine, 2,000 x 128:
+  # 110 s with the default threads, 6 s with one).
+  with threadpool_limits(1):
+    mcd = sk_covariance.MinCovDet(support_fraction=cfg.mcd_support_fraction or None,
+                                  random_state=seed).fit(fit_on)
   return lambda x: mcd.mahalanobis(_as64(x))
 
 
