@@ -103,6 +103,10 @@ def test_bad_options_and_too_few_inliers():
     baselines.fit("lof", np.zeros((5, 2)))
   with pytest.raises(UserInputError, match="unknown baseline 'svm'"):
     baselines.fit("svm", np.zeros((5, 2)))
+  cfg = config_lib.default_config().baselines
+  cfg.mcd_max_samples = 3
+  with pytest.raises(UserInputError, match=r"mcd needs more inliers \(3\) than features \(4\)"):
+    baselines.fit("mcd", np.random.default_rng(0).normal(size=(50, 4)), cfg=cfg)
 
 
 def test_score_sets_fits_once_and_scores_every_set():
