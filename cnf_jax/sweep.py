@@ -88,8 +88,9 @@ def make_sweep_step(model: Flow, config: ml_collections.ConfigDict, kind: str, b
 
   step(states [N, ...], batch {k: [N, B, D]}, rngs [N], eps [N]) -> (states, metrics {k: [N]}).
   The per-model clamp eps is an argument (traced), so models with different eps
-  share the program; the oe margin and weight come from the shared config. With train.parallel='data' each model's batch is split over
-  the devices (axis 1), exactly as in a single run.
+  share the program; the oe margin and weight come from the shared config. With
+  train.parallel='data' each model's batch is split over the devices (axis 1),
+  exactly as in a single run.
   """
   tx = make_optimizer(config.train)
   noise_std = config.preprocess.noise_std
