@@ -63,7 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
   # class sit around log p = 200 with a spread of tens of nats), so the margin is in
   # total nats: 10 nats asks each contrastive point to be e^10 (~2e4) times less likely
   # than its paired inlier, about 0.08 nats per dimension. Weight 1: both terms are nats
-  # per sample, so neither dominates by its units alone.
+  # per sample, so neither dominates by its units alone. Measured (oneclass deer, seed 0):
+  # the flow already puts Tiny ImageNet ~94 nats below the inliers, only ~1% of pairs
+  # violate a 10-nat margin, and OE equals Flow (AUROC .882 / .882); margin 100 gives .886.
   c.objective.oe_margin = 10.0
   c.objective.oe_weight = 1.0
 
