@@ -24,6 +24,7 @@ JAX_SIDE = [
     "ml-collections==1.1.0",
     "absl-py==2.5.1",
     "scikit-learn==1.9.1",
+    "threadpoolctl==3.8.0",   # comes with scikit-learn; baselines.py limits BLAS threads for MCD.
     "numpy==2.4.6",
     "scipy==1.17.1",
     "tensorflow-datasets==4.9.10",

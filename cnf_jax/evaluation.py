@@ -38,13 +38,15 @@ def make_log_prob_fn(model: Flow, batch_size: int) -> Callable[[dict, np.ndarray
 def anomaly_scores(method: str, log_p: Dict[str, np.ndarray]) -> np.ndarray:
   """Per-method anomaly score [N] from the log-densities of the trained models.
 
-  cf: -log p_cf(x); flow: -log p_flow(x);
+  cf: -log p_cf(x); flow: -log p_flow(x); oe: -log p_oe(x) (the flow after outlier exposure);
   flow_ratio: log p_contrastive(x) - log p_flow(x) (a likelihood ratio, Schirrmeister et al. 2020).
   """
   if method == "cf":
     return -log_p["cf"]
   if method == "flow":
     return -log_p["flow"]
+  if method == "oe":
+    return -log_p["oe"]
   if method == "flow_ratio":
     return log_p["contrastive_flow"] - log_p["flow"]
   raise ValueError(f"unknown method {method!r}")

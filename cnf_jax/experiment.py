@@ -6,6 +6,10 @@ Models (each a flow of the same architecture, checkpointed under
   contrastive_flow  maximum likelihood on the contrastive set (method flow_ratio)
   eps_probe         maximum likelihood on inliers minus a held-out part, sets auto eps
   cf                the contrastive objective, eq. 3 with clamp eps (method cf)
+  oe                `flow` fine-tuned with outlier exposure for train.oe_steps (method oe)
+
+The baselines of cnf_jax/baselines.py (mse, knn, ...) train no model: they are
+fitted on the preprocessed inliers (and contrastive data) when the run is scored.
 
 Outputs in <workdir>: config.json, metrics.jsonl, scores.npz, results.json
 (written last and atomically: its presence means the run finished).
@@ -20,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from cnf_jax import ablation
+from cnf_jax import baselines
 from cnf_jax import config_lib
 from cnf_jax import evaluation
 from cnf_jax import objectives
@@ -33,7 +38,9 @@ from cnf_jax.train import MetricsWriter, Objective, fit_flow, is_primary
 logger = logging.getLogger(__name__)
 
 # Each model gets its own seed stream: seed * 100 + offset.
-MODEL_SEED_OFFSET = {"flow": 1, "contrastive_flow": 2, "eps_probe": 3, "cf": 4}
+MODEL_SEED_OFFSET = {"flow": 1, "contrastive_flow": 2, "eps_probe": 3, "cf": 4, "oe": 5}
+# Methods whose models train on the contrastive data.
+CONTRASTIVE_METHODS = ("cf", "flow_ratio", "oe")
 # Config sections that define the trained models; a workdir refuses to resume
 # with different values.
 IDENTITY_KEYS = ("task", "seed", "data", "preprocess", "flow", "objective")
@@ -42,7 +49,8 @@ IDENTITY_KEYS = ("task", "seed", "data", "preprocess", "flow", "objective")
 def models_needed(methods, eps_auto: bool, eps_holdout: float) -> List[str]:
   """Model names to train, in training order."""
   names = []
-  if "flow" in methods or "flow_ratio" in methods or ("cf" in methods and eps_auto and eps_holdout == 0):
+  if ("flow" in methods or "flow_ratio" in methods or "oe" in methods
+      or ("cf" in methods and eps_auto and eps_holdout == 0)):
     names.append("flow")
   if "flow_ratio" in methods:
     names.append("contrastive_flow")
@@ -50,7 +58,23 @@ def models_needed(methods, eps_auto: bool, eps_holdout: float) -> List[str]:
     if eps_auto and eps_holdout > 0:
       names.append("eps_probe")
     names.append("cf")
+  if "oe" in methods:
+    names.append("oe")  # fine-tunes the trained "flow".
   return names
+
+
+def model_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """The config model `name` trains with: the run's, with train.steps = train.oe_steps for 'oe'."""
+  if name != "oe":
+    return config
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.train.steps = config.train.oe_steps
+  return c
+
+
+def initial_variables(name: str, trained: Dict[str, dict]):
+  """The variables model `name` starts from: the trained flow for 'oe' (fine-tuning), else None."""
+  return trained["flow"] if name == "oe" else None
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -113,8 +137,13 @@ def _preprocess(config, data: task_data.TaskData) -> Tuple[task_data.TaskData, d
   return prepared, stats
 
 
-def _aurocs(methods, log_p: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Dict[str, float]:
-  return {m: evaluation.auroc(evaluation.anomaly_scores(m, log_p), is_anomaly) for m in methods}
+def _method_scores(methods, log_p: Dict[str, np.ndarray], baseline: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """{method: anomaly scores [T]}: baselines' from `baseline`, flow methods' from the models' log p."""
+  return {m: baseline[m] if m in baseline else evaluation.anomaly_scores(m, log_p) for m in methods}
+
+
+def _aurocs(scores: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Dict[str, float]:
+  return {m: evaluation.auroc(s, is_anomaly) for m, s in scores.items()}
 
 
 @dataclasses.dataclass
@@ -143,7 +172,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   config_lib.validate(config)
   task = tasks.get(config.task)
   methods = config_lib.method_list(config)
-  needs_contrastive = "cf" in methods or "flow_ratio" in methods
+  needs_contrastive = any(m in CONTRASTIVE_METHODS or m in baselines.USES_CONTRASTIVE for m in methods)
   data = task_data.validate(task.load_data(config), needs_contrastive)
   data, stats = _preprocess(config, data)
   check_workdir(workdir, config, data.dim, stats)
@@ -173,6 +202,9 @@ def model_inputs(run: Run, name: str, trained: Dict[str, dict]):
     if data.contrastive_permute:  # maximum likelihood on column-permuted inlier batches
       return data.inliers, None, Objective("nll", permute="inlier")
     return data.contrastive, None, Objective("nll")
+  if name == "oe":
+    return data.inliers, data.contrastive, Objective("oe", permute="contrastive" if data.contrastive_permute else "",
+                                                     margin=oc.oe_margin, weight=oc.oe_weight)
   held, kept = _probe_split(run)
   if name == "eps_probe":
     return kept, None, Objective("nll")
@@ -194,7 +226,7 @@ def model_mixtures(run: Run, name: str) -> Dict[str, object]:
   mix = run.data.contrastive_mixture
   if mix is None:
     return {}
-  return {"cf": {"contrastive": mix}, "contrastive_flow": {"inlier": mix}}.get(name, {})
+  return {"cf": {"contrastive": mix}, "oe": {"contrastive": mix}, "contrastive_flow": {"inlier": mix}}.get(name, {})
 
 
 def _probe_split(run: Run):
@@ -217,8 +249,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     x, contrastive, objective = model_inputs(run, name, variables)
     if name == "cf":
       eps = objective.eps
-    variables[name] = fit_flow(name, run.model, config, x, contrastive, objective, workdir,
-                               model_seed(config, name), run.writer, model_mixtures(run, name))
+    variables[name] = fit_flow(name, run.model, model_config(config, name), x, contrastive, objective, workdir,
+                               model_seed(config, name), run.writer, model_mixtures(run, name),
+                               initial_variables(name, variables))
   return evaluate_and_write(run, variables, eps)
 
 
@@ -227,10 +260,20 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   config, workdir, data, methods, log_prob, task = (run.config, run.workdir, run.data, run.methods,
                                                      run.log_prob, run.task)
   log_p_test = {name: log_prob(v, data.test) for name, v in variables.items()}
+  con_rows, con_source = ablation.contrastive_eval_rows(data, config.seed)
+  # Baselines are fitted here (once) and score the test set, every extra test set and the
+  # sample of contrastive data.
+  sets = {("test",): data.test, **{("extra", k): x for k, (x, _) in data.extra_test_sets.items()}}
+  if con_rows is not None:
+    sets[("contrastive",)] = con_rows
+  baseline_scores, baseline_seconds = baselines.score_sets(
+      [m for m in methods if m in baselines.NAMES], data.inliers, data.contrastive, sets,
+      config.baselines, config.seed)
+  scores_test = _method_scores(methods, log_p_test, baseline_scores[("test",)])
   results = {
       "task": config.task,
       "methods": list(methods),
-      "auroc": _aurocs(methods, log_p_test, data.test_is_anomaly),
+      "auroc": _aurocs(scores_test, data.test_is_anomaly),
       "feature_dim": data.dim,
       "num_inliers": len(data.inliers),
       "num_contrastive": 0 if data.contrastive is None else len(data.contrastive),
@@ -240,6 +283,8 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   }
   if eps is not None:
     results["eps"] = eps
+  if baseline_seconds:
+    results["baseline_seconds"] = baseline_seconds  # fit + scoring of every set, per baseline.
   if data.test_group is not None:
     inlier = ~data.test_is_anomaly
     results["auroc_by_group"] = {}
@@ -249,22 +294,23 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
         continue  # the inlier group itself
       keep = inlier | member
       results["auroc_by_group"][group_name] = _aurocs(
-          methods, {k: v[keep] for k, v in log_p_test.items()}, data.test_is_anomaly[keep])
+          {m: s[keep] for m, s in scores_test.items()}, data.test_is_anomaly[keep])
       # The inliers against every anomaly except this group (e.g. "other classes" of Fig. 6-7).
       keep = ~member
       if (data.test_is_anomaly[keep]).any():
         results.setdefault("auroc_excluding", {})[group_name] = _aurocs(
-            methods, {k: v[keep] for k, v in log_p_test.items()}, data.test_is_anomaly[keep])
+            {m: s[keep] for m, s in scores_test.items()}, data.test_is_anomaly[keep])
   for set_name, (x, y) in data.extra_test_sets.items():
     lp = {name: log_prob(v, x) for name, v in variables.items()}
-    results.setdefault("auroc_extra", {})[set_name] = _aurocs(methods, lp, y)
+    results.setdefault("auroc_extra", {})[set_name] = _aurocs(
+        _method_scores(methods, lp, baseline_scores[("extra", set_name)]), y)
   results.update(ablation.contrastive_record(run, model_seed))
   # The score histograms of the contrastive data (paper Fig. 8, 9) need its scores too.
-  con_rows, con_source = ablation.contrastive_eval_rows(data, config.seed)
   con_scores = {}
   if con_rows is not None:
     lp = {name: log_prob(v, con_rows) for name, v in variables.items()}
-    con_scores = {f"contrastive_score_{m}": evaluation.anomaly_scores(m, lp) for m in methods}
+    con_scores = {f"contrastive_score_{m}": s
+                  for m, s in _method_scores(methods, lp, baseline_scores[("contrastive",)]).items()}
     con_scores["contrastive_source"] = con_source
 
   if not is_primary():  # every process computed the results; process 0 writes them
@@ -272,7 +318,7 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   scores_path = os.path.join(workdir, "scores.npz")
   with open(scores_path + ".tmp", "wb") as f:
     np.savez(f, is_anomaly=data.test_is_anomaly,
-             **{f"score_{m}": evaluation.anomaly_scores(m, log_p_test) for m in methods},
+             **{f"score_{m}": s for m, s in scores_test.items()},
              **({"group": data.test_group} if data.test_group is not None else {}), **con_scores)
   os.replace(scores_path + ".tmp", scores_path)
   log_prob_fns: Dict[str, Callable[[np.ndarray], np.ndarray]] = {

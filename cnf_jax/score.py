@@ -80,12 +80,17 @@ def load_run(workdir: str, method: Optional[str]):
                        "results.json (the run has not finished; rerun cnf_jax.main on this workdir first)")
   from cnf_jax import config_lib
   methods = config_lib.method_list(config)
+  flow_methods = [m for m in methods if m in config_lib.FLOW_METHODS]
   if method is None:
-    method = "cf" if "cf" in methods else methods[0]
-  if method not in methods:
-    raise UserInputError(f"--method={method!r}: this run trained {', '.join(methods)}")
+    if not flow_methods:
+      raise UserInputError(f"this run evaluated only baselines ({', '.join(methods)}); cnf_jax.score scores "
+                           f"with a trained flow method ({', '.join(config_lib.FLOW_METHODS)})")
+    method = "cf" if "cf" in methods else flow_methods[0]
+  if method not in flow_methods:
+    raise UserInputError(f"--method={method!r}: this run trained {', '.join(flow_methods) or 'no flow'}; "
+                         "baselines are scored only inside runs")
   dim = int(results["feature_dim"])
-  models = {"cf": ["cf"], "flow": ["flow"], "flow_ratio": ["flow", "contrastive_flow"]}[method]
+  models = {"cf": ["cf"], "flow": ["flow"], "flow_ratio": ["flow", "contrastive_flow"], "oe": ["oe"]}[method]
   log_prob_fns = {name: _restore(workdir, config, name, dim) for name in models}
 
   scores_path = os.path.join(workdir, "scores.npz")

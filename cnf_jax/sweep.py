@@ -37,8 +37,8 @@ from cnf_jax.checkpoints import Checkpoints
 from cnf_jax.data.mixture import make_sampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow
-from cnf_jax.train import (MetricsWriter, Objective, create_train_state, data_mesh, global_batch,
-                           make_optimizer, make_train_step, replicate, to_host)
+from cnf_jax.train import (CONTRASTIVE_KINDS, MetricsWriter, Objective, data_mesh, global_batch,
+                           make_optimizer, make_train_step, replicate, start_state, to_host)
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +101,17 @@ def make_sweep_step(model: Flow, config: ml_collections.ConfigDict, kind: str, b
 
   step(states [N, ...], batch {k: [N, B, D]}, rngs [N], eps [N]) -> (states, metrics {k: [N]}).
   The per-model clamp eps is an argument (traced), so models with different eps
-  share the program. With train.parallel='data' each model's batch is split over
-  the devices (axis 1), exactly as in a single run.
+  share the program; the oe margin and weight come from the shared config. With
+  train.parallel='data' each model's batch is split over the devices (axis 1),
+  exactly as in a single run.
   """
   tx = make_optimizer(config.train)
   noise_std = config.preprocess.noise_std
+  oc = config.objective
 
   def one_model_step(state, batch, rng, eps):
-    return make_train_step(model, tx, Objective(kind, eps, permute), noise_std)(state, batch, rng)
+    objective = Objective(kind, eps, permute, margin=oc.oe_margin, weight=oc.oe_weight)
+    return make_train_step(model, tx, objective, noise_std)(state, batch, rng)
 
   mesh = data_mesh(config.train.parallel, batch_sizes)
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -134,25 +137,28 @@ def _common_start(ckpts: Sequence[Checkpoints]) -> int:
 
 def fit_flows(name: str, model: Flow, config: ml_collections.ConfigDict, inputs: Sequence[ModelInputs],
               workdirs: Sequence[str], seeds: Sequence[int], writers: Sequence[MetricsWriter],
-              mixtures: Optional[Sequence[Optional[dict]]] = None) -> List[dict]:
+              mixtures: Optional[Sequence[Optional[dict]]] = None,
+              init_variables: Optional[Sequence[Optional[dict]]] = None) -> List[dict]:
   """`fit_flow` for N models at once; returns each model's variables {"params", "constants"}.
 
-  Model i trains on inputs[i] with seeds[i] (and mixtures[i], see `fit_flow`), checkpoints
-  to <workdirs[i]>/checkpoints/<name> and logs to writers[i], exactly as its own
-  `fit_flow` call would.
+  Model i trains on inputs[i] with seeds[i] (and mixtures[i], see `fit_flow`), starting
+  from init_variables[i] if given (fine-tuning, e.g. oe), checkpoints to
+  <workdirs[i]>/checkpoints/<name> and logs to writers[i], exactly as its own `fit_flow`
+  call would.
   """
   tc = config.train
   kind, permute = inputs[0][2].kind, inputs[0][2].permute
   if any((obj.kind, obj.permute) != (kind, permute) for _, _, obj in inputs):
     raise ValueError(f"model {name!r}: runs of one program need the same objective kind and permutation")
   sizes = {"inlier": tc.batch_size}
-  if kind == "contrastive" and permute != "contrastive":
+  if kind in CONTRASTIVE_KINDS and permute != "contrastive":
     sizes["contrastive"] = tc.contrastive_batch_size
   step_fn, tx, replicated, batch_sharding = make_sweep_step(model, config, kind, sizes, permute)
 
   # The same key derivation as fit_flow: key(seed) -> (init, step noise).
   keys = [jax.random.split(jax.random.key(s)) for s in seeds]
-  states = [create_train_state(model, tx, k[0]) for k in keys]
+  init_variables = init_variables or [None] * len(inputs)
+  states = [start_state(model, tx, k[0], init) for k, init in zip(keys, init_variables)]
   step_rngs = replicate(jnp.stack([k[1] for k in keys]), replicated)
   eps = replicate(jnp.asarray([obj.eps for _, _, obj in inputs], jnp.float32), replicated)
   ckpts = [Checkpoints(os.path.join(w, "checkpoints", name), keep=tc.keep_checkpoints) for w in workdirs]
@@ -233,9 +239,10 @@ def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdi
     inputs = [experiment.model_inputs(r, name, v) for r, v in zip(runs, variables)]
     if name == "cf":
       eps = [objective.eps for _, _, objective in inputs]
-    trained = fit_flows(name, runs[0].model, config, inputs, workdirs,
+    trained = fit_flows(name, runs[0].model, experiment.model_config(config, name), inputs, workdirs,
                         [experiment.model_seed(c, name) for c in configs], [r.writer for r in runs],
-                        [experiment.model_mixtures(r, name) for r in runs])
+                        [experiment.model_mixtures(r, name) for r in runs],
+                        [experiment.initial_variables(name, v) for v in variables])
     for v, t in zip(variables, trained):
       v[name] = t
   return [experiment.evaluate_and_write(r, v, e) for r, v, e in zip(runs, variables, eps)]

@@ -3,9 +3,10 @@
   train_step(state, batch, rng) -> (state, metrics)
 
 `batch` is {"inlier": [B, D]} for maximum likelihood, plus "contrastive":
-[B', D] for the contrastive objective. Randomness (training noise) comes from
-fold_in(rng, state.step), so a step's result depends only on the state, the
-batch and the run's seed, and a resumed run repeats the uninterrupted one.
+[B', D] for the contrastive and outlier-exposure objectives. Randomness
+(training noise) comes from fold_in(rng, state.step), so a step's result depends
+only on the state, the batch and the run's seed, and a resumed run repeats the
+uninterrupted one.
 """
 import dataclasses
 import json
@@ -50,7 +51,8 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  """'nll' (maximum likelihood on the inlier batch) or 'contrastive' (eq. 3 with clamp eps).
+  """'nll' (maximum likelihood on the inlier batch), 'contrastive' (eq. 3 with clamp eps) or
+  'oe' (outlier exposure: NLL + weight * margin ranking loss against the contrastive batch).
 
   permute: '' or a `contrastive.PERMUTE_MODES` entry: the step permutes the columns
   of the inlier batch to make the contrastive batch ('contrastive') or the batch
@@ -59,6 +61,12 @@ class Objective:
   kind: str
   eps: float = 0.0
   permute: str = ""
+  margin: float = 0.0   # oe only.
+  weight: float = 1.0   # oe only.
+
+
+# Objectives whose batches hold a "contrastive" part.
+CONTRASTIVE_KINDS = ("contrastive", "oe")
 
 
 def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
@@ -87,6 +95,19 @@ def create_train_state(model: Flow, tx: optax.GradientTransformation, rng: jax.A
                     constants=variables.get("constants", {}), opt_state=tx.init(params))
 
 
+def start_state(model: Flow, tx: optax.GradientTransformation, rng: jax.Array,
+                init_variables: Optional[Dict[str, Any]] = None) -> TrainState:
+  """A fresh TrainState: initialised from `rng`, or (fine-tuning) from `init_variables`
+  {"params", "constants"} of a trained flow with a fresh optimiser state."""
+  if init_variables is None:
+    return create_train_state(model, tx, rng)
+  # A copy: the train step donates its state, which must not delete the trained model's arrays.
+  params, constants = jax.tree.map(lambda a: jnp.array(a, copy=True),
+                                   (init_variables["params"], init_variables["constants"]))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, constants=constants,
+                    opt_state=tx.init(params))
+
+
 def make_train_step(model: Flow, tx: optax.GradientTransformation, objective: Objective,
                     noise_std: float) -> Callable[[TrainState, Batch, jax.Array], Tuple[TrainState, Metrics]]:
   """Builds the pure update function for `objective`."""
@@ -102,6 +123,11 @@ def make_train_step(model: Flow, tx: optax.GradientTransformation, objective: Ob
     # One pass over both batches: the same matmuls, half the kernel launches.
     log_p = model.apply(variables, jnp.concatenate([x_in, x_con]), method=Flow.log_prob)
     log_p_in, log_p_con = log_p[:x_in.shape[0]], log_p[x_in.shape[0]:]
+    if objective.kind == "oe":
+      n = min(x_in.shape[0], x_con.shape[0])
+      loss = objectives.oe_loss(log_p_in, log_p_con, objective.margin, objective.weight)
+      return loss, {"nll_inlier": -jnp.mean(log_p_in), "log_p_contrastive": jnp.mean(log_p_con),
+                    "frac_margin_violated": jnp.mean(objective.margin + log_p_con[:n] - log_p_in[:n] > 0)}
     loss = objectives.contrastive_loss(log_p_in, log_p_con, objective.eps)
     return loss, {"nll_inlier": -jnp.mean(log_p_in), "log_p_contrastive": jnp.mean(log_p_con),
                   "frac_contrastive_above_eps": jnp.mean(log_p_con > objective.eps)}
@@ -234,7 +260,8 @@ def _check_finite(name: str, pending, ckpts: Checkpoints) -> None:
 
 def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers: np.ndarray,
              contrastive: Optional[np.ndarray], objective: Objective, workdir: str, seed: int,
-             writer: MetricsWriter, mixtures: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+             writer: MetricsWriter, mixtures: Optional[Dict[str, Any]] = None,
+             init_variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """Trains (or resumes, or just restores) one flow; returns its variables {"params", "constants"}.
 
   Args:
@@ -244,6 +271,8 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
     seed: seeds initialisation, batch order and noise of this model.
     mixtures: {"inlier" | "contrastive": mixture.Mixture} for a set that is a mixture of
       sources: its batches come from a MixtureSampler instead of an EpochSampler.
+    init_variables: start from these {"params", "constants"} (fine-tuning, e.g. oe) instead
+      of a random initialisation; the optimiser state starts fresh either way.
   """
   tc = config.train
   if tc.parallel == "single" and jax.process_count() > 1:
@@ -251,16 +280,16 @@ def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers:
                          "use train.parallel='data' (multi-host data parallelism) or run one process")
   tx = make_optimizer(tc)
   sizes = {"inlier": tc.batch_size}
-  if objective.kind == "contrastive" and objective.permute != "contrastive":
+  if objective.kind in CONTRASTIVE_KINDS and objective.permute != "contrastive":
     if contrastive is None:
-      raise UserInputError(f"model {name!r} uses the contrastive objective but there is no contrastive data")
+      raise UserInputError(f"model {name!r} uses the {objective.kind} objective but there is no contrastive data")
     sizes["contrastive"] = tc.contrastive_batch_size
   step_fn = compile_train_step(make_train_step(model, tx, objective, config.preprocess.noise_std),
                                tc.parallel, sizes)
 
   rng = jax.random.key(seed)
   init_rng, step_rng = jax.random.split(rng)
-  state = replicate(create_train_state(model, tx, init_rng), step_fn.replicated)
+  state = replicate(start_state(model, tx, init_rng, init_variables), step_fn.replicated)
   step_rng = replicate(step_rng, step_fn.replicated)
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints", name), keep=tc.keep_checkpoints)
   start = ckpts.latest_step() or 0

@@ -54,3 +54,21 @@ def test_standardize_uses_training_statistics_and_survives_constant_columns():
   stats = preprocessing.fit(train, "standardize")
   out = preprocessing.apply(np.array([[2.0, 5.0], [5.0, 6.0]]), "standardize", stats)
   np.testing.assert_allclose(out, [[0.0, 0.0], [3.0, 1.0]])
+
+
+def test_oe_loss_matches_hand_computed_values():
+  log_p_in = jnp.array([-1.0, -3.0, 2.0])     # NLL mean = 2/3
+  log_p_out = jnp.array([-4.0, -2.0, 0.5])
+  # margin 1: relu(1 + [-4 - -1, -2 - -3, 0.5 - 2]) = relu([-2, 2, -0.5]) = [0, 2, 0] -> mean 2/3
+  assert float(objectives.oe_margin_term(log_p_in, log_p_out, 1.0)) == pytest.approx(2.0 / 3)
+  assert float(objectives.oe_loss(log_p_in, log_p_out, 1.0, 0.5)) == pytest.approx(2.0 / 3 + 0.5 * 2.0 / 3)
+  # margin 0 and weight 0: plain maximum likelihood.
+  assert float(objectives.oe_loss(log_p_in, log_p_out, 3.0, 0.0)) == pytest.approx(float(objectives.nll(log_p_in)))
+  # Unequal batches: the first min(B, B') are paired; the NLL still uses every inlier.
+  short = objectives.oe_loss(log_p_in, log_p_out[:2], 1.0, 1.0)
+  assert float(short) == pytest.approx(2.0 / 3 + (0 + 2) / 2)
+
+
+def test_oe_gradient_acts_only_on_violating_pairs():
+  grad_out = jax.grad(lambda lo: objectives.oe_margin_term(jnp.array([0.0, 0.0]), lo, 1.0))(jnp.array([-5.0, 0.0]))
+  np.testing.assert_allclose(grad_out, [0.0, 0.5])   # the first pair already keeps its margin.

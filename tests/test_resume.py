@@ -127,3 +127,35 @@ def test_cli_exit_code_for_non_finite_loss(tmp_path):
   assert proc.returncode == 3, proc.stderr[-2000:]
   assert "error: model 'flow': loss is" in proc.stderr and "at step" in proc.stderr
   assert not (tmp_path / "w" / "results.json").exists()
+
+
+def test_outlier_exposure_killed_mid_fine_tune_resumes_to_identical_results(tmp_path):
+  """oe checkpoints live under checkpoints/oe; a resumed fine-tune repeats the uninterrupted one."""
+  args = ("--config=configs/toy2d.py:runlocal", "--config.methods=oe", "--config.train.steps=100",
+          "--config.train.oe_steps=300", "--config.train.checkpoint_every=100", "--config.train.log_every=50")
+  reference = run_main(*args, f"--workdir={tmp_path / 'uninterrupted'}")
+  assert reference.returncode == 0, reference.stderr[-2000:]
+
+  workdir = tmp_path / "interrupted"
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen(main_command(*args, f"--workdir={workdir}"), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first = workdir / "checkpoints" / "oe" / "100"
+  deadline = time.time() + 240
+  while not first.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  assert first.exists() and not (workdir / "results.json").exists()
+  assert not (workdir / "checkpoints" / "oe" / "300").exists()
+
+  resumed = run_main(*args, f"--workdir={workdir}")
+  assert resumed.returncode == 0, failure_report(resumed)
+  assert "model flow: resumed from step 100" in resumed.stderr
+  assert "model oe: resumed from step" in resumed.stderr
+  assert (workdir / "results.json").read_bytes() == (tmp_path / "uninterrupted" / "results.json").read_bytes()
+  with np.load(workdir / "scores.npz") as got, np.load(tmp_path / "uninterrupted" / "scores.npz") as want:
+    np.testing.assert_array_equal(got["score_oe"], want["score_oe"])
+  steps = [(l["model"], l["step"]) for l in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())]
+  assert len(steps) == len(set(steps)) and ("oe", 300) in steps

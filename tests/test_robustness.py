@@ -230,6 +230,9 @@ MAIN_CASES = [
      "AUROC needs both inliers and anomalies"),
     ("workdir_is_a_file", lambda t: ["--config=configs/toy2d.py:runlocal", f"--workdir={_file(t)}"],
      "is not a usable directory"),
+    ("unknown_method", lambda t: ["--config=configs/toy2d.py:runlocal", "--config.methods=cf,svm",
+                                  f"--workdir={t / 'w'}"],
+     "methods entry='svm' is not valid; choose one of cf, flow, flow_ratio, oe, mse, mse_ratio, kde"),
 ]
 
 

@@ -17,9 +17,10 @@ def _module(name):
 
 def _toy2d(seed, steps=30):
   c = _module("toy2d").get_config("runlocal")
-  # Three models per run (flow, eps_probe, cf); eps_auto gives each run its own clamp eps,
-  # so the test also covers a per-model eps inside the shared program.
-  c.methods, c.seed, c.train.steps = "cf,flow", seed, steps
+  # Four models per run (flow, eps_probe, cf, oe); eps_auto gives each run its own clamp eps,
+  # so the test also covers a per-model eps inside the shared program, and oe fine-tunes
+  # each run's own flow (per-model initial parameters). knn: a baseline in the sweep's scoring.
+  c.methods, c.seed, c.train.steps, c.train.oe_steps = "cf,flow,oe,knn", seed, steps, 20
   c.objective.eps_auto = True
   return c
 
@@ -33,7 +34,7 @@ def test_vmapped_sweep_equals_separate_runs(tmp_path):
     assert b["eps"] == pytest.approx(a["eps"], abs=1e-4)
     scores_a = np.load(tmp_path / f"separate{s}" / "scores.npz")
     scores_b = np.load(tmp_path / f"vmap{s}" / "scores.npz")
-    for key in ("score_cf", "score_flow"):
+    for key in ("score_cf", "score_flow", "score_oe", "score_knn"):
       np.testing.assert_allclose(scores_b[key], scores_a[key], rtol=1e-4, atol=1e-4)
     lines = lambda d: [json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
     la, lb = lines(f"separate{s}"), lines(f"vmap{s}")

@@ -26,7 +26,12 @@ study contamination contamination 360 --config=configs/contamination.py &
 study narrow narrow 360 --config=configs/narrow.py &
 study eps_ablation eps_ablation 360 --config=configs/eps_ablation.py &
 wait
-tar czf $OUT/oneclass.tgz --exclude=checkpoints -C $S oneclass oneclass_seed0.log oneclass_seed1.log oneclass_seed2.log
+# One file per seed: $OUT files come back only up to 16 MiB each (8 files at most, counted here:
+# 3 + 3 + studies.jsonl + issue8_gpu.jsonl).
+for seed in 0 1 2; do
+  tar czf $OUT/oneclass_seed$seed.tgz --exclude=checkpoints -C $S oneclass_seed$seed.log \
+    $(cd $S && ls -d oneclass/*-seed=$seed oneclass/sweep.json 2>/dev/null)
+done
 for root in contamination narrow eps_ablation; do
   tar czf $OUT/$root.tgz --exclude=checkpoints -C $S $root $root.log
 done

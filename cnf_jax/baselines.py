@@ -1,0 +1,261 @@
+"""Classical anomaly detectors on feature vectors (the paper's benchmark methods, section 5.2.2).
+
+One interface for all of them:
+
+  score_fn = fit(name, inliers [N, D], contrastive [M, D] or None, cfg, seed)
+  score_fn(x [T, D]) -> [T] float64, higher = more anomalous
+
+Each is fitted on the preprocessed training inliers (and, for mse_ratio, the
+contrastive data) of a run and evaluated, not trained: `experiment.evaluate_and_write`
+scores the test sets with them next to the flow methods. `cfg` is `config.baselines`
+(see `config_lib.default_config`). Options follow PyOD's defaults (the library the
+paper used; PyOD itself is not a dependency, these are re-implementations on numpy
+and scikit-learn):
+
+  mse        mean over features of (x - mean_in)^2: a normal distribution with
+             identity covariance around the inlier mean (paper 5.2.2).
+  mse_ratio  mse(x, mean_in) - mse(x, mean_contrastive): the log-likelihood ratio
+             log q(x) - log p(x) of two such normal distributions, up to a factor 2D
+             and a constant (paper 5.2.2, "MSE-ratio").
+  kde        -log density of a Gaussian kernel density estimate on the inliers
+             (sklearn KernelDensity); bandwidth `kde_bandwidth` (PyOD: 1.0), or the
+             median pairwise distance of the inliers when it is 0.
+  pca        squared reconstruction error of x from the leading principal components
+             of the inliers, as many as explain `pca_variance` of their variance.
+  knn        distance to the k-th nearest inlier (`knn_method`='largest', PyOD's
+             default; 'mean' or 'median' of the k distances), k = `knn_k` (PyOD: 5).
+  lof        local outlier factor against the inliers (sklearn LocalOutlierFactor,
+             novelty=True), k = `lof_k` (PyOD: 20).
+  abod       fast angle-based outlier detection (Kriegel et al. 2008; PyOD's 'fast'
+             method, k = `abod_k`, PyOD: 10): minus the variance of
+             <a - x, b - x> / (|a - x|^2 |b - x|^2) over all pairs (a, b) of x's k
+             nearest inliers. Outliers see their neighbours within a narrow cone, so
+             the variance is small and the score high.
+  mcd        squared Mahalanobis distance under the minimum covariance determinant
+             estimate of the inliers' location and covariance (sklearn MinCovDet).
+
+Neighbour searches are exact and brute force: in 128 dimensions trees prune nothing.
+"""
+import itertools
+import time
+from typing import Callable, Dict, Optional
+
+import ml_collections
+import numpy as np
+from sklearn import covariance as sk_covariance
+from sklearn import decomposition as sk_decomposition
+from sklearn import neighbors as sk_neighbors
+from threadpoolctl import threadpool_limits
+
+from cnf_jax.errors import UserInputError
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+NAMES = ("mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd")
+# Baselines that use the contrastive (auxiliary) data.
+USES_CONTRASTIVE = ("mse_ratio",)
+KNN_METHODS = ("largest", "mean", "median")
+
+# Rows of x scored at once by the neighbour-based methods: bounds the [chunk, N] distance matrix.
+_CHUNK = 2048
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """config.baselines: the options of every baseline (PyOD's defaults where PyOD has one)."""
+  c = ml_collections.ConfigDict()
+  c.kde_bandwidth = 1.0       # Gaussian kernel width (PyOD KDE: 1.0); 0 = median pairwise inlier distance.
+  c.pca_variance = 0.9        # keep the leading components that explain this fraction of variance, in (0, 1).
+  c.knn_k = 5                 # neighbours (PyOD KNN: 5).
+  c.knn_method = "largest"    # largest (k-th distance, PyOD's default) | mean | median of the k distances.
+  c.lof_k = 20                # neighbours (PyOD LOF: 20).
+  c.abod_k = 10               # neighbours of fast ABOD (PyOD: 10).
+  # Fit MCD on a random subsample of at most this many inliers (0 = all; the seed picks them).
+  # All 5,000 x 128 inliers of a CIFAR-10 class take ~10 s (single-threaded LAPACK, see _mcd).
+  c.mcd_max_samples = 0
+  c.mcd_support_fraction = 0.0  # fraction of points in the MCD support; 0 = sklearn's (n + D + 1) / 2n.
+  return c
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  """UserInputError for option values no baseline can use."""
+  def positive_int(key):
+    if int(cfg[key]) != cfg[key] or cfg[key] < 1:
+      raise UserInputError(f"config baselines.{key}={cfg[key]!r} must be a positive integer")
+  for key in ("knn_k", "lof_k", "abod_k"):
+    positive_int(key)
+  if cfg.abod_k < 2:
+    raise UserInputError(f"config baselines.abod_k={cfg.abod_k} must be >= 2 (ABOD needs pairs of neighbours)")
+  if cfg.kde_bandwidth < 0:
+    raise UserInputError(f"config baselines.kde_bandwidth={cfg.kde_bandwidth} must be > 0 (or 0 for the median rule)")
+  if not 0 < cfg.pca_variance < 1:
+    raise UserInputError(f"config baselines.pca_variance={cfg.pca_variance} must be in (0, 1); "
+                         "with 1 every component is kept and the reconstruction error is 0")
+  if cfg.knn_method not in KNN_METHODS:
+    raise UserInputError(f"config baselines.knn_method={cfg.knn_method!r} is not valid; "
+                         f"choose one of {', '.join(KNN_METHODS)}")
+  if cfg.mcd_max_samples < 0:
+    raise UserInputError(f"config baselines.mcd_max_samples={cfg.mcd_max_samples} must be >= 0 (0 = all inliers)")
+  if not 0 <= cfg.mcd_support_fraction <= 1:
+    raise UserInputError(f"config baselines.mcd_support_fraction={cfg.mcd_support_fraction} must be in [0, 1] "
+                         "(0 = sklearn's default)")
+
+
+def _as64(x: np.ndarray) -> np.ndarray:
+  return np.asarray(x, np.float64)
+
+
+def _in_chunks(fn: ScoreFn, x: np.ndarray) -> np.ndarray:
+  return np.concatenate([fn(x[i:i + _CHUNK]) for i in range(0, len(x), _CHUNK)]) if len(x) else np.zeros(0)
+
+
+def _check_neighbours(name: str, k: int, n: int) -> None:
+  if k > n:
+    raise UserInputError(f"baseline {name} needs {k} neighbours but there are only {n} training inliers; "
+                         f"lower config.baselines.{name}_k")
+
+
+def _nearest(train: np.ndarray, k: int) -> sk_neighbors.NearestNeighbors:
+  return sk_neighbors.NearestNeighbors(n_neighbors=k, algorithm="brute").fit(train)
+
+
+def _mse(inliers, contrastive, cfg, seed) -> ScoreFn:
+  mean = inliers.mean(axis=0)
+  return lambda x: np.mean((_as64(x) - mean) ** 2, axis=1)
+
+
+def _mse_ratio(inliers, contrastive, cfg, seed) -> ScoreFn:
+  mean_in, mean_con = inliers.mean(axis=0), contrastive.mean(axis=0)
+  return lambda x: np.mean((_as64(x) - mean_in) ** 2, axis=1) - np.mean((_as64(x) - mean_con) ** 2, axis=1)
+
+
+def median_pairwise_distance(x: np.ndarray, max_points: int = 2000, seed: int = 0) -> float:
+  """Median Euclidean distance between distinct points of x [N, D] (a random subset of max_points)."""
+  if len(x) > max_points:
+    x = x[np.sort(np.random.default_rng([seed, 21]).choice(len(x), max_points, replace=False))]
+  sq = np.sum(x ** 2, axis=1)
+  d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
+  return float(np.median(np.sqrt(d2[np.triu_indices(len(x), k=1)])))
+
+
+def _kde(inliers, contrastive, cfg, seed) -> ScoreFn:
+  bandwidth = cfg.kde_bandwidth or median_pairwise_distance(inliers, seed=seed)
+  kde = sk_neighbors.KernelDensity(kernel="gaussian", bandwidth=bandwidth).fit(inliers)
+  return lambda x: -kde.score_samples(_as64(x))
+
+
+def _pca(inliers, contrastive, cfg, seed) -> ScoreFn:
+  pca = sk_decomposition.PCA(n_components=cfg.pca_variance, svd_solver="full").fit(inliers)
+  return lambda x: np.sum((_as64(x) - pca.inverse_transform(pca.transform(_as64(x)))) ** 2, axis=1)
+
+
+def _knn(inliers, contrastive, cfg, seed) -> ScoreFn:
+  _check_neighbours("knn", cfg.knn_k, len(inliers))
+  nn = _nearest(inliers, cfg.knn_k)
+  reduce = {"largest": lambda d: d[:, -1], "mean": lambda d: d.mean(axis=1),
+            "median": lambda d: np.median(d, axis=1)}[cfg.knn_method]
+  return lambda x: _in_chunks(lambda part: reduce(nn.kneighbors(part)[0]), _as64(x))
+
+
+def _lof(inliers, contrastive, cfg, seed) -> ScoreFn:
+  _check_neighbours("lof", cfg.lof_k, len(inliers))
+  lof = sk_neighbors.LocalOutlierFactor(n_neighbors=cfg.lof_k, novelty=True, algorithm="brute").fit(inliers)
+  # score_samples is the negated LOF: inliers near 1 -> -1, outliers larger.
+  return lambda x: _in_chunks(lambda part: -lof.score_samples(part), _as64(x))
+
+
+def abod_scores(x: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+  """Fast ABOD score of each x[i] [T, D] from its neighbours [T, k, D]: -var of the weighted cosines.
+
+  The weighted cosine of a pair (a, b) is <a - x, b - x> / (|a - x|^2 |b - x|^2), over the
+  k (k - 1) / 2 pairs a < b. A neighbour equal to x forms no angle; its pairs are skipped
+  (PyOD does the same). A point with no valid pair gets variance 0 (score 0, the maximum).
+  """
+  diff = neighbours - x[:, None, :]                         # [T, k, D]
+  gram = np.einsum("tid,tjd->tij", diff, diff)              # [T, k, k]
+  sq = np.einsum("tii->ti", gram)                           # [T, k] squared distances
+  i, j = np.triu_indices(neighbours.shape[1], k=1)
+  valid = (sq[:, i] > 0) & (sq[:, j] > 0)                   # [T, P]
+  wcos = np.where(valid, gram[:, i, j] / np.where(valid, sq[:, i] * sq[:, j], 1.0), 0.0)
+  count = np.maximum(valid.sum(axis=1), 1)
+  mean = wcos.sum(axis=1) / count
+  var = np.where(valid, (wcos - mean[:, None]) ** 2, 0.0).sum(axis=1) / count
+  return -var
+
+
+def abod_scores_loop(x: np.ndarray, train: np.ndarray, k: int) -> np.ndarray:
+  """The same as fit('abod') with a direct loop over points and pairs (slow; for tests)."""
+  out = []
+  for p in np.asarray(x, np.float64):
+    order = np.argsort(np.linalg.norm(train - p, axis=1), kind="stable")[:k]
+    values = []
+    for a, b in itertools.combinations(order, 2):
+      u, v = train[a] - p, train[b] - p
+      if not u.any() or not v.any():
+        continue
+      values.append(np.dot(u, v) / (np.dot(u, u) * np.dot(v, v)))
+    out.append(-np.var(values) if values else 0.0)
+  return np.asarray(out)
+
+
+def _abod(inliers, contrastive, cfg, seed) -> ScoreFn:
+  _check_neighbours("abod", cfg.abod_k, len(inliers))
+  nn = _nearest(inliers, cfg.abod_k)
+
+  def score(part):
+    index = nn.kneighbors(part, return_distance=False)      # [T, k]
+    return abod_scores(part, inliers[index])
+
+  return lambda x: _in_chunks(score, _as64(x))
+
+
+def _mcd(inliers, contrastive, cfg, seed) -> ScoreFn:
+  fit_on = inliers
+  if cfg.mcd_max_samples and len(inliers) > cfg.mcd_max_samples:
+    pick = np.random.default_rng([seed, 22]).choice(len(inliers), cfg.mcd_max_samples, replace=False)
+    fit_on = inliers[np.sort(pick)]
+  if len(fit_on) <= fit_on.shape[1]:
+    raise UserInputError(f"baseline mcd needs more inliers ({len(fit_on)}) than features ({fit_on.shape[1]}); "
+                         "raise config.baselines.mcd_max_samples or drop mcd from config.methods")
+  # MinCovDet runs ~1,300 eigendecompositions of D x D matrices: multi-threaded LAPACK spends
+  # its time synchronising on matrices that small (measured on a busy 2-core machine, 2,000 x 128:
+  # 110 s with the default threads, 6 s with one).
+  with threadpool_limits(1):
+    mcd = sk_covariance.MinCovDet(support_fraction=cfg.mcd_support_fraction or None,
+                                  random_state=seed).fit(fit_on)
+  return lambda x: mcd.mahalanobis(_as64(x))
+
+
+_FITS = {"mse": _mse, "mse_ratio": _mse_ratio, "kde": _kde, "pca": _pca, "knn": _knn, "lof": _lof,
+         "abod": _abod, "mcd": _mcd}
+
+
+def fit(name: str, inliers: np.ndarray, contrastive: Optional[np.ndarray] = None,
+        cfg: Optional[ml_collections.ConfigDict] = None, seed: int = 0) -> ScoreFn:
+  """Fits baseline `name` on inliers [N, D] (and contrastive [M, D]); returns x [T, D] -> scores [T].
+
+  Scores are float64; higher means more anomalous. `seed` fixes the random parts
+  (MCD's subsample and starts, the KDE median rule's subset).
+  """
+  if name not in _FITS:
+    raise UserInputError(f"unknown baseline {name!r}; choose one of {', '.join(NAMES)}")
+  cfg = default_config() if cfg is None else cfg
+  if name in USES_CONTRASTIVE and contrastive is None:
+    raise UserInputError(f"baseline {name} needs contrastive data but the task provides none; drop it from config.methods")
+  return _FITS[name](_as64(inliers), None if contrastive is None else _as64(contrastive), cfg, seed)
+
+
+def score_sets(names, inliers: np.ndarray, contrastive: Optional[np.ndarray], sets: Dict[str, np.ndarray],
+               cfg: Optional[ml_collections.ConfigDict] = None, seed: int = 0):
+  """Fits each baseline once and scores every named set.
+
+  Returns ({set name: {baseline: scores [T]}}, {baseline: seconds to fit and score}).
+  """
+  scores: Dict[str, Dict[str, np.ndarray]] = {s: {} for s in sets}
+  seconds = {}
+  for name in names:
+    start = time.perf_counter()
+    score_fn = fit(name, inliers, contrastive, cfg, seed)
+    for set_name, x in sets.items():
+      scores[set_name][name] = score_fn(x)
+    seconds[name] = round(time.perf_counter() - start, 3)
+  return scores, seconds

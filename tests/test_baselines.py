@@ -1,0 +1,116 @@
+"""The classical baselines on tiny data where the answer is known; fast ABOD against a direct loop."""
+import numpy as np
+import pytest
+
+from cnf_jax import baselines, config_lib, evaluation
+from cnf_jax.errors import UserInputError
+
+
+def _blob_and_far_outliers(seed=0, d=4):
+  """A Gaussian blob [200, d] to fit on; test: 50 more blob points, then 50 points ~8 sigma away
+  around 8 e_0 (the side of the contrastive data of the test below)."""
+  rng = np.random.default_rng(seed)
+  inliers = rng.normal(size=(200, d))
+  far = 8.0 * np.eye(d)[0] + rng.normal(size=(50, d))
+  test = np.concatenate([rng.normal(size=(50, d)), far])
+  return inliers, test, np.repeat([False, True], 50)
+
+
+@pytest.mark.parametrize("name", baselines.NAMES)
+def test_every_baseline_ranks_far_outliers_above_the_blob(name):
+  inliers, test, is_anomaly = _blob_and_far_outliers()
+  # mse_ratio is linear in x (2 x . (mean_con - mean_in) + const): it ranks high what lies
+  # towards the contrastive mean, here 3 e_0, the side of the far points.
+  contrastive = np.random.default_rng(1).normal(size=(200, 4)) + np.array([3.0, 0, 0, 0])
+  cfg = config_lib.default_config().baselines
+  cfg.mcd_max_samples = 0
+  score_fn = baselines.fit(name, inliers, contrastive, cfg, seed=0)
+  scores = score_fn(test)
+  assert scores.shape == (100,) and scores.dtype == np.float64 and np.isfinite(scores).all()
+  assert evaluation.auroc(scores, is_anomaly) > 0.99
+  # Reversed labels: the same scores rank the blob as the anomalies.
+  assert evaluation.auroc(scores, ~is_anomaly) < 0.01
+  # Deterministic for a seed (MCD's random starts and subsample included).
+  np.testing.assert_array_equal(baselines.fit(name, inliers, contrastive, cfg, seed=0)(test), scores)
+
+
+def test_mse_and_mse_ratio_by_hand_and_where_they_disagree():
+  inliers = np.array([[0.0, 0.0], [2.0, 0.0]])        # mean (1, 0)
+  contrastive = np.array([[4.0, 0.0], [6.0, 0.0]])    # mean (5, 0)
+  x = np.array([[1.0, 0.0], [-3.0, 0.0], [5.0, 0.0]])
+  mse = baselines.fit("mse", inliers)(x)
+  ratio = baselines.fit("mse_ratio", inliers, contrastive)(x)
+  np.testing.assert_allclose(mse, [0.0, 16.0 / 2, 16.0 / 2])           # mean over the 2 features
+  np.testing.assert_allclose(ratio, [(0 - 16) / 2, (16 - 64) / 2, (16 - 0) / 2])
+  # (-3, 0) and (5, 0) are equally far from the inlier mean (mse ties) but mse_ratio, which uses
+  # the contrastive mean, calls the point on the contrastive mean far more anomalous.
+  assert mse[1] == mse[2] and ratio[2] - ratio[1] == pytest.approx(32.0)
+  with pytest.raises(UserInputError, match="needs contrastive data"):
+    baselines.fit("mse_ratio", inliers, None)
+
+
+def test_knn_methods_and_kde_bandwidth_rule():
+  inliers = np.array([[0.0], [1.0], [3.0]])
+  cfg = config_lib.default_config().baselines
+  cfg.knn_k = 2
+  x = np.array([[0.0], [10.0]])
+  np.testing.assert_allclose(baselines.fit("knn", inliers, cfg=cfg)(x), [1.0, 9.0])      # 2nd nearest
+  cfg.knn_method = "mean"
+  np.testing.assert_allclose(baselines.fit("knn", inliers, cfg=cfg)(x), [0.5, 8.0])
+  # Gaussian KDE, bandwidth 1, one point at 0: -log N(x; 0, 1).
+  kde = baselines.fit("kde", np.zeros((1, 1)))
+  np.testing.assert_allclose(kde(np.array([[0.0], [2.0]])), [0.5 * np.log(2 * np.pi), 0.5 * np.log(2 * np.pi) + 2.0])
+  assert baselines.median_pairwise_distance(inliers) == pytest.approx(2.0)   # distances 1, 3, 2
+
+
+def test_pca_keeps_the_components_that_explain_the_variance_fraction():
+  rng = np.random.default_rng(0)
+  # Variance 100 along axis 0, 1 along axis 1: 0.9 keeps axis 0 only; the error is x1^2.
+  inliers = rng.normal(size=(2000, 2)) * np.array([10.0, 1.0])
+  x = np.array([[5.0, 0.0], [0.0, 3.0]])
+  np.testing.assert_allclose(baselines.fit("pca", inliers)(x), [0.0, 9.0], atol=0.05)
+
+
+def test_fast_abod_equals_a_direct_loop():
+  rng = np.random.default_rng(0)
+  train = rng.normal(size=(40, 3))
+  x = np.concatenate([rng.normal(size=(6, 3)), [[6.0, 0.0, 0.0]], train[:2]])   # two duplicates of training points
+  cfg = config_lib.default_config().baselines
+  cfg.abod_k = 5
+  fast = baselines.fit("abod", train, cfg=cfg)(x)
+  np.testing.assert_allclose(fast, baselines.abod_scores_loop(x, train, 5), rtol=1e-10)
+  assert fast[6] == fast.max()   # the far point sees its neighbours in a narrow cone.
+
+
+def test_abod_by_hand():
+  # x at the origin, neighbours (1, 0), (0, 2), (-1, 0): weighted cosines of the three pairs
+  # are 0 / (1 * 4), -1 / (1 * 1), 0 / (4 * 1) -> values [0, -1, 0], variance 2/9.
+  x = np.zeros((1, 2))
+  neighbours = np.array([[[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0]]])
+  np.testing.assert_allclose(baselines.abod_scores(x, neighbours), [-2.0 / 9.0])
+
+
+def test_bad_options_and_too_few_inliers():
+  cfg = config_lib.default_config().baselines
+  cfg.pca_variance = 1.0
+  with pytest.raises(UserInputError, match="pca_variance=1.0 must be in"):
+    baselines.validate(cfg)
+  cfg = config_lib.default_config().baselines
+  cfg.knn_method = "max"
+  with pytest.raises(UserInputError, match="knn_method='max' is not valid; choose one of largest"):
+    baselines.validate(cfg)
+  with pytest.raises(UserInputError, match="lof needs 20 neighbours but there are only 5"):
+    baselines.fit("lof", np.zeros((5, 2)))
+  with pytest.raises(UserInputError, match="unknown baseline 'svm'"):
+    baselines.fit("svm", np.zeros((5, 2)))
+  cfg = config_lib.default_config().baselines
+  cfg.mcd_max_samples = 3
+  with pytest.raises(UserInputError, match=r"mcd needs more inliers \(3\) than features \(4\)"):
+    baselines.fit("mcd", np.random.default_rng(0).normal(size=(50, 4)), cfg=cfg)
+
+
+def test_score_sets_fits_once_and_scores_every_set():
+  inliers, test, _ = _blob_and_far_outliers()
+  scores, seconds = baselines.score_sets(["mse", "knn"], inliers, None, {"a": test, "b": test[:7]})
+  assert set(scores) == {"a", "b"} and set(seconds) == {"mse", "knn"}
+  np.testing.assert_array_equal(scores["b"]["knn"], scores["a"]["knn"][:7])
