@@ -20,11 +20,11 @@ mkdir -p $S
 # Table 1 as one sweep per seed (10 classes vmapped each), so that a time-out loses one seed, not all.
 for seed in 0 1 2; do
   runs=$(python3 -c "import sys; from cnf_jax.tasks.oneclass import CIFAR10_CLASSES as C; print(','.join(f'{c}-seed={sys.argv[1]}' for c in C))" $seed)
-  study oneclass_seed$seed oneclass 360 --config=configs/oneclass.py --runs=$runs --set=methods=cf,flow,flow_ratio,oe &
+  study oneclass_seed$seed oneclass 330 --config=configs/oneclass.py --runs=$runs --set=methods=cf,flow,flow_ratio,oe &
 done
-study contamination contamination 360 --config=configs/contamination.py &
-study narrow narrow 360 --config=configs/narrow.py &
-study eps_ablation eps_ablation 360 --config=configs/eps_ablation.py &
+study contamination contamination 330 --config=configs/contamination.py &
+study narrow narrow 330 --config=configs/narrow.py &
+study eps_ablation eps_ablation 330 --config=configs/eps_ablation.py &
 wait
 # One file per seed: $OUT files come back only up to 16 MiB each (8 files at most, counted here:
 # 3 + 3 + studies.jsonl + issue8_gpu.jsonl).
@@ -39,16 +39,16 @@ unset XLA_PYTHON_CLIENT_MEM_FRACTION
 J=$OUT/issue8_gpu.jsonl
 tag() { python3 -c "import json,sys; [print(json.dumps(dict(json.loads(l), **json.loads(sys.argv[1])))) for l in sys.stdin if l.startswith('{')]" "$1"; }
 for b in 256 4096; do
-  JAX_DEFAULT_MATMUL_PRECISION=highest timeout 40 python3 benchmarks/train_throughput.py --batch=$b --steps=50 --rounds=2 \
+  JAX_DEFAULT_MATMUL_PRECISION=highest timeout 35 python3 benchmarks/train_throughput.py --batch=$b --steps=50 --rounds=2 \
     --warmup=5 2>&1 | tag "{\"bench\": \"train\", \"batch\": $b, \"jax_precision\": \"highest\"}" >> $J
 done
-timeout 30 python3 benchmarks/train_throughput.py --batch=4096 --steps=50 --rounds=2 --dtype=bfloat16 --impl=cnf_jax \
+timeout 25 python3 benchmarks/train_throughput.py --batch=4096 --steps=50 --rounds=2 --dtype=bfloat16 --impl=cnf_jax \
   2>&1 | tag '{"bench": "train", "batch": 4096, "dtype": "bfloat16"}' >> $J
-timeout 30 python3 benchmarks/train_throughput.py --batch=256 --steps=200 --rounds=2 --steps_per_call=10 --impl=cnf_jax \
+timeout 25 python3 benchmarks/train_throughput.py --batch=256 --steps=200 --rounds=2 --steps_per_call=10 --impl=cnf_jax \
   2>&1 | tag '{"bench": "train", "batch": 256, "steps_per_call": 10}' >> $J
 for prec in default highest; do
-  JAX_DEFAULT_MATMUL_PRECISION=$prec timeout 40 python3 benchmarks/score_throughput.py --num=1048576 --chunk=65536 \
+  JAX_DEFAULT_MATMUL_PRECISION=$prec timeout 30 python3 benchmarks/score_throughput.py --num=1048576 --chunk=65536 \
     2>&1 | tag "{\"bench\": \"score\", \"jax_precision\": \"$prec\"}" >> $J
 done
-timeout 40 python3 benchmarks/matmul_peak.py --n=8192 2>&1 | tag '{"bench": "matmul_peak"}' >> $J
+timeout 30 python3 benchmarks/matmul_peak.py --n=8192 2>&1 | tag '{"bench": "matmul_peak"}' >> $J
 cat $OUT/studies.jsonl $J
