@@ -88,6 +88,48 @@ def load_runs(root: str) -> List[Dict]:
   return rows
 
 
+MERGED_KEYS = ("auroc", "auroc_by_group", "auroc_excluding", "auroc_extra")
+
+
+def _merge_methods(into: Dict, other: Dict, where: str) -> None:
+  """Adds other's {method: value} (or {group: {method: value}}) entries to `into`, in place."""
+  for key, value in other.items():
+    if isinstance(value, dict):
+      _merge_methods(into.setdefault(key, {}), value, f"{where}/{key}")
+    elif key in into and into[key] != value:
+      raise UserInputError(f"{where}: method {key!r} has results in two sweep roots ({into[key]} and {value}); "
+                           "give each method's runs in one root only")
+    else:
+      into[key] = value
+
+
+def merge_roots(rows: List[Dict], others: Sequence[List[Dict]]) -> List[Dict]:
+  """Runs of `rows` with the results of the same-named runs in `others` added (other methods).
+
+  For a table whose methods were run as separate sweeps of the same runs, e.g. the flows on a
+  GPU and the classical baselines on a CPU. Runs only in `others` are added as they are.
+  """
+  by_name = {r["run"]: r for r in rows}
+  for other in others:
+    for r in other:
+      mine = by_name.get(r["run"])
+      if mine is None:
+        by_name[r["run"]] = r
+        rows.append(r)
+        continue
+      if r["status"] != "done":
+        continue
+      if mine["status"] != "done":
+        mine.update(status="done", results={"methods": []})
+      results = mine["results"]
+      for key in MERGED_KEYS:
+        if key in r["results"]:
+          _merge_methods(results.setdefault(key, {}), r["results"][key], f"run {r['run']} {key}")
+      results["methods"] = list(dict.fromkeys(list(results.get("methods", [])) + list(r["results"].get("methods", []))))
+      mine.update({f"auroc_{m}": v for m, v in results.get("auroc", {}).items()})
+  return rows
+
+
 def load_metrics(workdir: str) -> List[Dict]:
   """The JSON lines of <workdir>/metrics.jsonl (one per logged step and model)."""
   path = os.path.join(workdir, "metrics.jsonl")
@@ -314,13 +356,15 @@ def missing(root: str, runs: Sequence[Dict], declared: Optional[Sequence[str]], 
 
 # --- The report --------------------------------------------------------------------------------
 
-def build_report(root: str, *, declared: Optional[Sequence[str]] = None, method: str = "cf") -> Dict:
+def build_report(root: str, *, declared: Optional[Sequence[str]] = None, method: str = "cf",
+                 also: Sequence[str] = ()) -> Dict:
   """Every table of the report as markdown plus what the plots need; no files are written.
 
+  also: further sweep roots holding the same runs with other methods (see `merge_roots`).
   Returns {"runs", "methods", "settings", "auroc" (Values), "markdown": {section: text},
   "missing": [lines], "confusion_method"}.
   """
-  runs = load_runs(root)
+  runs = merge_roots(load_runs(root), [load_runs(a) for a in also])
   done = [r for r in runs if r["status"] == "done"]
   values = collect(runs, auroc_cells)
   methods = order_methods(values)
@@ -388,12 +432,13 @@ def report_markdown(root: str, report: Dict, plots: Sequence[Tuple[str, str]] = 
 
 
 def write_report(root: str, out: Optional[str] = None, *, config_path: Optional[str] = None, method: str = "cf",
-                 plots: bool = True, data_dir: Optional[str] = None, examples: int = 3) -> str:
+                 plots: bool = True, data_dir: Optional[str] = None, examples: int = 3,
+                 also: Sequence[str] = ()) -> str:
   """Writes <out>/report.md (default <root>/report) and its PNGs; returns the report.md path."""
   root = os.path.expanduser(root)
   out = os.path.expanduser(out or os.path.join(root, "report"))
   declared = declared_run_names(root, config_path)
-  report = build_report(root, declared=declared, method=method)
+  report = build_report(root, declared=declared, method=method, also=also)
   os.makedirs(out, exist_ok=True)
   files, notes = [], []
   if plots:
@@ -417,10 +462,12 @@ def main(argv=None) -> int:
   p.add_argument("--data_dir", default=None, help="TFDS data_dir, to show images of tfds: sources")
   p.add_argument("--examples", type=int, default=3, help="images per group in the examples figure (Fig. 5)")
   p.add_argument("--no_plots", action="store_true")
+  p.add_argument("--also", action="append", default=[], help="another sweep root with the same runs and other "
+                 "methods (e.g. baselines run separately); its AUROCs join the tables (repeatable)")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   try:
     path = write_report(args.root, args.out, config_path=args.config, method=args.method,
-                        plots=not args.no_plots, data_dir=args.data_dir, examples=args.examples)
+                        plots=not args.no_plots, data_dir=args.data_dir, examples=args.examples, also=args.also)
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

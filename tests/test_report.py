@@ -179,3 +179,24 @@ def test_fig5_examples_read_back_from_a_tiny_feature_dataset_and_zip(tmp_path):
 def test_method_order():
   assert report.order_methods(["zeta", "knn", "mse_ratio", "oe", "flow", "cf", "abod"]) == \
       ["cf", "flow", "oe", "mse_ratio", "knn", "abod", "zeta"]
+
+
+def test_also_merges_methods_run_as_separate_sweeps(tmp_path):
+  """Flows in one root, baselines of the same runs in another: one table; a method in both roots is refused."""
+  flows, base = tmp_path / "flows", tmp_path / "base"
+  for k in range(2):
+    _run(flows, f"a-seed={k}", k, auroc={"cf": 0.90 + 0.02 * k}, by_group={"b": {"cf": 0.8}}, methods=["cf"])
+    _run(base, f"a-seed={k}", k, auroc={"mse": 0.85}, by_group={"b": {"mse": 0.7}}, methods=["mse"])
+  _run(base, "z-seed=0", 0, auroc={"mse": 0.5})
+  built = report.build_report(str(flows), also=[str(base)])
+  table = _table(built["markdown"]["auroc"])
+  assert table["header"][:2] == ["a", "z"]
+  assert table["CF"][0] == "**91.0 ± 1.0**" and table["MSE"][0] == "85.0 ± 0.0"
+  assert table["MSE"][1] == "**50.0**" and table["CF"][1] == "–"
+  run_a = next(r for r in built["runs"] if r["run"] == "a-seed=0")
+  assert run_a["results"]["auroc_by_group"]["b"] == {"cf": 0.8, "mse": 0.7}
+  assert run_a["results"]["methods"] == ["cf", "mse"]
+
+  _run(tmp_path / "clash", "a-seed=0", 0, auroc={"cf": 0.5})
+  with pytest.raises(report.UserInputError, match="method 'cf' has results in two sweep roots"):
+    report.build_report(str(flows), also=[str(tmp_path / "clash")])
