@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cnf_jax import report
 from cnf_jax.errors import UserInputError
 from cnf_jax.tasks.oneclass import CIFAR10_CLASSES
 
@@ -38,21 +39,10 @@ METHOD_LABEL = {"cf": "CF", "flow": "Flow", "flow_ratio": "Flow-ratio"}
 
 def load_runs(root: str) -> List[dict]:
   """[{"name", "workdir", "config", "results"}] of the finished runs under `root`."""
-  root = os.path.expanduser(root)
-  if not os.path.isdir(root):
-    raise UserInputError(f"sweep root {root} does not exist; give the --workdir the sweep was run with")
-  runs = []
-  for name in sorted(os.listdir(root)):
-    path = os.path.join(root, name)
-    if not os.path.isfile(os.path.join(path, "results.json")):
-      continue
-    with open(os.path.join(path, "config.json")) as f:
-      config = json.load(f)
-    with open(os.path.join(path, "results.json")) as f:
-      results = json.load(f)
-    runs.append({"name": name, "workdir": path, "config": config, "results": results})
+  runs = [{"name": r["run"], "workdir": r["workdir"], "config": r["config"], "results": r["results"]}
+          for r in report.load_runs(root) if r["status"] == "done"]
   if not runs:
-    raise UserInputError(f"no finished run (a directory with results.json) under {root}")
+    raise UserInputError(f"no finished run (a directory with results.json) under {os.path.expanduser(root)}")
   return runs
 
 

@@ -73,7 +73,7 @@ def load_runs(root: str) -> List[Dict]:
     with open(os.path.join(path, "config.json")) as f:
       config = json.load(f)
     row = {"run": name, "setting": setting_of(name), "seed": config.get("seed", seed_of(name)),
-           "task": config.get("task"),
+           "task": config.get("task"), "config": config,
            "workdir": path, "status": "empty"}
     if os.path.isfile(os.path.join(path, "metrics.jsonl")):
       row["status"] = "running"
