@@ -22,7 +22,6 @@ What is plotted (per the paper's figures):
   tabular        AUROC of each method (table) and the histograms of normal test, fraud and
                  column-permuted training rows.
 """
-import json
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
