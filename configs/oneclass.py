@@ -24,14 +24,12 @@ an error that names the path and the command that builds it. Features are
 projected onto the unit sphere, training adds N(0, 0.02^2) noise; the flows
 are 8 FrEIA AllInOne blocks with 512-512 conditioners, eps = 0 as in the paper.
 
-Paper (MoCo v2 features, Table 1, deer): CF 93.5, Flow 93.3, Flow-ratio 93.2.
-Measured here (EfficientNet-Lite0 + PCA-128 features of the shared data, seed 0,
-12 min on 2 busy cores): deer cf 0.890, flow 0.882, flow_ratio 0.889; a
-stand-alone pipeline on the same features measured Flow .875 and CF .899.
-Baselines, paper (deer): MSE 93.7, MSE-ratio 91.8, KDE 93.3, PCA 93.2, KNN 93.6,
-OE 93.8. Measured here (same features, 33 s wall for all eight on 2 busy cores):
-mse .894, mse_ratio .891, kde .896, pca .877, knn .877, lof .688, abod .862,
-mcd .875 (the stand-alone pipeline: MSE .892, KNN .876, KDE .893).
+Paper (MoCo v2 features, Table 1, deer): CF 93.5, Flow 93.3, Flow-ratio 93.2, OE 93.8,
+MSE 93.7, MSE-ratio 91.8, KDE 93.3, PCA 93.2, KNN 93.6.
+Measured here (EfficientNet-Lite0 + PCA-128 features of the shared data, 3 seeds; the whole
+table with its commands is benchmarks/results/oneclass_table1/): deer cf 89.0, flow 88.4,
+flow_ratio 89.0, oe 88.7, mse 89.4, mse_ratio 89.1, kde 89.6, pca 87.7, knn 87.7, lof 68.8,
+abod 86.2, mcd 87.4; ten-class means cf 90.5, flow_ratio 91.5, kde 90.9, mse 90.8.
 """
 from cnf_jax import config_lib
 from cnf_jax.errors import UserInputError
