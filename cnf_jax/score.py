@@ -41,6 +41,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from cnf_jax.data import csv_table
 from cnf_jax.errors import UserInputError
 
 flags.DEFINE_string("workdir", None, "A finished run's directory (with config.json, checkpoints, results.json).")
@@ -177,14 +178,7 @@ def read_npz(path: str, run_backbone: Optional[str]) -> Tuple[List[str], "np.nda
 
 def read_csv(path: str) -> Tuple[List[str], "np.ndarray"]:
   import numpy as np
-  try:
-    with open(path, newline="") as f:
-      rows = list(csv.reader(f))
-  except UnicodeDecodeError:
-    raise UserInputError(f"{path} is not a text CSV file") from None
-  if not rows:
-    raise UserInputError(f"{path} is empty; expected a header row and one row per sample")
-  header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+  header, body = csv_table.read_rows(path)
   id_col = header.index("id") if "id" in header else None
   cols = [j for j in range(len(header)) if j != id_col]
   x = np.empty((len(body), len(cols)), np.float64)

@@ -21,11 +21,11 @@ Contrastive data: `data.contrastive = "permute"` (the only choice): each
 training batch with every column permuted independently inside the train step
 (cnf_jax/contrastive.py), i.e. samples of the product of the marginals.
 """
-import csv
 import os
 
 import numpy as np
 
+from cnf_jax.data import csv_table
 from cnf_jax.data.task_data import TaskData
 from cnf_jax.errors import UserInputError
 
@@ -47,14 +47,7 @@ def resolve_path(path: str) -> str:
 
 def read_csv(path: str, label_column: str, drop_columns=()):
   """(x [N, D] float64, labels [N] float64, feature names [D]) from a CSV with a header row."""
-  try:
-    with open(path, newline="") as f:
-      rows = list(csv.reader(f))
-  except UnicodeDecodeError:
-    raise UserInputError(f"{path} is not a text CSV file") from None
-  if not rows:
-    raise UserInputError(f"{path} is empty; expected a header row and data rows")
-  header = [h.strip() for h in rows[0]]
+  header, data = csv_table.read_rows(path)
   if label_column not in header:
     raise UserInputError(f"{path}: no label column {label_column!r}; columns: {', '.join(h or '<unnamed>' for h in header)}. "
                          "Set --config.data.label_column to the column that holds 0 = normal, 1 = anomaly")
@@ -66,7 +59,6 @@ def read_csv(path: str, label_column: str, drop_columns=()):
   if not keep:
     raise UserInputError(f"{path}: no feature columns left after dropping the label and {list(drop_columns)}")
   label_j = header.index(label_column)
-  data = rows[1:]
   values = np.empty((len(data), len(header)), np.float64)
   for i, row in enumerate(data):
     if len(row) != len(header):
