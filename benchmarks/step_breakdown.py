@@ -80,7 +80,13 @@ def layer_matmuls(dtype: str, rows: int, reps: int, width: int = 512):
   f32 = jnp.float32
   products = {"forward x@W": lambda a, b, c: jnp.dot(a, b, preferred_element_type=f32),
               "backward dy@W^T": lambda a, b, c: jnp.dot(c, b.T, preferred_element_type=f32),
-              "weight grad x^T@dy": lambda a, b, c: jnp.dot(a.T, c, preferred_element_type=f32)}
+              "weight grad x^T@dy": lambda a, b, c: jnp.dot(a.T, c, preferred_element_type=f32),
+              # The same products with the transpose materialised first (an optimisation barrier
+              # keeps XLA from folding it into the dot): does the plain-layout speed come back?
+              "backward dy@(W^T materialised)": lambda a, b, c: jnp.dot(
+                  c, jax.lax.optimization_barrier(b.T), preferred_element_type=f32),
+              "weight grad (x^T materialised)@dy": lambda a, b, c: jnp.dot(
+                  jax.lax.optimization_barrier(a.T), c, preferred_element_type=f32)}
   for name, product in products.items():
     # Both row-sized inputs depend on the running sum, so no product can be hoisted out of the loop.
     fn = jax.jit(lambda a, b, c, product=product: jax.lax.scan(
