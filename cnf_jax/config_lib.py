@@ -210,6 +210,24 @@ def check_words(words: Sequence[str], allowed: Sequence[str], config_name: str) 
                          f"valid: {', '.join(allowed)}")
 
 
+def fraction_arg(pairs: Dict[str, str], key: str, default: float, config_name: str, meaning: str) -> float:
+  """The value of `key=<fraction in [0, 1]>`, the only key=value pair a config arg may hold.
+
+  E.g. configs/contamination.py:d=0.25; UserInputError names the config and what the
+  fraction means when the key is unknown, not a number or outside [0, 1].
+  """
+  unknown = sorted(set(pairs) - {key})
+  if unknown:
+    raise UserInputError(f"{config_name}: unknown argument(s) {', '.join(unknown)}; give {key}=<fraction>")
+  try:
+    value = float(pairs.get(key, default))
+  except ValueError:
+    raise UserInputError(f"{config_name}: {key}={pairs[key]!r} is not a number in [0, 1]") from None
+  if not 0 <= value <= 1:
+    raise UserInputError(f"{config_name}: {key}={value} must be in [0, 1] ({meaning})")
+  return value
+
+
 # --- Config files and the sweeps declared next to them ------------------------------------------
 
 def load_config_module(path: str):

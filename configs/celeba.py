@@ -38,7 +38,6 @@ def get_config(arg=None):
     raise UserInputError(f"configs/celeba.py needs the inlier side, ':female' or ':male'; got {sides or 'none'}")
   oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
   c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if "runlocal" in words else ""))
-  c.methods = "cf,flow,flow_ratio,oe,mse,mse_ratio,kde,pca,knn,lof,abod,mcd"  # every method of Table 1
   c.data.inlier_source = "celeb_a"
   c.data.label_field = "attributes/Male"
   c.data.class_names = SIDES

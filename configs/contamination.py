@@ -29,7 +29,6 @@ log p to about +150 within a few hundred steps.
 import os
 
 from cnf_jax import config_lib
-from cnf_jax.errors import UserInputError
 
 _ONECLASS = config_lib.load_config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneclass.py"))
 D_VALUES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -43,15 +42,7 @@ def mixture(inlier_class: str, d: float) -> str:
 def get_config(arg=None):
   words, pairs = config_lib.parse_arg(arg)
   classes = [w for w in words if w != "runlocal"] or ["horse"]
-  unknown = sorted(set(pairs) - {"d"})
-  if unknown:
-    raise UserInputError(f"configs/contamination.py: unknown argument(s) {', '.join(unknown)}; give d=<fraction>")
-  try:
-    d = float(pairs.get("d", "0.1"))
-  except ValueError:
-    raise UserInputError(f"configs/contamination.py: d={pairs['d']!r} is not a number in [0, 1]") from None
-  if not 0 <= d <= 1:
-    raise UserInputError(f"configs/contamination.py: d={d} must be in [0, 1] (the fraction of inlier data)")
+  d = config_lib.fraction_arg(pairs, "d", 0.1, "configs/contamination.py", "the fraction of inlier data")
   c = _ONECLASS.get_config(",".join(classes + [w for w in words if w == "runlocal"]))
   c.methods = "cf,flow_ratio"
   c.data.contrastive_mixture = mixture(classes[0], d)

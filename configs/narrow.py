@@ -30,7 +30,6 @@ log p to about +150 within a few hundred steps.
 import os
 
 from cnf_jax import config_lib
-from cnf_jax.errors import UserInputError
 
 _ONECLASS = config_lib.load_config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneclass.py"))
 RATIOS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -45,15 +44,7 @@ def mixture(ratio: float) -> str:
 def get_config(arg=None):
   words, pairs = config_lib.parse_arg(arg)
   config_lib.check_words(words, ("runlocal",), __name__)
-  unknown = sorted(set(pairs) - {"ratio"})
-  if unknown:
-    raise UserInputError(f"configs/narrow.py: unknown argument(s) {', '.join(unknown)}; give ratio=<fraction>")
-  try:
-    ratio = float(pairs.get("ratio", "0"))
-  except ValueError:
-    raise UserInputError(f"configs/narrow.py: ratio={pairs['ratio']!r} is not a number in [0, 1]") from None
-  if not 0 <= ratio <= 1:
-    raise UserInputError(f"configs/narrow.py: ratio={ratio} must be in [0, 1] (the fraction of Tiny ImageNet)")
+  ratio = config_lib.fraction_arg(pairs, "ratio", 0.0, "configs/narrow.py", "the fraction of Tiny ImageNet")
   c = _ONECLASS.get_config(",".join([INLIER] + list(words)))
   c.methods = "cf,flow_ratio"
   c.data.contrastive_mixture = mixture(ratio)

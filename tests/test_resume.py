@@ -15,21 +15,28 @@ ARGS = ("--config=configs/toy2d.py:runlocal", "--config.methods=cf,flow",
         "--config.train.steps=400", "--config.train.checkpoint_every=100", "--config.train.log_every=50")
 
 
+def _kill_once_written(args, workdir, checkpoint, poll=0.01):
+  """Starts `python -m cnf_jax.main *args --workdir=workdir`, SIGKILLs it as soon as `checkpoint`
+  exists (or after 240 s, or when it ends by itself) and waits for it; returns the process."""
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen(main_command(*args, f"--workdir={workdir}"), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(poll)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  return proc
+
+
 def test_run_killed_after_first_checkpoint_resumes_to_identical_results(tmp_path):
   reference = run_main(*ARGS, f"--workdir={tmp_path / 'uninterrupted'}")
   assert reference.returncode == 0, reference.stderr[-2000:]
 
   workdir = tmp_path / "interrupted"
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.Popen(main_command(*ARGS, f"--workdir={workdir}"), cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   first_checkpoint = workdir / "checkpoints" / "flow" / "100"
-  deadline = time.time() + 240
-  while not first_checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.01)
+  proc = _kill_once_written(ARGS, workdir, first_checkpoint)
   assert first_checkpoint.exists(), "the run never wrote its first checkpoint"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
   assert not (workdir / "results.json").exists()
 
@@ -137,15 +144,8 @@ def test_outlier_exposure_killed_mid_fine_tune_resumes_to_identical_results(tmp_
   assert reference.returncode == 0, reference.stderr[-2000:]
 
   workdir = tmp_path / "interrupted"
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.Popen(main_command(*args, f"--workdir={workdir}"), cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   first = workdir / "checkpoints" / "oe" / "100"
-  deadline = time.time() + 240
-  while not first.exists() and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.005)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  proc = _kill_once_written(args, workdir, first, poll=0.005)
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
   assert first.exists() and not (workdir / "results.json").exists()
   assert not (workdir / "checkpoints" / "oe" / "300").exists()
