@@ -236,7 +236,9 @@ def load_config_module(path: str):
   import os
   if not os.path.isfile(path):
     raise UserInputError(f"config file {path!r} not found; give a path like configs/oneclass.py")
-  name = "_cnf_config_" + os.path.splitext(os.path.basename(path))[0]
+  # The module's __name__ is what configs pass to check_words for their error messages, so it
+  # names the file the user typed (e.g. "configs/oneclass.py"), not an internal identifier.
+  name = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
