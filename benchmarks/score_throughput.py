@@ -7,6 +7,7 @@ Same weights (FrEIA's, ported); the scores are compared before timing.
 import argparse
 import os
 import sys
+import time
 
 import jax
 import numpy as np
@@ -16,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import freia_reference  # noqa: E402
 
+from cnf_jax import host_memory  # noqa: E402
 from cnf_jax import evaluation  # noqa: E402
 from cnf_jax.flows import Flow, init_flow  # noqa: E402
 from cnf_jax.flows.freia_interop import variables_from_freia  # noqa: E402
@@ -33,6 +35,7 @@ def main(argv=None):
   p.add_argument("--torch_device", default="cuda" if torch.cuda.is_available() else "cpu",
                  help="where the FrEIA model scores (default: the GPU when there is one)")
   args = p.parse_args(argv)
+  host_malloc = "kept" if host_memory.keep_freed_host_memory() else "default"   # for both implementations
 
   torch.manual_seed(0)
   np.random.seed(0)
@@ -56,12 +59,14 @@ def main(argv=None):
   times = {"cnf_jax": [], "freia": []}
   for _ in range(args.rounds):
     for name, fn in (("cnf_jax", lambda: log_prob(variables, x)), ("freia", lambda: score_torch(x))):
+      time.sleep(0.5)   # the other implementation's spinning worker threads go to sleep first
       with common.Timer() as t:
         fn()
       times[name].append(t.seconds)
   rates = {k: common.median_rate(v, len(x)) for k, v in times.items()}
   for name, rate in rates.items():
-    common.emit({"impl": name, "vectors_per_s": round(rate, 1), "dtype": args.dtype if name == "cnf_jax" else "float32"})
+    common.emit({"impl": name, "vectors_per_s": round(rate, 1), "dtype": args.dtype if name == "cnf_jax" else "float32",
+                 "host_malloc": host_malloc})
   common.emit({"ratio_cnf_jax_over_freia": round(rates["cnf_jax"] / rates["freia"], 3)})
 
 

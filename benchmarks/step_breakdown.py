@@ -7,7 +7,8 @@ Times, for the reference workload (issue 8) in each conditioner dtype, the forwa
 the whole step (plus Adam), each as `reps` iterations inside one compiled lax.scan so that
 dispatch does not count. Then the three matmuls every dense layer does in a step, for the
 flow's largest layer (512 x 512, 2 x batch rows): forward x @ W, backward dy @ W^T and the
-weight gradient x^T @ dy. The ratios show which part of the bfloat16 step fails to speed up.
+weight gradient x^T @ dy, the last two also with the transposed operand copied to row-major
+order first (what the bfloat16 conditioner's backward does).
 Prints one JSON line per measurement.
 """
 import argparse
@@ -22,8 +23,10 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from cnf_jax import host_memory  # noqa: E402
 from cnf_jax import objectives  # noqa: E402
 from cnf_jax.flows import Flow, init_flow  # noqa: E402
+from cnf_jax.flows.conditioner import row_major_transpose  # noqa: E402
 from cnf_jax.train import Objective, TrainState, make_train_step  # noqa: E402
 
 
@@ -81,12 +84,14 @@ def layer_matmuls(dtype: str, rows: int, reps: int, width: int = 512):
   products = {"forward x@W": lambda a, b, c: jnp.dot(a, b, preferred_element_type=f32),
               "backward dy@W^T": lambda a, b, c: jnp.dot(c, b.T, preferred_element_type=f32),
               "weight grad x^T@dy": lambda a, b, c: jnp.dot(a.T, c, preferred_element_type=f32),
-              # The same products with the transpose materialised first (an optimisation barrier
-              # keeps XLA from folding it into the dot): does the plain-layout speed come back?
-              "backward dy@(W^T materialised)": lambda a, b, c: jnp.dot(
-                  c, jax.lax.optimization_barrier(b.T), preferred_element_type=f32),
-              "weight grad (x^T materialised)@dy": lambda a, b, c: jnp.dot(
-                  jax.lax.optimization_barrier(a.T), c, preferred_element_type=f32)}
+              # The same products with the transpose copied into row-major order first, as the
+              # bf16 conditioner's backward does (cnf_jax.flows.conditioner.row_major_transpose):
+              # the plain-layout speed comes back. (A transpose behind a 2-D optimisation barrier
+              # does not: layout assignment keeps it a column-major view.)
+              "backward dy@(W^T row-major)": lambda a, b, c: jnp.dot(
+                  c, row_major_transpose(b), preferred_element_type=f32),
+              "weight grad (x^T row-major)@dy": lambda a, b, c: jnp.dot(
+                  row_major_transpose(a), c, preferred_element_type=f32)}
   for name, product in products.items():
     # Both row-sized inputs depend on the running sum, so no product can be hoisted out of the loop.
     fn = jax.jit(lambda a, b, c, product=product: jax.lax.scan(
@@ -102,6 +107,7 @@ def main(argv=None):
   p.add_argument("--batch", type=int, default=256, help="inliers per step (as many contrastive)")
   p.add_argument("--reps", type=int, default=20)
   args = p.parse_args(argv)
+  host_memory.keep_freed_host_memory()
   for dtype in ("float32", "bfloat16"):
     parts(dtype, args.batch, args.reps)
   for dtype in ("float32", "bfloat16"):

@@ -16,6 +16,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from cnf_jax import config_lib
+from cnf_jax import host_memory
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/toy2d.py or configs/oneclass.py:deer.",
@@ -85,6 +86,7 @@ def main(argv):
     _fail("--config is required, e.g. --config=configs/toy2d.py")
   if not flags.FLAGS.workdir:
     _fail("--workdir is required: where checkpoints, metrics and results.json go")
+  host_memory.keep_freed_host_memory()   # before any compiled step runs (see host_memory)
   # Our progress at INFO; libraries (orbax logs every save) at WARNING.
   logging.set_verbosity(logging.WARNING)
   py_logging.getLogger("cnf_jax").setLevel(py_logging.INFO)

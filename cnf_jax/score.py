@@ -41,6 +41,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from cnf_jax import host_memory
 from cnf_jax.data import csv_table
 from cnf_jax.errors import UserInputError
 
@@ -329,6 +330,7 @@ def main(argv):
   for name in ("workdir", "input", "out"):
     if not getattr(flags.FLAGS, name):
       _fail(f"--{name} is required: python -m cnf_jax.score --workdir=<run> --input=<data> --out=scores.csv")
+  host_memory.keep_freed_host_memory()
   try:
     summary = score(flags.FLAGS.workdir, flags.FLAGS.input, flags.FLAGS.out, flags.FLAGS.method,
                     flags.FLAGS.alpha, flags.FLAGS.resolution, flags.FLAGS.checkpoint)

@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from cnf_jax import config_lib
 from cnf_jax import experiment
+from cnf_jax import host_memory
 from cnf_jax.checkpoints import Checkpoints
 from cnf_jax.data.mixture import make_sampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
@@ -297,6 +298,7 @@ def main(argv: Sequence[str]) -> None:
     print("error: --config (a config file with sweep()) and --workdir (the sweep root) are required",
           file=sys.stderr)
     sys.exit(2)
+  host_memory.keep_freed_host_memory()
   start = time.perf_counter()
   try:
     results = run_declared_sweep(FLAGS.config, FLAGS.workdir, FLAGS.arg, [r for r in FLAGS.runs if r],

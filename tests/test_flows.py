@@ -91,6 +91,13 @@ def test_one_dimensional_coupling_blocks_are_refused():
 
 
 def test_bfloat16_conditioner_keeps_the_flow_invertible_and_close_to_float32():
+  # The float32 parts (rotations, the float32 reference flow) at full float32 precision: on a
+  # GPU, JAX's default lets them use TF32, whose rounding is not what this test is about.
+  with jax.default_matmul_precision("highest"):
+    _check_bfloat16_conditioner()
+
+
+def _check_bfloat16_conditioner():
   kwargs = dict(dim=16, block="allinone", num_blocks=3, hidden=(32, 32), permute_soft=True)
   f32, bf16 = Flow(**kwargs), Flow(compute_dtype="bfloat16", **kwargs)
   variables = randomise(init_flow(f32, jax.random.key(0)), jax.random.key(1), 0.3)
@@ -103,3 +110,32 @@ def test_bfloat16_conditioner_keeps_the_flow_invertible_and_close_to_float32():
   lp16 = bf16.apply(variables, x, method=Flow.log_prob)
   assert not np.array_equal(lp32, lp16)              # bf16 was really used
   np.testing.assert_allclose(lp16, lp32, rtol=2e-2, atol=0.5)
+
+
+def test_bfloat16_dense_gradients_match_float32_within_bfloat16_rounding():
+  from cnf_jax.flows.conditioner import bf16_dense
+  k = jax.random.split(jax.random.key(3), 3)
+  x, w = jax.random.normal(k[0], (48, 24)), jax.random.normal(k[1], (24, 40)) / 5
+  b = jax.random.normal(k[2], (40,))
+
+  def loss(dense):
+    return lambda x, w, b: jnp.sum(jnp.sin(dense(x, w, b)))
+
+  exact = jax.grad(loss(lambda x, w, b: x @ w + b), argnums=(0, 1, 2))(x, w, b)
+  mixed = jax.grad(loss(bf16_dense), argnums=(0, 1, 2))(x, w, b)
+  for g16, g32 in zip(mixed, exact):
+    assert g16.dtype == jnp.float32 and g16.shape == g32.shape
+    scale = float(jnp.abs(g32).max())
+    assert 0 < float(jnp.abs(g16 - g32).max()) < 2e-2 * scale   # bf16 was used, and only rounding differs
+  # Under vmap (the sweeps' model axis) the custom backward gives each model its own gradients.
+  xs, ws, bs = jnp.stack([x, 2 * x]), jnp.stack([w, -w]), jnp.stack([b, b])
+  batched = jax.vmap(jax.grad(loss(bf16_dense), argnums=1))(xs, ws, bs)
+  np.testing.assert_allclose(batched[0], mixed[1], rtol=1e-5, atol=1e-5)
+  single = jax.grad(loss(bf16_dense), argnums=1)(2 * x, -w, b)
+  np.testing.assert_allclose(batched[1], single, rtol=1e-5, atol=1e-5)
+
+
+def testrow_major_transpose_is_the_transpose():
+  from cnf_jax.flows.conditioner import row_major_transpose
+  a = jnp.arange(12.0).reshape(3, 4).astype(jnp.bfloat16)
+  np.testing.assert_array_equal(jax.jit(row_major_transpose)(a), a.T)
