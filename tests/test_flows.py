@@ -91,13 +91,6 @@ def test_one_dimensional_coupling_blocks_are_refused():
 
 
 def test_bfloat16_conditioner_keeps_the_flow_invertible_and_close_to_float32():
-  # The float32 parts (rotations, the float32 reference flow) at full float32 precision: on a
-  # GPU, JAX's default lets them use TF32, whose rounding is not what this test is about.
-  with jax.default_matmul_precision("highest"):
-    _check_bfloat16_conditioner()
-
-
-def _check_bfloat16_conditioner():
   kwargs = dict(dim=16, block="allinone", num_blocks=3, hidden=(32, 32), permute_soft=True)
   f32, bf16 = Flow(**kwargs), Flow(compute_dtype="bfloat16", **kwargs)
   variables = randomise(init_flow(f32, jax.random.key(0)), jax.random.key(1), 0.3)
