@@ -35,7 +35,7 @@ def main(argv=None):
   p.add_argument("--torch_device", default="cuda" if torch.cuda.is_available() else "cpu",
                  help="where the FrEIA model scores (default: the GPU when there is one)")
   args = p.parse_args(argv)
-  host_malloc = "kept" if host_memory.keep_freed_host_memory() else "default"   # for both implementations
+  host_malloc = host_memory.configure(default="keep")   # for both implementations
 
   torch.manual_seed(0)
   np.random.seed(0)

@@ -107,7 +107,7 @@ def main(argv=None):
   p.add_argument("--batch", type=int, default=256, help="inliers per step (as many contrastive)")
   p.add_argument("--reps", type=int, default=20)
   args = p.parse_args(argv)
-  host_memory.keep_freed_host_memory()
+  host_memory.configure(default="keep")
   for dtype in ("float32", "bfloat16"):
     parts(dtype, args.batch, args.reps)
   for dtype in ("float32", "bfloat16"):

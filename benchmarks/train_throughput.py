@@ -121,8 +121,8 @@ def torch_trainer(args, inn):
 def main(argv=None):
   args = parse_args(argv)
   # Both implementations run in this process, so both get the same allocator setting
-  # (set CNF_JAX_DEFAULT_MALLOC=1 to measure both with glibc's defaults).
-  host_malloc = "kept" if host_memory.keep_freed_host_memory() else "default"
+  # (CNF_JAX_HOST_MALLOC=default measures both with glibc's defaults).
+  host_malloc = host_memory.configure(default="keep")
   torch.manual_seed(args.seed)
   np.random.seed(args.seed)
   inn = freia_reference.build_flow(args.dim, args.blocks, args.width, args.depth)

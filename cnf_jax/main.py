@@ -86,7 +86,10 @@ def main(argv):
     _fail("--config is required, e.g. --config=configs/toy2d.py")
   if not flags.FLAGS.workdir:
     _fail("--workdir is required: where checkpoints, metrics and results.json go")
-  host_memory.keep_freed_host_memory()   # before any compiled step runs (see host_memory)
+  try:
+    host_memory.configure(default="default")   # before any compiled step runs (see host_memory)
+  except UserInputError as e:
+    _fail(str(e))
   # Our progress at INFO; libraries (orbax logs every save) at WARNING.
   logging.set_verbosity(logging.WARNING)
   py_logging.getLogger("cnf_jax").setLevel(py_logging.INFO)

@@ -330,8 +330,8 @@ def main(argv):
   for name in ("workdir", "input", "out"):
     if not getattr(flags.FLAGS, name):
       _fail(f"--{name} is required: python -m cnf_jax.score --workdir=<run> --input=<data> --out=scores.csv")
-  host_memory.keep_freed_host_memory()
   try:
+    host_memory.configure(default="default")
     summary = score(flags.FLAGS.workdir, flags.FLAGS.input, flags.FLAGS.out, flags.FLAGS.method,
                     flags.FLAGS.alpha, flags.FLAGS.resolution, flags.FLAGS.checkpoint)
   except UserInputError as e:

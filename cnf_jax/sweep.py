@@ -298,9 +298,9 @@ def main(argv: Sequence[str]) -> None:
     print("error: --config (a config file with sweep()) and --workdir (the sweep root) are required",
           file=sys.stderr)
     sys.exit(2)
-  host_memory.keep_freed_host_memory()
   start = time.perf_counter()
   try:
+    host_memory.configure(default="default")
     results = run_declared_sweep(FLAGS.config, FLAGS.workdir, FLAGS.arg, [r for r in FLAGS.runs if r],
                                  config_lib.parse_assignments(FLAGS.set))
   except UserInputError as e:

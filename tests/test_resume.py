@@ -31,7 +31,7 @@ def _kill_once_written(args, workdir, checkpoint, poll=0.01):
 
 def test_run_killed_after_first_checkpoint_resumes_to_identical_results(tmp_path):
   reference = run_main(*ARGS, f"--workdir={tmp_path / 'uninterrupted'}")
-  assert reference.returncode == 0, reference.stderr[-2000:]
+  assert reference.returncode == 0, failure_report(reference)
 
   workdir = tmp_path / "interrupted"
   first_checkpoint = workdir / "checkpoints" / "flow" / "100"
@@ -75,7 +75,7 @@ KILL_POINTS = [
 def test_run_killed_at_six_points_resumes_to_bitwise_identical_results(tmp_path):
   """SIGKILL at six moments (two during checkpoint writes), each restart resuming the last."""
   reference = run_main(*ARGS, f"--workdir={tmp_path / 'uninterrupted'}")
-  assert reference.returncode == 0, reference.stderr[-2000:]
+  assert reference.returncode == 0, failure_report(reference)
 
   workdir = tmp_path / "interrupted"
   env = dict(os.environ, PYTHONPATH=ROOT)
@@ -141,7 +141,7 @@ def test_outlier_exposure_killed_mid_fine_tune_resumes_to_identical_results(tmp_
   args = ("--config=configs/toy2d.py:runlocal", "--config.methods=oe", "--config.train.steps=100",
           "--config.train.oe_steps=300", "--config.train.checkpoint_every=100", "--config.train.log_every=50")
   reference = run_main(*args, f"--workdir={tmp_path / 'uninterrupted'}")
-  assert reference.returncode == 0, reference.stderr[-2000:]
+  assert reference.returncode == 0, failure_report(reference)
 
   workdir = tmp_path / "interrupted"
   first = workdir / "checkpoints" / "oe" / "100"
