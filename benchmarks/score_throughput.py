@@ -32,6 +32,8 @@ def main(argv=None):
   p.add_argument("--chunk", type=int, default=8192)
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+  p.add_argument("--settle", type=float, default=0.5,
+                 help="seconds of idle before each timed round (see train_throughput.py)")
   p.add_argument("--torch_device", default="cuda" if torch.cuda.is_available() else "cpu",
                  help="where the FrEIA model scores (default: the GPU when there is one)")
   args = p.parse_args(argv)
@@ -59,7 +61,7 @@ def main(argv=None):
   times = {"cnf_jax": [], "freia": []}
   for _ in range(args.rounds):
     for name, fn in (("cnf_jax", lambda: log_prob(variables, x)), ("freia", lambda: score_torch(x))):
-      time.sleep(0.5)   # the other implementation's spinning worker threads go to sleep first
+      time.sleep(args.settle)   # the other implementation's spinning worker threads go to sleep first
       with common.Timer() as t:
         fn()
       times[name].append(t.seconds)

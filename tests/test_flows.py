@@ -128,7 +128,7 @@ def test_bfloat16_dense_gradients_match_float32_within_bfloat16_rounding():
   np.testing.assert_allclose(batched[1], single, rtol=1e-5, atol=1e-5)
 
 
-def testrow_major_transpose_is_the_transpose():
+def test_row_major_transpose_is_the_transpose():
   from cnf_jax.flows.conditioner import row_major_transpose
   a = jnp.arange(12.0).reshape(3, 4).astype(jnp.bfloat16)
   np.testing.assert_array_equal(jax.jit(row_major_transpose)(a), a.T)

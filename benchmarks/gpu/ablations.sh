@@ -44,7 +44,6 @@ tar czf $OUT/narrow.tgz --exclude=checkpoints -C $S narrow
 tar czf $OUT/eps_ablation.tgz --exclude=checkpoints --exclude=scores.npz -C $S eps_ablation
 tar czf $OUT/logs.tgz -C $S $(cd $S && ls *.log)
 J=$OUT/issue8_gpu.jsonl
-tag() { python3 -c "import json,sys; [print(json.dumps(dict(json.loads(l), **json.loads(sys.argv[1])))) for l in sys.stdin if l.startswith('{')]" "$1"; }
 left() { echo $(( DEADLINE - SECONDS )); }
 # Scoring, JAX against FrEIA on the GPU (the 1M-vector run of the last call did not finish in 30 s).
 for prec in default highest; do

@@ -5,7 +5,6 @@
 set -u
 source benchmarks/gpu/setup_device.sh || { echo "setup failed"; exit 1; }
 J=$OUT/bf16_gpu.jsonl
-tag() { python3 -c "import json,sys; [print(json.dumps(dict(json.loads(l), **json.loads(sys.argv[1])))) for l in sys.stdin if l.startswith('{')]" "$1"; }
 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_flows.py -k "bfloat16 or dense or row_major" 2>&1 | tail -2
 for b in 256 4096; do
   for d in float32 bfloat16; do

@@ -44,7 +44,6 @@ for root in contamination narrow eps_ablation; do
 done
 unset XLA_PYTHON_CLIENT_MEM_FRACTION
 J=$OUT/issue8_gpu.jsonl
-tag() { python3 -c "import json,sys; [print(json.dumps(dict(json.loads(l), **json.loads(sys.argv[1])))) for l in sys.stdin if l.startswith('{')]" "$1"; }
 for b in 256 4096; do
   JAX_DEFAULT_MATMUL_PRECISION=highest timeout 35 python3 benchmarks/train_throughput.py --batch=$b --steps=50 --rounds=2 \
     --warmup=5 2>&1 | tag "{\"bench\": \"train\", \"batch\": $b, \"jax_precision\": \"highest\"}" >> $J

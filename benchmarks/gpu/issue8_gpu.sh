@@ -5,7 +5,6 @@ set -u
 source benchmarks/gpu/setup_device.sh || { echo "setup failed"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 J=$OUT/issue8_gpu.jsonl
-tag() { python3 -c "import json,sys; [print(json.dumps(dict(json.loads(l), **json.loads(sys.argv[1])))) for l in sys.stdin if l.startswith('{')]" "$1"; }
 # A real run end to end first (deer, runlocal) so that a broken install shows at once.
 timeout 120 python3 -m cnf_jax.main --config=configs/oneclass.py:deer,runlocal \
   --config.data.features_root=/tmp/features --workdir=/tmp/w/deer_local 2>&1 | tail -3
