@@ -17,8 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import freia_reference  # noqa: E402
 
-from cnf_jax import host_memory  # noqa: E402
-from cnf_jax import evaluation  # noqa: E402
+from cnf_jax.training import host_memory  # noqa: E402
+from cnf_jax.evaluation import metrics  # noqa: E402
 from cnf_jax.flows import Flow, init_flow  # noqa: E402
 from cnf_jax.flows.freia_interop import variables_from_freia  # noqa: E402
 
@@ -45,7 +45,7 @@ def main(argv=None):
   model = Flow(dim=args.dim, block="allinone", num_blocks=args.blocks, hidden=(args.width, args.width),
                clamp=2.0, permute_soft=True, compute_dtype=args.dtype)
   variables = variables_from_freia(inn, init_flow(model, jax.random.key(0)))
-  log_prob = evaluation.make_log_prob_fn(model, args.chunk)
+  log_prob = metrics.make_log_prob_fn(model, args.chunk)
   device = torch.device(args.torch_device)
   inn = inn.to(device)
   x = np.concatenate([a for pair in common.sphere_batches(args.num // 512, 256, args.dim) for a in pair])

@@ -23,11 +23,11 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from cnf_jax import host_memory  # noqa: E402
-from cnf_jax import objectives  # noqa: E402
+from cnf_jax.training import host_memory  # noqa: E402
+from cnf_jax.training import objectives  # noqa: E402
 from cnf_jax.flows import Flow, init_flow  # noqa: E402
 from cnf_jax.flows.conditioner import row_major_transpose  # noqa: E402
-from cnf_jax.train import Objective, TrainState, make_train_step  # noqa: E402
+from cnf_jax.training.train import Objective, TrainState, make_train_step  # noqa: E402
 
 
 def timed(fn, *args):

@@ -33,10 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import freia_reference  # noqa: E402
 
-from cnf_jax import host_memory  # noqa: E402
+from cnf_jax.training import host_memory  # noqa: E402
 from cnf_jax.flows import Flow, init_flow  # noqa: E402
 from cnf_jax.flows.freia_interop import variables_from_freia  # noqa: E402
-from cnf_jax.train import Objective, TrainState, make_train_step  # noqa: E402
+from cnf_jax.training.train import Objective, TrainState, make_train_step  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -46,9 +46,10 @@ import time
 import jax
 import numpy as np
 
-from cnf_jax import config_lib, sweep
+from cnf_jax.experiments import config_lib
+from cnf_jax.experiments import sweep
 from cnf_jax.flows import flow_from_config
-from cnf_jax.train import MetricsWriter, Objective, fit_flow
+from cnf_jax.training.train import MetricsWriter, Objective, fit_flow
 
 
 def sphere(x):

@@ -1,8 +1,16 @@
 """cnf_jax: anomaly detection with contrastive normalizing flows (JAX/Flax).
 
-The flow maths lives in `cnf_jax.flows` as pure functions of arrays with thin
-Flax modules around them; `cnf_jax.objectives` holds the contrastive loss,
-`cnf_jax.train` the compiled training loop and `cnf_jax.main` the CLI.
+Layout:
+  flows/        the flow maths: pure functions of arrays with thin Flax modules around them
+  training/     objectives, the model plan, the one compiled training loop, checkpoints
+  evaluation/   metrics, the classical baselines, conformal p-values
+  data/         feature datasets, samplers, preprocessing
+  tasks/        what each experiment loads and analyses (toy, oneclass, tabular, npz, ...)
+  experiments/  configs, one run (train, score, write), vmapped sweeps
+  reports/      tables and plots of finished sweeps
+  extract/      the PyTorch feature extractor stage (needs the [extract] extra)
+  main, sweep, score, report: the command-line programs (python -m cnf_jax.<name>)
+  detector:     ContrastiveFlowDetector, the scikit-learn / PyOD style API
 """
 __version__ = "0.1.0"
 

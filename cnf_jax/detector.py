@@ -47,16 +47,16 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from cnf_jax import config_lib
-from cnf_jax import evaluation
-from cnf_jax import objectives
-from cnf_jax import preprocessing
-from cnf_jax.conformal import conformal_pvalues
-from cnf_jax.contrastive import permuted_batch
+from cnf_jax.experiments import config_lib
+from cnf_jax.evaluation import metrics
+from cnf_jax.training import objectives
+from cnf_jax.data import preprocessing
+from cnf_jax.evaluation.conformal import conformal_pvalues
+from cnf_jax.training.contrastive import permuted_batch
 from cnf_jax.data.task_data import EpochSampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow, init_flow
-from cnf_jax.train import Objective, create_train_state, make_optimizer, make_train_step
+from cnf_jax.training.train import Objective, create_train_state, make_optimizer, make_train_step
 
 FORMAT = "cnf_jax.ContrastiveFlowDetector/1"
 METHODS = ("cf", "flow", "flow_ratio")
@@ -117,7 +117,7 @@ def _compiled_log_prob(arch: Tuple, dim: int):
 def _log_prob(arch: Tuple, variables, x: np.ndarray) -> np.ndarray:
   """log p(x) [N] (float64) for x [N, D], in padded chunks of SCORE_CHUNK rows."""
   fn = _compiled_log_prob(arch, x.shape[1])
-  return evaluation.apply_in_chunks(lambda part: fn(variables, part), x, SCORE_CHUNK)
+  return metrics.apply_in_chunks(lambda part: fn(variables, part), x, SCORE_CHUNK)
 
 
 class NonNumericInputError(UserInputError, TypeError):

@@ -1,6 +1,6 @@
 """Command line: python -m cnf_jax.main --config=configs/<x>.py[:arg] --workdir=<dir> [--config.a.b=v ...]
 
-Only parses flags; the work is `cnf_jax.experiment.train_and_evaluate`.
+Only parses flags; the work is `cnf_jax.experiments.experiment.train_and_evaluate`.
 Bad input (UserInputError) prints one line "error: ..." and exits with 2.
 """
 import json
@@ -15,8 +15,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from cnf_jax import config_lib
-from cnf_jax import host_memory
+from cnf_jax.experiments import config_lib
+from cnf_jax.training import host_memory
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/toy2d.py or configs/oneclass.py:deer.",
@@ -95,7 +95,7 @@ def main(argv):
   py_logging.getLogger("cnf_jax").setLevel(py_logging.INFO)
   if flags.FLAGS.distributed or flags.FLAGS.coordinator_address:
     start_distributed(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id)
-  from cnf_jax import experiment  # imported late: flags parse fast, jax loads only for real runs.
+  from cnf_jax.experiments import experiment  # imported late: flags parse fast, jax loads only for real runs.
   start = time.perf_counter()
   try:
     results = experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)

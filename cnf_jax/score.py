@@ -41,7 +41,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from cnf_jax import host_memory
+from cnf_jax.training import host_memory
 from cnf_jax.data import csv_table
 from cnf_jax.errors import UserInputError
 
@@ -80,7 +80,7 @@ def load_run(workdir: str, method: Optional[str]):
   config = ml_collections.ConfigDict(_read_json(os.path.join(workdir, "config.json"), "run config"))
   results = _read_json(os.path.join(workdir, "results.json"),
                        "results.json (the run has not finished; rerun cnf_jax.main on this workdir first)")
-  from cnf_jax import config_lib
+  from cnf_jax.experiments import config_lib
   methods = config_lib.method_list(config)
   flow_methods = [m for m in methods if m in config_lib.FLOW_METHODS]
   if method is None:
@@ -107,10 +107,10 @@ def load_run(workdir: str, method: Optional[str]):
 def _restore(workdir: str, config, name: str, dim: int):
   """x [N, D] -> log p(x) [N] of model `name`, restored from its latest checkpoint."""
   import jax
-  from cnf_jax import evaluation
-  from cnf_jax.checkpoints import Checkpoints
+  from cnf_jax.evaluation import metrics
+  from cnf_jax.training.checkpoints import Checkpoints
   from cnf_jax.flows import flow_from_config
-  from cnf_jax.train import create_train_state, make_optimizer
+  from cnf_jax.training.train import create_train_state, make_optimizer
 
   directory = os.path.join(workdir, "checkpoints", name)
   if not os.path.isdir(directory):  # checked first: Checkpoints() would create it.
@@ -130,13 +130,13 @@ def _restore(workdir: str, config, name: str, dim: int):
                          f"{dim} features): {first}") from None
   finally:
     ckpts.close()
-  log_prob = evaluation.make_log_prob_fn(model, config.eval.batch_size)
+  log_prob = metrics.make_log_prob_fn(model, config.eval.batch_size)
   variables = {"params": state.params, "constants": state.constants}
   return lambda x: log_prob(variables, x)
 
 
 def _preprocessing(workdir: str, config):
-  from cnf_jax import preprocessing
+  from cnf_jax.data import preprocessing
   path = os.path.join(workdir, "preprocessing.json")
   if os.path.exists(path):
     return preprocessing.load(path)
@@ -291,8 +291,9 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
           resolution: int = 0, checkpoint: Optional[str] = None) -> dict:
   """Scores `input_path` with the run in `workdir`; writes `out`; returns a summary dict."""
   import numpy as np
-  from cnf_jax import evaluation, preprocessing
-  from cnf_jax.conformal import conformal_pvalues
+  from cnf_jax.evaluation import metrics
+  from cnf_jax.data import preprocessing
+  from cnf_jax.evaluation.conformal import conformal_pvalues
   from cnf_jax.data.task_data import check_features
 
   if not 0 < alpha < 1:
@@ -308,7 +309,7 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
                          "use features from the run's extractor and backbone")
   x = check_features(f"{input_path}", x, dim)
   x = preprocessing.apply(x, pre_method, stats, input_path)
-  scores = evaluation.anomaly_scores(method, {name: fn(x) for name, fn in log_prob_fns.items()})
+  scores = metrics.anomaly_scores(method, {name: fn(x) for name, fn in log_prob_fns.items()})
   pvalues = conformal_pvalues(calibration, scores)
   flagged = pvalues <= alpha
 

@@ -24,7 +24,7 @@ Flow 75.8 / 86.7, Flow-ratio 76.7 / 86.4. Not measured here (no CelebA data).
 """
 import os
 
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 from cnf_jax.errors import UserInputError
 
 SIDES = ("female", "male")  # attribute Male = 0, 1

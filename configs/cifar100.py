@@ -28,7 +28,7 @@ Not measured here (no CIFAR-100 data on this machine).
 """
 import os
 
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 from cnf_jax.errors import UserInputError
 from cnf_jax.tasks.oneclass import CIFAR100_SUPERCLASSES
 

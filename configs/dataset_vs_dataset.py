@@ -27,7 +27,7 @@ here (no TFDS data on this machine).
 """
 import os
 
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 from cnf_jax.errors import UserInputError
 
 # Config word -> feature dataset source name (the extractor's default --source_name for tfds:<name>).

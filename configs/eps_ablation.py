@@ -24,7 +24,7 @@ all but the lowest eps values, so the clamp acts differently than in full runs.
 """
 import os
 
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 
 _ONECLASS = config_lib.load_config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneclass.py"))
 EPS_VALUES = (-200.0, -100.0, 0.0, 50.0, 100.0, 150.0, 200.0)

@@ -29,7 +29,7 @@ log p to about +150 within a few hundred steps.
 """
 import os
 
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 
 _ONECLASS = config_lib.load_config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneclass.py"))
 RATIOS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)

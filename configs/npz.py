@@ -10,7 +10,7 @@ for tabular data use --config.preprocess.normalize=standardize
 --config.preprocess.noise_std=0 and consider --config.objective.eps_auto=True,
 since eps = 0 is only meaningful for high-dimensional features.
 """
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 
 
 def get_config(arg=None):

@@ -28,7 +28,7 @@ normals' log p under a maximum-likelihood flow, plus ln 10.
 
 Paper (full data set, 284,807 rows): CF 97.5, Flow 97.5, Flow-ratio 41.
 """
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 
 
 def get_config(arg=None):

@@ -18,7 +18,7 @@ Expected (measured, 2 CPU cores, ~20 s): results.json "tv_distance" 0.018
 (< 0.05 required) between the learned CF density and the analytic normalised
 positive difference; the plot is <workdir>/toy1d.png.
 """
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 
 
 def get_config(arg=None):

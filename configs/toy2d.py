@@ -21,7 +21,7 @@ beyond the inliers more "inlier" than the inliers). Against samples of q
 ratio is the Bayes-optimal test (its analytic AUROC is Phi(1) = 0.841).
 Plot: <workdir>/toy2d.png.
 """
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 
 
 def get_config(arg=None):

@@ -11,21 +11,21 @@ import sys
 from absl import app
 from absl import flags
 
-from cnf_jax import report
+from cnf_jax.reports import tables
 from cnf_jax.errors import UserInputError
 
 
 
 def print_report(root: str, as_json: bool = False) -> None:
-  rows = report.load_runs(root)
-  table = report.summarize(rows)
+  rows = tables.load_runs(root)
+  table = tables.summarize(rows)
   status = {s: sum(r["status"] == s for r in rows) for s in ("done", "running", "empty")}
   if as_json:
     print(json.dumps({"runs": status, "auroc": table}, indent=1, sort_keys=True))
     return
   print(f"sweep {root}: {len(rows)} runs, {status['done']} done, {status['running']} running, "
         f"{status['empty']} not started")
-  full = report.build_report(root, declared=report.declared_run_names(root))
+  full = tables.build_report(root, declared=tables.declared_run_names(root))
   if "auroc" in full["markdown"]:
     print("AUROC (%), mean ± std over seeds; methods as rows, as in the paper")
     print(full["markdown"]["auroc"])

@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 from absl import app
 from absl import flags
 
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 from cnf_jax.errors import UserInputError
 
 FLAGS = flags.FLAGS
@@ -61,7 +61,7 @@ Command = Tuple[str, List[str]]   # (what it does, argv)
 
 def sweep_runs(config_path: str, extra_arg: str, only: Sequence[str]) -> List[config_lib.SweepRun]:
   """The declared runs (checked: each config builds and validates)."""
-  from cnf_jax import sweep as cnf_sweep
+  from cnf_jax.experiments import sweep as cnf_sweep
   runs, configs = cnf_sweep.declared_configs(config_path, extra_arg, only, config_lib.parse_assignments(FLAGS.set))
   for c in configs:
     config_lib.validate(c)
@@ -70,10 +70,10 @@ def sweep_runs(config_path: str, extra_arg: str, only: Sequence[str]) -> List[co
 
 def write_declaration(root: str, config_path: str, extra_arg: str) -> None:
   """<root>/sweep.json: every run the config declares, so that the report can name those never launched."""
-  from cnf_jax import report
+  from cnf_jax.reports import tables
   names = [r.name for r in config_lib.declared_sweep(config_lib.load_config_module(config_path), config_path)]
   os.makedirs(root, exist_ok=True)
-  path = os.path.join(root, report.SWEEP_FILE)
+  path = os.path.join(root, tables.SWEEP_FILE)
   with open(path + ".tmp", "w") as f:
     json.dump({"config": config_path, "arg": extra_arg, "runs": names}, f, indent=1)
   os.replace(path + ".tmp", path)
@@ -89,7 +89,7 @@ def main_argv(run: config_lib.SweepRun, config_path: str, extra_arg: str, settin
 def vmap_argv(config_path: str, extra_arg: str, settings: Sequence[str], workdir: str,
               only: Sequence[str], python: str = "python") -> List[str]:
   """argv of the whole sweep as vmapped programs: python -m cnf_jax.sweep ..."""
-  argv = [python, "-m", "cnf_jax.sweep", f"--config={config_path}", f"--workdir={workdir}"]
+  argv = [python, "-m", "cnf_jax.experiments.sweep", f"--config={config_path}", f"--workdir={workdir}"]
   argv += [f"--arg={extra_arg}"] if extra_arg else []
   argv += [f"--set={s}" for s in settings]
   argv += [f"--runs={','.join(only)}"] if only else []

@@ -6,8 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from cnf_jax import ablation_report, config_lib, evaluation, experiment, sweep
-from cnf_jax.contrastive import permute_columns, permuted_batch
+from cnf_jax.reports import ablations
+from cnf_jax.experiments import config_lib
+from cnf_jax.evaluation import metrics
+from cnf_jax.experiments import experiment
+from cnf_jax.experiments import sweep
+from cnf_jax.training.contrastive import permute_columns, permuted_batch
 from cnf_jax.data import feature_dataset
 from cnf_jax.data import mixture as mixture_lib
 from cnf_jax.errors import UserInputError
@@ -148,13 +152,13 @@ def test_mixture_configs_run_end_to_end(tmp_path, features, name, arg, extra_sou
   # auroc_excluding[other]: the inliers against every anomaly but that class.
   keep = scores["group"] != CIFAR10_CLASSES.index(other)
   assert results["auroc_excluding"][other]["cf"] == pytest.approx(
-      evaluation.auroc(scores["score_cf"][keep], scores["is_anomaly"][keep]))
+      metrics.auroc(scores["score_cf"][keep], scores["is_anomaly"][keep]))
   assert results["auroc_excluding"][other] != results["auroc"]
   # Scores of the drawn contrastive sources, for the histograms (a weight-0 source is left out).
   n_con = {0.25: 360, 1.0: 60}[weight]
   assert scores["contrastive_score_cf"].shape == (n_con,) and np.isfinite(scores["contrastive_score_cf"]).all()
   assert set(np.unique(scores["contrastive_source"])) == ({0, 1} if weight < 1 else {1})
-  written = ablation_report.write_report(name, str(tmp_path))
+  written = ablations.write_report(name, str(tmp_path))
   assert all(os.path.getsize(p) > 0 for p in written)
   # Fig. 8 histograms come from the ratio-0 run (narrow only).
   assert any(p.endswith("narrow_hist.png") for p in written) == (name == "narrow")
@@ -174,7 +178,7 @@ def test_contamination_sweep_equals_separate_runs(tmp_path, features):
   # Both models see the mixture: CF's contrastive term is active (some log p above eps) and differs by D.
   assert vmapped[0]["auroc"]["cf"] != vmapped[1]["auroc"]["cf"]
   assert vmapped[0]["auroc"]["flow_ratio"] != vmapped[1]["auroc"]["flow_ratio"]
-  ablation_report.write_report("contamination", str(tmp_path), str(tmp_path / "report"))
+  ablations.write_report("contamination", str(tmp_path), str(tmp_path / "report"))
   table = (tmp_path / "report" / "contamination.md").read_text()
   # Two finished runs per D (separate and vmapped), AUROC in percent.
   row = next(l for l in table.splitlines() if l.startswith("| 0.9 |"))
@@ -247,7 +251,7 @@ def test_tabular_runs_and_finds_broken_correlations(tmp_path):
   assert results["auroc"]["flow"] > 0.8 and results["auroc"]["cf"] > 0.8
   scores = np.load(tmp_path / "w" / "scores.npz")
   assert scores["contrastive_score_cf"].shape == (210,)  # the permuted training normals
-  written = ablation_report.write_report("tabular", str(tmp_path))
+  written = ablations.write_report("tabular", str(tmp_path))
   assert [os.path.basename(p) for p in written] == ["tabular_hist.png", "tabular.md"]
   assert f"| CF | {100 * results['auroc']['cf']:.1f} ± 0.0 (1) |" in open(written[1]).read()
   # npz input gives the same table.
@@ -333,12 +337,12 @@ def test_eps_report_tables_fixed_and_auto_eps(tmp_path):
   run("deer-eps0-s1", "deer", 1, 0.0, False, 0.92)
   run("deer-auto-s0", "deer", 0, 151.0, True, 0.88)
   run("cat-eps100-s0", "cat", 0, 100.0, False, 0.80)
-  written = ablation_report.write_report("eps", str(tmp_path / "root"))
+  written = ablations.write_report("eps", str(tmp_path / "root"))
   table = open(written[-1]).read()
   assert "| deer | 0 | 0.0 | 91.0 ± 1.0 (2) |" in table
   assert "| deer | auto | 151.0 | 88.0 ± 0.0 (1) |" in table
   assert "| cat | 100 | 100.0 | 80.0 ± 0.0 (1) |" in table
   with pytest.raises(UserInputError, match="no finished run"):
-    ablation_report.write_report("eps", str(tmp_path))
+    ablations.write_report("eps", str(tmp_path))
   with pytest.raises(UserInputError, match="not one of"):
-    ablation_report.write_report("contaminaton", str(tmp_path / "root"))
+    ablations.write_report("contaminaton", str(tmp_path / "root"))

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from cnf_jax import baselines, config_lib, evaluation
+from cnf_jax.evaluation import baselines
+from cnf_jax.experiments import config_lib
+from cnf_jax.evaluation import metrics
 from cnf_jax.errors import UserInputError
 
 
@@ -27,9 +29,9 @@ def test_every_baseline_ranks_far_outliers_above_the_blob(name):
   score_fn = baselines.fit(name, inliers, contrastive, cfg, seed=0)
   scores = score_fn(test)
   assert scores.shape == (100,) and scores.dtype == np.float64 and np.isfinite(scores).all()
-  assert evaluation.auroc(scores, is_anomaly) > 0.99
+  assert metrics.auroc(scores, is_anomaly) > 0.99
   # Reversed labels: the same scores rank the blob as the anomalies.
-  assert evaluation.auroc(scores, ~is_anomaly) < 0.01
+  assert metrics.auroc(scores, ~is_anomaly) < 0.01
   # Deterministic for a seed (MCD's random starts and subsample included).
   np.testing.assert_array_equal(baselines.fit(name, inliers, contrastive, cfg, seed=0)(test), scores)
 

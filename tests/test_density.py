@@ -10,10 +10,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import toy1d as toy1d_config  # noqa: E402
 import toy2d as toy2d_config  # noqa: E402
 
-from cnf_jax import evaluation  # noqa: E402
+from cnf_jax.evaluation import metrics  # noqa: E402
 from cnf_jax.flows import flow_from_config, init_flow  # noqa: E402
 from cnf_jax.tasks import toy1d, toy2d  # noqa: E402
-from cnf_jax.train import MetricsWriter, Objective, fit_flow  # noqa: E402
+from cnf_jax.training.train import MetricsWriter, Objective, fit_flow  # noqa: E402
 from flow_util import randomise  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def test_1d_spline_flow_integrates_to_one_at_init_and_after_contrastive_training
   config.train.steps = 150
   data = toy1d.load_data(config)
   model = flow_from_config(config.flow, 1)
-  log_prob = evaluation.make_log_prob_fn(model, 8192)
+  log_prob = metrics.make_log_prob_fn(model, 8192)
   init = randomise(init_flow(model, jax.random.key(0)), jax.random.key(1), 0.5)
   assert _mass_1d(log_prob, init) == pytest.approx(1.0, abs=1e-3)
   model, trained = _train(config, data, tmp_path, Objective("contrastive", eps=-7.0))
@@ -60,7 +60,7 @@ def test_2d_allinone_flow_integrates_to_one_at_init_and_after_contrastive_traini
   config.train.steps = 400
   data = toy2d.load_data(config)
   model = flow_from_config(config.flow, 2)
-  log_prob = evaluation.make_log_prob_fn(model, 65536)
+  log_prob = metrics.make_log_prob_fn(model, 65536)
   init = randomise(init_flow(model, jax.random.key(0)), jax.random.key(1), 0.3)
   assert _mass_2d(log_prob, init) == pytest.approx(1.0, abs=5e-3)
   model, trained = _train(config, data, tmp_path, Objective("contrastive", eps=-6.0))

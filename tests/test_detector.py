@@ -5,7 +5,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import cnf_jax
-from cnf_jax.contrastive import permute_columns
+from cnf_jax.training.contrastive import permute_columns
 from cnf_jax.detector import ContrastiveFlowDetector, conformal_pvalues
 
 # Small and fast: tests need the behaviour, not the paper's capacity.

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from cnf_jax import config_lib, experiment
+from cnf_jax.experiments import config_lib
+from cnf_jax.experiments import experiment
 from cnf_jax.errors import UserInputError
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -167,7 +168,7 @@ def test_outlier_exposure_separates_contrastive_like_points_better(tmp_path):
 def test_fine_tuning_starts_from_the_given_variables_with_a_fresh_optimiser(tmp_path):
   import jax
   from cnf_jax.flows import flow_from_config, init_flow
-  from cnf_jax.train import MetricsWriter, Objective, fit_flow
+  from cnf_jax.training.train import MetricsWriter, Objective, fit_flow
   config = _load_config("npz", "runlocal")
   config.train.steps, config.train.lr, config.train.checkpoint_every = 3, 1e-9, 3
   model = flow_from_config(config.flow, 2)

@@ -14,7 +14,7 @@ from cli_util import ROOT, run_main
 _PROGRAM = """
 import sys
 import jax.numpy as jnp
-from cnf_jax import host_memory
+from cnf_jax.training import host_memory
 mode = host_memory.configure(default=sys.argv[1])
 x = jnp.ones((1024, 1024))                    # large allocations after the setting
 print(mode, float((x @ x)[0, 0]))

@@ -10,7 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from cnf_jax import config_lib, experiment, sweep
+from cnf_jax.experiments import config_lib
+from cnf_jax.experiments import experiment
+from cnf_jax.experiments import sweep
 from cnf_jax.tasks.oneclass import CIFAR100_SUPERCLASSES
 from cli_util import run_main
 from conftest import CONFIGS

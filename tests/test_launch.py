@@ -84,7 +84,7 @@ def test_vmap_dry_runs_and_bad_input():
                   "--set=data.features_root=/data/f")
   assert local.returncode == 0, local.stderr[-2000:]
   assert local.stdout.strip().splitlines()[-1].split()[1:] == [
-      "-m", "cnf_jax.sweep", "--config=configs/oneclass.py", "--workdir=/tmp/x", "--arg=runlocal",
+      "-m", "cnf_jax.experiments.sweep", "--config=configs/oneclass.py", "--workdir=/tmp/x", "--arg=runlocal",
       "--set=data.features_root=/data/f"]
   tpu = _launch("--config=configs/toy2d.py", "--backend=tpu", "--workdir=/local/path", "--dry_run")
   assert tpu.returncode == 2 and "needs --workdir on a bucket (gs://" in tpu.stderr

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnf_jax import objectives, preprocessing
+from cnf_jax.training import objectives
+from cnf_jax.data import preprocessing
 from cnf_jax.errors import UserInputError
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnf_jax import report, report_plots
+from cnf_jax.reports import tables
+from cnf_jax.reports import plots
 from conftest import ROOT
 import feature_util
 
@@ -60,7 +61,7 @@ def _table(markdown):
 
 def test_tables_missing_and_best_marks_on_made_up_results(tmp_path):
   root = _sweep(tmp_path / "sweep")
-  rep = report.build_report(str(root), declared=report.declared_run_names(str(root)))
+  rep = tables.build_report(str(root), declared=tables.declared_run_names(str(root)))
   t = _table(rep["markdown"]["auroc"])
   assert t["header"] == ["a", "b", "c", "mean"]
   assert list(t)[1:] == ["CF", "Flow", "KNN", "zeta"]   # paper order first, unknown methods after
@@ -90,30 +91,30 @@ def test_tables_missing_and_best_marks_on_made_up_results(tmp_path):
 
 def test_confusion_for_another_method_and_an_empty_sweep(tmp_path):
   root = _sweep(tmp_path / "sweep")
-  rep = report.build_report(str(root), method="flow")
+  rep = tables.build_report(str(root), method="flow")
   assert _table(rep["markdown"]["confusion"])["a"][1] == "**60.0 ± 0.0**"
   # Without the declaration, c is unknown: only the runs that are there count.
   assert not any("c-seed" in m for m in rep["missing"])
   (tmp_path / "empty").mkdir()
-  empty = report.build_report(str(tmp_path / "empty"))
+  empty = tables.build_report(str(tmp_path / "empty"))
   assert empty["markdown"] == {} and empty["missing"] == []
-  assert "No finished runs yet." in report.report_markdown("x", empty)
+  assert "No finished runs yet." in tables.report_markdown("x", empty)
 
 
 def test_cli_writes_markdown_and_readable_histograms(tmp_path):
   root = _sweep(tmp_path / "sweep")
   env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, "-m", "cnf_jax.report", str(root)], cwd=ROOT, env=env,
+  proc = subprocess.run([sys.executable, "-m", "cnf_jax.reports.tables", str(root)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   out = root / "report"
-  text = (out / "report.md").read_text()
+  text = (out / "tables.md").read_text()
   assert "## AUROC (%)" in text and "run c-seed=0: never launched" in text
   assert "(scores_b.png)" in text and "(scores_a.png)" not in text   # a has no scores.npz: a note instead
   assert "no score histogram for a-seed=0" in text
   with Image.open(out / "scores_b.png") as im:
     assert im.size[0] > 400 and im.size[1] > 200
-  bad = subprocess.run([sys.executable, "-m", "cnf_jax.report", str(tmp_path / "nothing")], cwd=ROOT, env=env,
+  bad = subprocess.run([sys.executable, "-m", "cnf_jax.reports.tables", str(tmp_path / "nothing")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and bad.stderr.startswith("error: sweep root") and "Traceback" not in bad.stderr
 
@@ -153,23 +154,23 @@ def test_fig5_examples_read_back_from_a_tiny_feature_dataset_and_zip(tmp_path):
   _run(tmp_path / "sweep", "cat-seed=0", 0, auroc={"cf": 1.0},
        scores={"is_anomaly": y == 1, "score_cf": score, "group": y})
   (run_dir / "config.json").write_text(json.dumps(config))
-  run = report.load_runs(str(tmp_path / "sweep"))[0]
+  run = tables.load_runs(str(tmp_path / "sweep"))[0]
 
   def red(groups):
     return [[int(im[0, 0, 0]) // 10 for im, _ in images] for _, images in groups]
 
   # Without test_index.npz (older runs) the index comes from the task's data, loaded again.
-  groups = report_plots.example_images(run, "cf", 2, {})
+  groups = plots.example_images(run, "cf", 2, {})
   assert red(groups) == [[1, 3], [5, 7], [2, 0]]
   assert [s for _, s in groups[0][1]] == [0.1, 0.2]
   # With test_index.npz: rows map to source positions (here reversed) and to the listed source.
   np.savez(run_dir / "test_index.npz", source_id=np.zeros(8, np.int64), index=np.arange(8)[::-1])
   results = json.loads((run_dir / "results.json").read_text())
   (run_dir / "results.json").write_text(json.dumps(dict(results, test_sources=[detail])))
-  run = report.load_runs(str(tmp_path / "sweep"))[0]
-  assert red(report_plots.example_images(run, "cf", 2, {})) == [[6, 4], [2, 0], [5, 7]]
+  run = tables.load_runs(str(tmp_path / "sweep"))[0]
+  assert red(plots.example_images(run, "cf", 2, {})) == [[6, 4], [2, 0], [5, 7]]
 
-  path = report.write_report(str(tmp_path / "sweep"))
+  path = tables.write_report(str(tmp_path / "sweep"))
   text = open(path).read()
   assert "(examples_cf.png)" in text and "no example images" not in text
   with Image.open(os.path.join(os.path.dirname(path), "examples_cf.png")) as im:
@@ -177,7 +178,7 @@ def test_fig5_examples_read_back_from_a_tiny_feature_dataset_and_zip(tmp_path):
 
 
 def test_method_order():
-  assert report.order_methods(["zeta", "knn", "mse_ratio", "oe", "flow", "cf", "abod"]) == \
+  assert tables.order_methods(["zeta", "knn", "mse_ratio", "oe", "flow", "cf", "abod"]) == \
       ["cf", "flow", "oe", "mse_ratio", "knn", "abod", "zeta"]
 
 
@@ -188,7 +189,7 @@ def test_also_merges_methods_run_as_separate_sweeps(tmp_path):
     _run(flows, f"a-seed={k}", k, auroc={"cf": 0.90 + 0.02 * k}, by_group={"b": {"cf": 0.8}}, methods=["cf"])
     _run(base, f"a-seed={k}", k, auroc={"mse": 0.85}, by_group={"b": {"mse": 0.7}}, methods=["mse"])
   _run(base, "z-seed=0", 0, auroc={"mse": 0.5})
-  built = report.build_report(str(flows), also=[str(base)])
+  built = tables.build_report(str(flows), also=[str(base)])
   table = _table(built["markdown"]["auroc"])
   assert table["header"][:2] == ["a", "z"]
   assert table["CF"][0] == "**91.0 ± 1.0**" and table["MSE"][0] == "85.0 ± 0.0"
@@ -198,5 +199,5 @@ def test_also_merges_methods_run_as_separate_sweeps(tmp_path):
   assert run_a["results"]["methods"] == ["cf", "mse"]
 
   _run(tmp_path / "clash", "a-seed=0", 0, auroc={"cf": 0.5})
-  with pytest.raises(report.UserInputError, match="method 'cf' has results in two sweep roots"):
-    report.build_report(str(flows), also=[str(tmp_path / "clash")])
+  with pytest.raises(tables.UserInputError, match="method 'cf' has results in two sweep roots"):
+    tables.build_report(str(flows), also=[str(tmp_path / "clash")])

@@ -29,7 +29,8 @@ def finished_run(tmp_path, normalize="standardize"):
   """A finished npz runlocal run (all three methods) in tmp_path/run, trained in-process."""
   sys.path.insert(0, CONFIGS)
   import npz as npz_config
-  from cnf_jax import experiment, preprocessing
+  from cnf_jax.experiments import experiment
+  from cnf_jax.data import preprocessing
   from cnf_jax.tasks import npz as npz_task
 
   config = npz_config.get_config("runlocal")
@@ -126,7 +127,7 @@ def test_without_preprocessing_json_the_stats_are_recomputed_from_the_run_data(r
 
 
 def test_preprocessing_save_load_round_trip(tmp_path):
-  from cnf_jax import preprocessing
+  from cnf_jax.data import preprocessing
   x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32) * 7 + 3
   stats = preprocessing.fit(x, "standardize")
   preprocessing.save(str(tmp_path / "p.json"), "standardize", stats)
@@ -165,7 +166,7 @@ def test_image_folder_and_zip_are_scored_through_the_runs_backbone(tmp_path, bac
            test_is_anomaly=np.repeat([0, 1], 50))
   sys.path.insert(0, CONFIGS)
   import npz as npz_config
-  from cnf_jax import experiment
+  from cnf_jax.experiments import experiment
   config = npz_config.get_config("runlocal")
   config.data.path = str(tmp_path / "f.npz")
   experiment.train_and_evaluate(config, str(tmp_path / "run"))

@@ -5,7 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from cnf_jax import config_lib, experiment, sweep
+from cnf_jax.experiments import config_lib
+from cnf_jax.experiments import experiment
+from cnf_jax.experiments import sweep
 from cnf_jax.errors import UserInputError
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from cnf_jax import plotting
+from cnf_jax.reports import plotting
 from cnf_jax.data.task_data import TaskData
 
 P_MEAN = np.array([1.0, 1.0])

@@ -8,7 +8,7 @@ from typing import Dict, Sequence, Tuple
 
 import ml_collections
 
-from cnf_jax import baselines
+from cnf_jax.evaluation import baselines
 from cnf_jax.errors import UserInputError
 
 # Methods scored with trained flows (see experiment.models_needed).

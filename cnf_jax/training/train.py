@@ -24,10 +24,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cnf_jax import objectives
-from cnf_jax import preprocessing
-from cnf_jax.checkpoints import Checkpoints
-from cnf_jax.contrastive import permuted_batch
+from cnf_jax.training import objectives
+from cnf_jax.data import preprocessing
+from cnf_jax.training.checkpoints import Checkpoints
+from cnf_jax.training.contrastive import permuted_batch
 from cnf_jax.data.mixture import make_sampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow, init_flow

@@ -23,17 +23,17 @@ from typing import Callable, Dict, List, Tuple
 import ml_collections
 import numpy as np
 
-from cnf_jax import ablation
-from cnf_jax import baselines
-from cnf_jax import config_lib
-from cnf_jax import evaluation
-from cnf_jax import objectives
-from cnf_jax import preprocessing
+from cnf_jax.experiments import ablation
+from cnf_jax.evaluation import baselines
+from cnf_jax.experiments import config_lib
+from cnf_jax.evaluation import metrics
+from cnf_jax.training import objectives
+from cnf_jax.data import preprocessing
 from cnf_jax import tasks
 from cnf_jax.data import task_data
 from cnf_jax.errors import UserInputError
 from cnf_jax.flows import flow_from_config
-from cnf_jax.train import MetricsWriter, Objective, fit_flow, is_primary
+from cnf_jax.training.train import MetricsWriter, Objective, fit_flow, is_primary
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +139,11 @@ def _preprocess(config, data: task_data.TaskData) -> Tuple[task_data.TaskData, d
 
 def _method_scores(methods, log_p: Dict[str, np.ndarray], baseline: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """{method: anomaly scores [T]}: baselines' from `baseline`, flow methods' from the models' log p."""
-  return {m: baseline[m] if m in baseline else evaluation.anomaly_scores(m, log_p) for m in methods}
+  return {m: baseline[m] if m in baseline else metrics.anomaly_scores(m, log_p) for m in methods}
 
 
 def _aurocs(scores: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Dict[str, float]:
-  return {m: evaluation.auroc(s, is_anomaly) for m, s in scores.items()}
+  return {m: metrics.auroc(s, is_anomaly) for m, s in scores.items()}
 
 
 @dataclasses.dataclass
@@ -179,7 +179,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   model = flow_from_config(config.flow, data.dim)
   oc = config.objective
   return Run(config=config, workdir=workdir, task=task, methods=methods, data=data, model=model,
-             log_prob=evaluation.make_log_prob_fn(model, config.eval.batch_size),
+             log_prob=metrics.make_log_prob_fn(model, config.eval.batch_size),
              writer=MetricsWriter(os.path.join(workdir, "metrics.jsonl")),
              model_names=models_needed(methods, oc.eps_auto, oc.eps_holdout))
 

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cnf_jax import plotting
+from cnf_jax.reports import plotting
 from cnf_jax.errors import UserInputError
 
 PAPER_METHODS = ("cf", "flow", "flow_ratio", "oe", "mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd")

@@ -1,0 +1,1 @@
+"""Scoring: metrics (AUROC, ...), the classical baselines and conformal p-values."""

@@ -1,0 +1,1 @@
+"""Runs: configs, one experiment (train + evaluate + write), vmapped sweeps."""

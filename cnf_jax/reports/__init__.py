@@ -1,0 +1,1 @@
+"""Reports of finished runs and sweeps: markdown tables and plots."""

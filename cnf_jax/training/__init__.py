@@ -1,0 +1,1 @@
+"""The training core: objectives, the model plan, the one training loop, checkpoints."""
