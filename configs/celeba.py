@@ -25,23 +25,19 @@ Flow 75.8 / 86.7, Flow-ratio 76.7 / 86.4. Not measured here (no CelebA data).
 import os
 
 from cnf_jax.experiments import config_lib
-from cnf_jax.errors import UserInputError
 
 SIDES = ("female", "male")  # attribute Male = 0, 1
 
 
 def get_config(arg=None):
-  words, _ = config_lib.parse_arg(arg)
-  config_lib.check_words(words, SIDES + ("runlocal",), __name__)
-  sides = [w for w in words if w != "runlocal"]
-  if len(sides) != 1:
-    raise UserInputError(f"configs/celeba.py needs the inlier side, ':female' or ':male'; got {sides or 'none'}")
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False, positional=config_lib.Positional(
+      "side", SIDES, needs="the inlier side, ':female' or ':male'"))
   oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
-  c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if "runlocal" in words else ""))
+  c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if arg.runlocal else ""))
   c.data.inlier_source = "celeb_a"
   c.data.label_field = "attributes/Male"
   c.data.class_names = SIDES
-  c.data.inlier_class = sides[0]
+  c.data.inlier_class = arg.side
   return c
 
 

@@ -29,25 +29,20 @@ Not measured here (no CIFAR-100 data on this machine).
 import os
 
 from cnf_jax.experiments import config_lib
-from cnf_jax.errors import UserInputError
 from cnf_jax.tasks.oneclass import CIFAR100_SUPERCLASSES
 
 
 def get_config(arg=None):
-  words, _ = config_lib.parse_arg(arg)
-  config_lib.check_words(words, CIFAR100_SUPERCLASSES + ("runlocal",), __name__)
-  classes = [w for w in words if w != "runlocal"]
-  if len(classes) != 1:
-    raise UserInputError(f"configs/cifar100.py needs exactly one CIFAR-100 superclass, e.g. ':people'; got "
-                         f"{classes or 'none'}; superclasses: {', '.join(CIFAR100_SUPERCLASSES)}")
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False, positional=config_lib.Positional(
+      "inlier_class", CIFAR100_SUPERCLASSES, needs="exactly one CIFAR-100 superclass, e.g. ':people'"))
   # The CIFAR-10 set-up (features, flow, training, every method of Table 1, runlocal sizes) with
   # CIFAR-100's coarse labels.
   oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
-  c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if "runlocal" in words else ""))
+  c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if arg.runlocal else ""))
   c.data.inlier_source = "cifar100"
   c.data.label_field = "coarse_label"
   c.data.class_names = CIFAR100_SUPERCLASSES  # names for datasets that store only '0'..'19'
-  c.data.inlier_class = classes[0]
+  c.data.inlier_class = arg.inlier_class
   return c
 
 

@@ -29,6 +29,7 @@ log p to about +150 within a few hundred steps.
 import os
 
 from cnf_jax.experiments import config_lib
+from cnf_jax.tasks.oneclass import CIFAR10_CLASSES
 
 _ONECLASS = config_lib.load_config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneclass.py"))
 D_VALUES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -40,12 +41,13 @@ def mixture(inlier_class: str, d: float) -> str:
 
 
 def get_config(arg=None):
-  words, pairs = config_lib.parse_arg(arg)
-  classes = [w for w in words if w != "runlocal"] or ["horse"]
-  d = config_lib.fraction_arg(pairs, "d", 0.1, "configs/contamination.py", "the fraction of inlier data")
-  c = _ONECLASS.get_config(",".join(classes + [w for w in words if w == "runlocal"]))
+  arg = config_lib.parse_arg(
+      arg, __file__, d=config_lib.fraction(0.1, "the fraction of inlier data"), runlocal=False,
+      positional=config_lib.Positional("inlier_class", CIFAR10_CLASSES, default="horse",
+                                       needs="at most one CIFAR-10 class (default horse)"))
+  c = _ONECLASS.get_config(config_lib.join_arg(arg.inlier_class, "runlocal" if arg.runlocal else ""))
   c.methods = "cf,flow_ratio"
-  c.data.contrastive_mixture = mixture(classes[0], d)
+  c.data.contrastive_mixture = mixture(arg.inlier_class, arg.d)
   return c
 
 

@@ -28,25 +28,21 @@ here (no TFDS data on this machine).
 import os
 
 from cnf_jax.experiments import config_lib
-from cnf_jax.errors import UserInputError
 
 # Config word -> feature dataset source name (the extractor's default --source_name for tfds:<name>).
 DATASETS = {"cifar100": "cifar100", "svhn": "svhn_cropped", "celeba": "celeb_a"}
 
 
 def get_config(arg=None):
-  words, _ = config_lib.parse_arg(arg)
-  config_lib.check_words(words, tuple(DATASETS) + ("runlocal",), __name__)
-  others = [w for w in words if w != "runlocal"]
-  if not others:
-    raise UserInputError("configs/dataset_vs_dataset.py needs the anomaly dataset(s), e.g. ':svhn' or "
-                         f"':cifar100,svhn,celeba'; choose from {', '.join(DATASETS)}")
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False, positional=config_lib.Positional(
+      "datasets", tuple(DATASETS), many=True,
+      needs="the anomaly dataset(s), e.g. ':svhn' or ':cifar100,svhn,celeba'"))
   oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
-  c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if "runlocal" in words else ""))
+  c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if arg.runlocal else ""))
   c.task = "dataset_vs_dataset"
   del c.data.inlier_class  # every CIFAR-10 class is in-distribution
   c.data.inlier_source = "cifar10"
-  c.data.anomaly_sources = ",".join(DATASETS[w] for w in others)
+  c.data.anomaly_sources = ",".join(DATASETS[name] for name in arg.datasets)
   return c
 
 

@@ -25,6 +25,7 @@ all but the lowest eps values, so the clamp acts differently than in full runs.
 import os
 
 from cnf_jax.experiments import config_lib
+from cnf_jax.tasks.oneclass import CIFAR10_CLASSES
 
 _ONECLASS = config_lib.load_config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneclass.py"))
 EPS_VALUES = (-200.0, -100.0, 0.0, 50.0, 100.0, 150.0, 200.0)
@@ -32,10 +33,9 @@ CLASSES = ("deer", "cat")
 
 
 def get_config(arg=None):
-  words, _ = config_lib.parse_arg(arg)
-  if not [w for w in words if w != "runlocal"]:  # the class defaults to deer
-    arg = config_lib.join_arg("deer", arg or "")
-  c = _ONECLASS.get_config(arg)
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False, positional=config_lib.Positional(
+      "inlier_class", CIFAR10_CLASSES, default="deer", needs="at most one CIFAR-10 class (default deer)"))
+  c = _ONECLASS.get_config(config_lib.join_arg(arg.inlier_class, "runlocal" if arg.runlocal else ""))
   c.methods = "cf"
   return c
 

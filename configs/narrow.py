@@ -42,12 +42,11 @@ def mixture(ratio: float) -> str:
 
 
 def get_config(arg=None):
-  words, pairs = config_lib.parse_arg(arg)
-  config_lib.check_words(words, ("runlocal",), __name__)
-  ratio = config_lib.fraction_arg(pairs, "ratio", 0.0, "configs/narrow.py", "the fraction of Tiny ImageNet")
-  c = _ONECLASS.get_config(",".join([INLIER] + list(words)))
+  arg = config_lib.parse_arg(arg, __file__, ratio=config_lib.fraction(0.0, "the fraction of Tiny ImageNet"),
+                             runlocal=False)
+  c = _ONECLASS.get_config(config_lib.join_arg(INLIER, "runlocal" if arg.runlocal else ""))
   c.methods = "cf,flow_ratio"
-  c.data.contrastive_mixture = mixture(ratio)
+  c.data.contrastive_mixture = mixture(arg.ratio)
   return c
 
 

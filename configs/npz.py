@@ -14,13 +14,12 @@ from cnf_jax.experiments import config_lib
 
 
 def get_config(arg=None):
-  words, _ = config_lib.parse_arg(arg)
-  config_lib.check_words(words, ("runlocal",), __name__)
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False)
   c = config_lib.default_config()
   c.task = "npz"
   c.data.path = ""
   c.flow.permute_soft = True
-  if "runlocal" in words:
+  if arg.runlocal:
     config_lib.apply_runlocal(c)
   return c
 

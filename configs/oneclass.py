@@ -32,23 +32,17 @@ flow_ratio 89.0, oe 88.7, mse 89.4, mse_ratio 89.1, kde 89.6, pca 87.7, knn 87.7
 abod 86.2, mcd 87.4; ten-class means cf 90.5, flow_ratio 91.5, kde 90.9, mse 90.8.
 """
 from cnf_jax.experiments import config_lib
-from cnf_jax.errors import UserInputError
 from cnf_jax.tasks.oneclass import CIFAR10_CLASSES
 
 
 def get_config(arg=None):
-  words, _ = config_lib.parse_arg(arg)
-  classes = [w for w in words if w != "runlocal"]
-  config_lib.check_words(words, CIFAR10_CLASSES + ("runlocal",), __name__)
-  if len(classes) != 1:
-    raise UserInputError(
-        f"configs/oneclass.py needs exactly one CIFAR-10 class, e.g. ':deer'; got {classes or 'none'}; "
-        f"classes: {', '.join(CIFAR10_CLASSES)}")
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False, positional=config_lib.Positional(
+      "inlier_class", CIFAR10_CLASSES, needs="exactly one CIFAR-10 class, e.g. ':deer'"))
   c = config_lib.default_config()
   c.task = "oneclass"
   # Every method of Table 1 (CSI, GOAD and Rot+T are not re-implemented).
   c.methods = "cf,flow,flow_ratio,oe,mse,mse_ratio,kde,pca,knn,lof,abod,mcd"
-  c.data.inlier_class = classes[0]
+  c.data.inlier_class = arg.inlier_class
   c.data.inlier_source = "cifar10"
   c.data.contrastive_source = "tiny_imagenet"
   c.data.contrastive_split = "train"
@@ -79,7 +73,7 @@ def get_config(arg=None):
   c.objective.oe_margin = 128.0
   c.train.steps = 3000
   c.train.lr = 5e-4
-  if "runlocal" in words:
+  if arg.runlocal:
     config_lib.apply_runlocal(c)
     c.data.train_limit = 500
     c.data.contrastive_limit = 1000

@@ -32,8 +32,7 @@ from cnf_jax.experiments import config_lib
 
 
 def get_config(arg=None):
-  words, _ = config_lib.parse_arg(arg)
-  config_lib.check_words(words, ("runlocal",), __name__)
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False)
   c = config_lib.default_config()
   c.task = "tabular"
   c.methods = "cf,flow,flow_ratio"
@@ -59,7 +58,7 @@ def get_config(arg=None):
   c.train.lr = 5e-4
   c.train.warmup_steps = 100
   c.train.log_every = 100
-  if "runlocal" in words:
+  if arg.runlocal:
     config_lib.apply_runlocal(c)
   return c
 

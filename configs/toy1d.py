@@ -22,8 +22,7 @@ from cnf_jax.experiments import config_lib
 
 
 def get_config(arg=None):
-  words, _ = config_lib.parse_arg(arg)
-  config_lib.check_words(words, ("runlocal",), __name__)
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False)
   c = config_lib.default_config()
   c.task = "toy1d"
   c.methods = "cf,flow"
@@ -52,7 +51,7 @@ def get_config(arg=None):
   c.train.log_every = 250
   c.train.checkpoint_every = 1000
   c.eval.batch_size = 8192
-  if "runlocal" in words:
+  if arg.runlocal:
     config_lib.apply_runlocal(c)
     c.data.num_train = c.data.num_contrastive = 2000
     c.data.num_test = 500

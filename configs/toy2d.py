@@ -25,8 +25,7 @@ from cnf_jax.experiments import config_lib
 
 
 def get_config(arg=None):
-  words, _ = config_lib.parse_arg(arg)
-  config_lib.check_words(words, ("runlocal",), __name__)
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False)
   c = config_lib.default_config()
   c.task = "toy2d"
   c.methods = "cf,flow_ratio,flow"
@@ -54,7 +53,7 @@ def get_config(arg=None):
   c.train.warmup_steps = 100
   c.train.log_every = 250
   c.train.checkpoint_every = 1000
-  if "runlocal" in words:
+  if arg.runlocal:
     config_lib.apply_runlocal(c)
     c.data.num_train = c.data.num_contrastive = 2000
     c.data.num_test = 500

@@ -46,6 +46,9 @@ def test_every_config_and_its_runlocal_variant_validate(path):
 def test_unknown_config_words_are_rejected():
   with pytest.raises(UserInputError, match="unknown argument"):
     _load_config("toy2d", "runlokal")
+  # key=value pairs a config does not declare were ignored before configs declared their args.
+  with pytest.raises(UserInputError, match=r"configs/toy2d.py: unknown argument\(s\) 'steps=10'; valid: runlocal$"):
+    _load_config("toy2d", "runlocal,steps=10")
   with pytest.raises(UserInputError, match="exactly one CIFAR-10 class"):
     _load_config("oneclass", "runlocal")
 

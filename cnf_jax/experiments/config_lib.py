@@ -3,8 +3,10 @@
 Experiment configs (`configs/*.py`) start from `default_config()` and change
 what their experiment needs, so every run has the same, complete set of keys.
 """
+import dataclasses
 import math
-from typing import Dict, Sequence, Tuple
+import os
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import ml_collections
 
@@ -95,19 +97,131 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def parse_arg(arg: str) -> Tuple[Sequence[str], Dict[str, str]]:
-  """Splits 'deer,runlocal,steps=10' into (['deer', 'runlocal'], {'steps': '10'})."""
-  words, pairs = [], {}
-  for token in (arg or "").split(","):
-    token = token.strip()
-    if not token:
-      continue
-    if "=" in token:
-      key, value = token.split("=", 1)
-      pairs[key.strip()] = value.strip()
+# --- The `get_config(arg)` string, big_vision style ---------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Positional:
+  """The bare-word slot of a config arg, e.g. the CIFAR-10 class of configs/oneclass.py:deer.
+
+  name: the key of parse_arg's result that holds the word (a tuple of words if `many`).
+  choices: the words allowed.
+  needs: what the slot takes, for the error when too few or too many words are given,
+    e.g. "exactly one CIFAR-10 class, e.g. ':deer'".
+  default: the value when no word is given; None makes a word required.
+  many: take one or more words (kept in the order given) instead of one.
+  """
+  name: str
+  choices: Sequence[str]
+  needs: str
+  default: Optional[Union[str, Tuple[str, ...]]] = None
+  many: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The default of a number key=value that must lie in [low, high]; `meaning` goes into the error."""
+  default: float
+  low: float
+  high: float
+  meaning: str = ""
+
+
+def fraction(default: float, meaning: str) -> Range:
+  """A key=value in [0, 1], e.g. d=fraction(0.1, "the fraction of inlier data")."""
+  return Range(float(default), 0.0, 1.0, meaning)
+
+
+def config_file_name(path: str) -> str:
+  """'/repo/configs/oneclass.py' -> 'configs/oneclass.py': how errors name a config file."""
+  path = os.path.abspath(path)
+  return os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+
+
+def _wanted(default) -> str:
+  """What a key=value takes, for error messages: 'a number in [0, 1]', 'an integer', ..."""
+  if isinstance(default, Range):
+    return f"a number in [{default.low:g}, {default.high:g}]"
+  return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(default)]
+
+
+def _convert(config: str, key: str, text: str, default):
+  """The string `text` of `key=text` as the type of `default` (a Range: a float in its range)."""
+  try:
+    if isinstance(default, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      return text.lower() in ("true", "1")
+    if isinstance(default, Range):
+      value = float(text)
     else:
-      words.append(token)
-  return words, pairs
+      value = type(default)(text)
+  except ValueError:
+    raise UserInputError(f"{config}: {key}={text!r} is not {_wanted(default)}") from None
+  # `not low <= value <= high` also rejects nan.
+  if isinstance(default, Range) and not default.low <= value <= default.high:
+    meaning = f" ({default.meaning})" if default.meaning else ""
+    raise UserInputError(f"{config}: {key}={value} must be in [{default.low:g}, {default.high:g}]{meaning}")
+  return value
+
+
+def _positional_value(config: str, positional: Positional, words: Sequence[str]):
+  """The value of the positional slot from its bare words (a tuple if positional.many)."""
+  if not words and positional.default is not None:
+    return positional.default
+  if not words or (len(words) > 1 and not positional.many):
+    got = ", ".join(map(repr, words)) or "none"
+    raise UserInputError(f"{config} needs {positional.needs}; got {got}; choose from {', '.join(positional.choices)}")
+  return tuple(words) if positional.many else words[0]
+
+
+def parse_arg(arg: Optional[str], config_file: str, *, positional: Optional[Positional] = None,
+              **defaults) -> ml_collections.ConfigDict:
+  """Parses the `arg` of get_config(arg) against declared defaults, as big_vision's configs do.
+
+    parse_arg("deer,runlocal", __file__, runlocal=False, positional=Positional("inlier_class", CLASSES, ...))
+      -> ConfigDict(inlier_class="deer", runlocal=True)
+    parse_arg("d=0.25", __file__, d=fraction(0.1, "the fraction of inlier data"), runlocal=False)
+      -> ConfigDict(d=0.25, runlocal=False)
+
+  `arg` is comma-separated. A bare word is a bool key (set to True) or a word of the
+  positional slot; `key=value` is converted to the type of the key's default (bool: true,
+  false, 1 or 0; int; float; str; a Range: a float within it). Keys not given keep their
+  default. config_file (the config's __file__, or 'configs/<name>.py') names the config in
+  the UserInputError raised for an unknown word or key, a value that does not convert or is
+  out of range, an argument given twice and a wrong number of positional words; the error
+  lists the valid arguments.
+  """
+  config = config_file_name(config_file)
+  # Mistakes in the config file itself, not in the user's arg.
+  for k, d in defaults.items():
+    if not isinstance(d, (bool, int, float, str, Range)):
+      raise TypeError(f"parse_arg default {k}={d!r}: give a bool, int, float, str or Range")
+  if positional is not None and positional.name in defaults:
+    raise TypeError(f"parse_arg positional {positional.name!r} is also a key=value default")
+  values = {k: d.default if isinstance(d, Range) else d for k, d in defaults.items()}
+  words, seen, unknown = [], set(), []
+  for token in (arg or "").split(","):
+    key, has_value, text = (part.strip() for part in token.partition("="))
+    if not key and not has_value:
+      continue  # empty parts (',,', a trailing comma) are allowed
+    if key in seen:
+      raise UserInputError(f"{config}: argument {key!r} is given twice in {arg!r}")
+    seen.add(key)
+    if key in defaults and (has_value or isinstance(defaults[key], bool)):
+      values[key] = _convert(config, key, text, defaults[key]) if has_value else True
+    elif key in defaults:
+      raise UserInputError(f"{config}: {key} needs a value, e.g. {key}={values[key]}")
+    elif positional is not None and not has_value and key in positional.choices:
+      words.append(key)
+    else:
+      unknown.append(token.strip())
+  if unknown:
+    valid = list(positional.choices) if positional is not None else []
+    valid += [k if isinstance(d, bool) else f"{k}=<{_wanted(d)}>" for k, d in defaults.items()]
+    raise UserInputError(f"{config}: unknown argument(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+  if positional is not None:
+    values[positional.name] = _positional_value(config, positional, words)
+  return ml_collections.ConfigDict(values)
 
 
 def apply_runlocal(c: ml_collections.ConfigDict) -> None:
@@ -203,43 +317,16 @@ def check_override_key(c: ml_collections.ConfigDict, dotted: str) -> None:
     node = node[part]
 
 
-def check_words(words: Sequence[str], allowed: Sequence[str], config_name: str) -> None:
-  """Raises UserInputError for words of a config arg that the config does not know."""
-  unknown = [w for w in words if w not in allowed]
-  if unknown:
-    raise UserInputError(f"{config_name}: unknown argument(s) {', '.join(map(repr, unknown))}; "
-                         f"valid: {', '.join(allowed)}")
-
-
-def fraction_arg(pairs: Dict[str, str], key: str, default: float, config_name: str, meaning: str) -> float:
-  """The value of `key=<fraction in [0, 1]>`, the only key=value pair a config arg may hold.
-
-  E.g. configs/contamination.py:d=0.25; UserInputError names the config and what the
-  fraction means when the key is unknown, not a number or outside [0, 1].
-  """
-  unknown = sorted(set(pairs) - {key})
-  if unknown:
-    raise UserInputError(f"{config_name}: unknown argument(s) {', '.join(unknown)}; give {key}=<fraction>")
-  try:
-    value = float(pairs.get(key, default))
-  except ValueError:
-    raise UserInputError(f"{config_name}: {key}={pairs[key]!r} is not a number in [0, 1]") from None
-  if not 0 <= value <= 1:
-    raise UserInputError(f"{config_name}: {key}={value} must be in [0, 1] ({meaning})")
-  return value
-
-
 # --- Config files and the sweeps declared next to them ------------------------------------------
 
 def load_config_module(path: str):
   """Imports a config file (configs/<name>.py) as a module; UserInputError if it is missing."""
   import importlib.util
-  import os
   if not os.path.isfile(path):
     raise UserInputError(f"config file {path!r} not found; give a path like configs/oneclass.py")
-  # The module's __name__ is what configs pass to check_words for their error messages, so it
-  # names the file the user typed (e.g. "configs/oneclass.py"), not an internal identifier.
-  name = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+  # The module's __name__ names the file the user typed (e.g. "configs/oneclass.py"), as the
+  # configs' parse_arg errors do, not an internal identifier.
+  name = config_file_name(path)
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
