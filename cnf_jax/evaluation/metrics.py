@@ -1,4 +1,5 @@
-"""Scores and metrics. Anomaly score = negative log-likelihood: higher means more anomalous."""
+"""Scores and metrics. Anomaly scores are higher for more anomalous inputs (plan.anomaly_scores)."""
+import functools
 from typing import Callable, Dict
 
 import jax
@@ -24,32 +25,25 @@ def apply_in_chunks(fn: Callable[[np.ndarray], jax.Array], x: np.ndarray, chunk:
   return np.concatenate(out).astype(np.float64)
 
 
+@functools.lru_cache(maxsize=32)
+def jitted_log_prob(model: Flow):
+  """jit(log_prob)(variables, x [N, D]) -> [N] of `model`, one compiled program per architecture."""
+  return jax.jit(lambda variables, x: model.apply(variables, x, method=Flow.log_prob))
+
+
 def make_log_prob_fn(model: Flow, batch_size: int) -> Callable[[dict, np.ndarray], np.ndarray]:
-  """Returns log_prob(variables, x [N, D]) -> [N] (numpy), evaluated in chunks of at most batch_size."""
-  apply = jax.jit(lambda variables, x: model.apply(variables, x, method=Flow.log_prob))
+  """Returns log_prob(variables, x [N, D]) -> [N] (numpy), evaluated in chunks of at most batch_size.
+
+  The compiled program is shared by every caller with the same architecture (runs of a
+  sweep, refits of a detector), so scoring compiles once per architecture and chunk shape.
+  """
+  apply = jitted_log_prob(model)
 
   def log_prob(variables: dict, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     return apply_in_chunks(lambda part: apply(variables, part), x, min(batch_size, len(x)))
 
   return log_prob
-
-
-def anomaly_scores(method: str, log_p: Dict[str, np.ndarray]) -> np.ndarray:
-  """Per-method anomaly score [N] from the log-densities of the trained models.
-
-  cf: -log p_cf(x); flow: -log p_flow(x); oe: -log p_oe(x) (the flow after outlier exposure);
-  flow_ratio: log p_contrastive(x) - log p_flow(x) (a likelihood ratio, Schirrmeister et al. 2020).
-  """
-  if method == "cf":
-    return -log_p["cf"]
-  if method == "flow":
-    return -log_p["flow"]
-  if method == "oe":
-    return -log_p["oe"]
-  if method == "flow_ratio":
-    return log_p["contrastive_flow"] - log_p["flow"]
-  raise ValueError(f"unknown method {method!r}")
 
 
 def auroc(scores: np.ndarray, is_anomaly: np.ndarray) -> float:
