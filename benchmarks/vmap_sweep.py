@@ -52,7 +52,7 @@ from cnf_jax.training import loop
 from cnf_jax.training import plan
 from cnf_jax.training.loop import fit_flow
 from cnf_jax.training.plan import Objective
-from cnf_jax.training.train import MetricsWriter
+from cnf_jax.training.summaries import MetricsWriter
 
 
 def sphere(x):

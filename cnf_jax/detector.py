@@ -299,7 +299,8 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       job = loop.Job(plan.model_inputs(name, data, eps or 0.0), plan.model_seed(seed, name),
                      label=f"{type(self).__name__}: model {name!r}")
       fitted, = loop.fit_models(model, config.train, config.preprocess.noise_std, [job],
-                                steps=config.train[plan.MODELS[name].steps_key], name=name, hint=DIVERGED_HINT)
+                                steps=config.train[plan.MODELS[name].steps_key], name=name, hint=DIVERGED_HINT,
+                                progress=False)
       trained[name], history[name] = jax.device_get(fitted.variables), fitted.losses
     scored = plan.METHODS[self.method].models
     self.variables_ = {m: trained[m] for m in scored}

@@ -15,7 +15,7 @@ from cnf_jax.flows import flow_from_config, init_flow  # noqa: E402
 from cnf_jax.tasks import toy1d, toy2d  # noqa: E402
 from cnf_jax.training.loop import fit_flow  # noqa: E402
 from cnf_jax.training.plan import Objective  # noqa: E402
-from cnf_jax.training.train import MetricsWriter  # noqa: E402
+from cnf_jax.training.summaries import MetricsWriter  # noqa: E402
 from flow_util import randomise  # noqa: E402
 
 

@@ -171,7 +171,7 @@ def test_fine_tuning_starts_from_the_given_variables_with_a_fresh_optimiser(tmp_
   from cnf_jax.flows import flow_from_config, init_flow
   from cnf_jax.training.loop import fit_flow
   from cnf_jax.training.plan import Objective
-  from cnf_jax.training.train import MetricsWriter
+  from cnf_jax.training.summaries import MetricsWriter
   config = _load_config("npz", "runlocal")
   config.train.steps, config.train.lr, config.train.checkpoint_every = 3, 1e-9, 3
   model = flow_from_config(config.flow, 2)

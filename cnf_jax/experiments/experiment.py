@@ -37,7 +37,8 @@ from cnf_jax.flows import flow_from_config
 from cnf_jax.training import loop
 from cnf_jax.training import objectives
 from cnf_jax.training import plan
-from cnf_jax.training.train import MetricsWriter, is_primary
+from cnf_jax.training.summaries import MetricsWriter
+from cnf_jax.training.train import is_primary
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,17 @@ def _preprocess(config, data: task_data.TaskData) -> Tuple[task_data.TaskData, d
 def _method_scores(methods, log_p: Dict[str, np.ndarray], baseline: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """{method: anomaly scores [T]}: baselines' from `baseline`, flow methods' from the models' log p."""
   return {m: baseline[m] if m in baseline else plan.anomaly_scores(m, log_p) for m in methods}
+
+
+def _hparams(config: ml_collections.ConfigDict) -> Dict[str, object]:
+  """The run's config as TensorBoard hparams: dotted keys -> number, bool or string."""
+  flat = {}
+  for key in config_lib.flatten_keys(config):
+    node = config
+    for part in key.split("."):
+      node = node[part]
+    flat[key] = node if isinstance(node, (int, float, bool, str)) else str(node)
+  return flat
 
 
 def _aurocs(scores: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Dict[str, float]:
@@ -231,7 +243,8 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   results = {
       "task": config.task,
       "methods": list(methods),
-      "auroc": _aurocs(scores_test, data.test_is_anomaly),
+      **{name: {m: fn(s, data.test_is_anomaly) for m, s in scores_test.items()}
+         for name, fn in metrics.METRICS.items()},
       "feature_dim": data.dim,
       "num_inliers": len(data.inliers),
       "num_contrastive": 0 if data.contrastive is None else len(data.contrastive),
@@ -281,5 +294,7 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   log_prob_fns: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
       name: (lambda x, v=v: log_prob(v, np.asarray(x, np.float32))) for name, v in variables.items()}
   results.update(task.analyze(config, workdir, data, log_prob_fns, results))
+  run.writer.write_hparams(_hparams(config), {f"{metric}/{m}": v for metric in metrics.METRICS
+                                              for m, v in results[metric].items()})
   write_json_atomic(os.path.join(workdir, "results.json"), results)
   return results

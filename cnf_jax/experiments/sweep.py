@@ -22,6 +22,7 @@ import ml_collections
 from cnf_jax.errors import UserInputError
 from cnf_jax.experiments import config_lib
 from cnf_jax.experiments import experiment
+from cnf_jax.training import progress
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +105,12 @@ def run_declared_sweep(config_path: str, workdir: str, extra_arg: str = "", only
   """
   runs, configs = declared_configs(config_path, extra_arg, only, settings)
   out = {}
+  bar = progress.Progress(len(runs), "sweep", unit="runs")
   for group in group_runs(configs):
     logger.info("training %d runs as one program: %s", len(group), ", ".join(runs[i].name for i in group))
     results = train_and_evaluate_many([configs[i] for i in group],
                                       [os.path.join(workdir, runs[i].name) for i in group])
     out.update({runs[i].name: r for i, r in zip(group, results)})
+    bar.update(len(out))
+  bar.close()
   return out

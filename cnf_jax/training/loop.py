@@ -35,8 +35,10 @@ from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow
 from cnf_jax.training import plan
 from cnf_jax.training.checkpoints import Checkpoints
-from cnf_jax.training.train import (MetricsWriter, data_mesh, global_batch, make_optimizer, make_train_step,
-                                    replicate, start_state, to_host)
+from cnf_jax.training.progress import Progress
+from cnf_jax.training.summaries import MetricsWriter
+from cnf_jax.training.train import (data_mesh, global_batch, is_primary, learning_rate_schedule, make_optimizer,
+                                    make_train_step, replicate, start_state, to_host)
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +183,8 @@ def _check_finite(jobs: Sequence[Job], ckpts, losses: np.ndarray, first_step: in
 
 
 def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: float, jobs: Sequence[Job],
-               steps: Optional[int] = None, name: str = "model", hint: str = DEFAULT_HINT) -> List[Fitted]:
+               steps: Optional[int] = None, name: str = "model", hint: str = DEFAULT_HINT,
+               progress: bool = True) -> List[Fitted]:
   """Trains (or resumes, or just restores) N models of `model`; returns one Fitted per job.
 
   Args:
@@ -194,6 +197,7 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
     steps: updates per model (default train_cfg.steps).
     name: the model name in log records and log lines.
     hint: what the non-finite-loss error suggests.
+    progress: show a progress bar (`training.progress`; silenced by its set_quiet).
   """
   tc = train_cfg
   steps = int(tc.steps if steps is None else steps)
@@ -244,49 +248,62 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
   losses: List[List[np.ndarray]] = [[] for _ in jobs]
   pending: List[Dict[str, np.ndarray]] = []   # metrics {name: [N, L]} since the last log record
   tick, tick_step = time.perf_counter(), start
-  for a, b in chunk_bounds(start, steps, tc.log_every, tc.checkpoint_every if any(ckpts) else 0, max_len):
-    rows = {part: np.stack([np.stack([s.indices(t) for t in range(a, b)]) for s in samplers[part]])
-            for part in samplers}   # [N, L, B]: model i's batches of its own run
-    batches = {part: global_batch(_LazyBatches(arrays[part], rows[part]), batch_sharding) for part in rows}
-    state, metrics = chunk_fn(state, batches, step_rngs, eps)
-    metrics = jax.device_get(metrics)
-    _check_finite(jobs, ckpts, metrics["loss"], a, hint)
-    for i, row in enumerate(metrics["loss"]):
-      losses[i].append(row)
-    pending.append(metrics)
-    save = any(ckpts) and (b % tc.checkpoint_every == 0 or b == steps)
-    if save or b % tc.log_every == 0 or b == steps:
-      now = time.perf_counter()
-      _log(name, jobs, pending, b, (b - tick_step) / max(now - tick, 1e-9))
-      pending, tick, tick_step = [], now, b
-    if save:
-      for i, ckpt in enumerate(ckpts):
-        ckpt.save(b, _unstack(state, i))
-  for ckpt in ckpts:
-    if ckpt is not None:
-      ckpt.close()
+  schedule = learning_rate_schedule(ml_collections.ConfigDict(dict(optimizer)))
+  desc = f"{name}" + (f" x{len(jobs)} runs" if len(jobs) > 1 else "")
+  bar = Progress(steps, desc, start=start) if progress and is_primary() else None
+  try:
+    for a, b in chunk_bounds(start, steps, tc.log_every, tc.checkpoint_every if any(ckpts) else 0, max_len):
+      rows = {part: np.stack([np.stack([s.indices(t) for t in range(a, b)]) for s in samplers[part]])
+              for part in samplers}   # [N, L, B]: model i's batches of its own run
+      batches = {part: global_batch(_LazyBatches(arrays[part], rows[part]), batch_sharding) for part in rows}
+      state, metrics = chunk_fn(state, batches, step_rngs, eps)
+      metrics = jax.device_get(metrics)
+      _check_finite(jobs, ckpts, metrics["loss"], a, hint)
+      for i, row in enumerate(metrics["loss"]):
+        losses[i].append(row)
+      pending.append(metrics)
+      if bar is not None:
+        bar.update(b, loss=float(np.mean(metrics["loss"][:, -1])))
+      save = any(ckpts) and (b % tc.checkpoint_every == 0 or b == steps)
+      if save or b % tc.log_every == 0 or b == steps:
+        now = time.perf_counter()
+        _log(name, jobs, pending, b, (b - tick_step) / max(now - tick, 1e-9), float(schedule(b - 1)))
+        pending, tick, tick_step = [], now, b
+      if save:
+        for i, ckpt in enumerate(ckpts):
+          ckpt.save(b, _unstack(state, i))
+    for ckpt in ckpts:
+      if ckpt is not None:
+        ckpt.close()
+    for job in jobs:
+      if job.writer is not None:
+        job.writer.close()   # flush the event files
+  finally:
+    if bar is not None:
+      bar.close()
   return [Fitted(to_host({"params": _unstack(state.params, i), "constants": _unstack(state.constants, i)}),
                  np.concatenate(losses[i]) if losses[i] else np.zeros(0, np.float32), start)
           for i in range(len(jobs))]
 
 
 def _log(name: str, jobs: Sequence[Job], pending: Sequence[Dict[str, np.ndarray]], step: int,
-         steps_per_s: float) -> None:
-  """One record per model (metric means over the steps since the last record) and one log line."""
+         steps_per_s: float, lr: float) -> None:
+  """One record per model (metric means over the steps since the last record, the learning rate
+  of the last step) and one log line (at DEBUG: the progress bar shows the same)."""
   merged = {k: np.concatenate([m[k] for m in pending], axis=1) for k in pending[0]}   # {k: [N, steps]}
   for i, job in enumerate(jobs):
     if job.writer is None:
       continue
     record = {k: float(np.mean(v[i])) for k, v in merged.items()}
-    record.update(model=name, step=step, steps_per_s=steps_per_s)
+    record.update(model=name, step=step, steps_per_s=steps_per_s, lr=lr)
     if len(jobs) > 1:
       record["vmapped_runs"] = len(jobs)
     job.writer.write(record)
   if len(jobs) == 1:
-    logger.info("model %s step %d: %s", name, step,
+    logger.debug("model %s step %d: %s", name, step,
                 ", ".join(f"{k}={float(np.mean(v)):.4g}" for k, v in merged.items()) + f", steps_per_s={steps_per_s:.4g}")
   else:
-    logger.info("model %s of %d runs, step %d: mean loss %.4g", name, len(jobs), step, float(np.mean(merged["loss"])))
+    logger.debug("model %s of %d runs, step %d: mean loss %.4g", name, len(jobs), step, float(np.mean(merged["loss"])))
 
 
 def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers: np.ndarray,

@@ -11,8 +11,6 @@ The loop that compiles, batches, logs and checkpoints it, for one model or many,
 only on the state, the batch and the run's seed, and a resumed run repeats the
 uninterrupted one.
 """
-import json
-import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax
@@ -29,7 +27,6 @@ from cnf_jax.flows import Flow, init_flow
 from cnf_jax.training import objectives
 from cnf_jax.training.contrastive import permuted_batch
 from cnf_jax.training.plan import Objective
-from cnf_jax.files import atomic_write
 
 Batch = Dict[str, jax.Array]
 Metrics = Dict[str, jax.Array]
@@ -173,27 +170,3 @@ def to_host(tree: Any) -> Any:
   """Replicated global arrays -> numpy when they span processes (other processes' devices cannot
   be read directly; each process holds a full copy). Unchanged in a single-process run."""
   return jax.device_get(tree) if jax.process_count() > 1 else tree
-
-
-class MetricsWriter:
-  """Appends one JSON object per line to `path` (readable by a notebook); only process 0 writes."""
-
-  def __init__(self, path: str):
-    self.path = path
-
-  def drop_after(self, model: str, step: int) -> None:
-    """Forgets lines of `model` past `step` (written after the checkpoint a resume starts from)."""
-    if not is_primary() or not os.path.exists(self.path):
-      return
-    with open(self.path) as f:
-      lines = [json.loads(l) for l in f if l.strip()]
-    kept = [l for l in lines if not (l.get("model") == model and l.get("step", 0) > step)]
-    if len(kept) != len(lines):
-      with atomic_write(self.path) as f:
-        f.writelines(json.dumps(l) + "\n" for l in kept)
-
-  def write(self, record: Dict[str, Any]) -> None:
-    if not is_primary():
-      return
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
