@@ -35,6 +35,7 @@ cnf_jax.main` with the same settings and training rows train the same flows
 (tests/test_detector.py). Compiled programs are cached per architecture and shape, so
 refitting on new data of the same width does not recompile.
 """
+import dataclasses
 import json
 import math
 import os
@@ -93,19 +94,25 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       warm-up then cosine decay). The contrastive batch has `batch_size` rows.
     calibration_fraction: fraction of X held out of training for conformal
       p-values (0 disables `pvalues` until `calibrate` is called).
+    validation_fraction, patience: early stopping, as flowjax's fit_to_data: this
+      fraction of the training rows (and of the contrastive rows) is held out, each
+      flow's own objective on them is evaluated every 100 steps, the best parameters
+      are kept, and with patience > 0 a flow stops after that many evaluations
+      without improvement. 0 (default): train all `steps`.
     random_state: int seed of the split, initialisation, batches, noise and
       permutations; a fit is deterministic given it.
 
   Fitted attributes: n_features_in_, decision_scores_ [N], threshold_, labels_
   [N], eps_ (float or None), calibration_scores_ [n_cal], loss_history_
-  {model: [steps]}, variables_ {model: flax variables}, preprocessing_
-  (method, stats).
+  {model: [steps trained]}, variables_ {model: flax variables}, preprocessing_
+  (method, stats), validation_ {model: early-stopping record} (empty without
+  validation_fraction).
   """
 
   def __init__(self, *, method="cf", contamination=0.1, eps="auto", normalize="standardize",
                noise_std=0.02, block="allinone", num_blocks=4, hidden=(128, 128), steps=1000,
                batch_size=256, lr=1e-3, warmup_steps=50, grad_clip=10.0, calibration_fraction=0.2,
-               random_state=0):
+               validation_fraction=0.0, patience=0, random_state=0):
     self.method = method
     self.contamination = contamination
     self.eps = eps
@@ -120,6 +127,8 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     self.warmup_steps = warmup_steps
     self.grad_clip = grad_clip
     self.calibration_fraction = calibration_fraction
+    self.validation_fraction = validation_fraction
+    self.patience = patience
     self.random_state = random_state
 
   # ---- checks -------------------------------------------------------------------------------
@@ -161,6 +170,12 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       bad("grad_clip", "must be a number >= 0 (0 disables clipping)")
     if not (isinstance(self.calibration_fraction, (int, float)) and 0 <= self.calibration_fraction < 1):
       bad("calibration_fraction", "must be in [0, 1)")
+    if not (isinstance(self.validation_fraction, (int, float)) and 0 <= self.validation_fraction < 1):
+      bad("validation_fraction", "must be in [0, 1)")
+    if not (isinstance(self.patience, (int, np.integer)) and self.patience >= 0):
+      bad("patience", "must be an integer >= 0 (0: no early stopping)")
+    if self.patience and not self.validation_fraction:
+      bad("patience", "needs held-out rows: set validation_fraction, e.g. 0.1")
     if not (self.random_state is None or isinstance(self.random_state, (int, np.integer))):
       bad("random_state", "must be an int or None")
 
@@ -222,6 +237,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     tc.batch_size = tc.contrastive_batch_size = int(self.batch_size)
     tc.schedule, tc.grad_clip = "cosine", float(self.grad_clip)
     tc.log_every = tc.checkpoint_every = CHUNK_STEPS
+    tc.validation_fraction, tc.patience = float(self.validation_fraction), int(self.patience)
     # One device: any batch size works, and a fit is one small program.
     tc.parallel = "single"
     return c
@@ -286,12 +302,13 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     config = self.config()
     config.seed = seed
     oc = config.objective
-    held, kept = None, None
+    data = plan.with_validation(plan.FitData(x_train, con, permute), seed, config.train.validation_fraction)
+    held = None
     if plan.eps_source(oc.eps_auto, oc.eps_holdout) == "eps_probe":
-      held, kept = plan.probe_split(x_train, seed, oc.eps_holdout)
-    data = plan.FitData(x_train, con, permute, kept)
+      held, kept = plan.probe_split(data.inliers, seed, oc.eps_holdout)
+      data = dataclasses.replace(data, probe_inliers=kept)
     model = self._model(dim)
-    trained, history, eps = {}, {}, None
+    trained, history, validation, eps = {}, {}, {}, None
     for name in plan.models_needed([self.method], oc.eps_auto, oc.eps_holdout):
       if name == "cf":
         eps = (objectives.auto_eps(self._log_prob(trained["eps_probe"], held), oc.eps_quantile, oc.eps_offset)
@@ -302,9 +319,13 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
                                 steps=config.train[plan.MODELS[name].steps_key], name=name, hint=DIVERGED_HINT,
                                 progress=False)
       trained[name], history[name] = jax.device_get(fitted.variables), fitted.losses
+      if fitted.validation is not None:
+        validation[name] = {k: v for k, v in fitted.validation.items()}
     scored = plan.METHODS[self.method].models
     self.variables_ = {m: trained[m] for m in scored}
     self.loss_history_ = {m: history[m] for m in scored}
+    # Per model with validation_fraction > 0: best_step, best_val_loss, stopped_at, val_loss {step: value}.
+    self.validation_ = {m: validation[m] for m in scored if m in validation}
     self.eps_ = eps
     self.preprocessing_ = (self.normalize, stats)
     self.calibration_scores_ = np.sort(self.decision_function(x_cal_raw)) if n_cal else np.zeros(0)
@@ -416,6 +437,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     det.calibration_scores_ = arrays["calibration_scores"]
     det.decision_scores_ = arrays["decision_scores"]
     det.labels_ = (det.decision_scores_ > det.threshold_).astype(int)
+    det.validation_ = {}
     det.loss_history_ = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("loss_history/")}
     like = init_flow(det._model(det.n_features_in_), jax.random.key(0))
     expected = {k: v.shape for k, v in flax.traverse_util.flatten_dict(like, sep="/").items()}

@@ -23,7 +23,7 @@ def contrastive_record(run) -> dict:
   data, tc, seed = run.data, run.config.train, run.config.seed
   if data.contrastive_permute:
     return {"contrastive": "permute"}
-  mix = data.contrastive_mixture
+  mix = run.fit_data.mixture   # the training rows' mixture (less any validation rows)
   if mix is None:
     return {}
   # The samplers the models used (the seeds and batch sizes of training.loop), replayed.

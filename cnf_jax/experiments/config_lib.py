@@ -30,7 +30,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0
   # Comma-separated: cf (contrastive flow), flow (maximum likelihood), flow_ratio
   # (log p_contrastive - log p_inlier, two flows), oe (the flow fine-tuned with outlier
-  # exposure), and the baselines of cnf_jax/baselines.py (mse, mse_ratio, kde, pca, knn,
+  # exposure), and the baselines of cnf_jax/evaluation/baselines.py (mse, mse_ratio, kde, pca, knn,
   # lof, abod, mcd), which are fitted and scored at evaluation, not trained.
   c.methods = "cf,flow,flow_ratio"
 
@@ -91,12 +91,19 @@ def default_config() -> ml_collections.ConfigDict:
   # Fine-tuning steps of the oe model, from the final flow parameters with a fresh Adam
   # state and its own warm-up + schedule over these steps (lr, batch sizes as above).
   c.train.oe_steps = 1000
+  # Early stopping (off by default): hold out this fraction of the inliers and of the contrastive
+  # rows; every eval_every steps (0: log_every) each model's own objective is computed on them
+  # (noise-free); a model stops after `patience` evaluations without improvement and keeps its
+  # best parameters. patience = 0 only records the criterion.
+  c.train.validation_fraction = 0.0
+  c.train.eval_every = 0
+  c.train.patience = 0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 4096
 
   # Options of the classical baselines (methods mse ... mcd), PyOD's defaults where it has one;
-  # each key is documented in cnf_jax/baselines.py:default_config.
+  # each key is documented in cnf_jax/evaluation/baselines.py:default_config.
   c.baselines = baselines.default_config()
   return c
 
@@ -178,6 +185,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _one_of("train.schedule", c.train.schedule, SCHEDULES)
   _one_of("train.parallel", c.train.parallel, PARALLEL_MODES)
   _positive("train.oe_steps", c.train.oe_steps)
+  if not 0 <= c.train.validation_fraction < 1:
+    raise UserInputError(f"config train.validation_fraction={c.train.validation_fraction} must be in [0, 1)")
+  _positive("train.eval_every", c.train.eval_every, allow_zero=True)
+  _positive("train.patience", c.train.patience, allow_zero=True)
+  if c.train.patience and not c.train.validation_fraction:
+    raise UserInputError("config train.patience > 0 needs held-out rows: set train.validation_fraction, e.g. 0.1")
   _positive("objective.oe_margin", c.objective.oe_margin, allow_zero=True)
   _positive("objective.oe_weight", c.objective.oe_weight, allow_zero=True)
   _positive("eval.batch_size", c.eval.batch_size)

@@ -141,6 +141,7 @@ class Run:
   model_names: List[str]
   fit_data: plan.FitData
   probe_held: Optional[np.ndarray]
+  validation: Dict[str, dict] = dataclasses.field(default_factory=dict)   # model -> loop.Fitted.validation
 
 
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
@@ -154,10 +155,13 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   check_workdir(workdir, config, data.dim, stats)
   model = flow_from_config(config.flow, data.dim)
   oc = config.objective
-  held, kept = None, None
+  fit_data = plan.with_validation(
+      plan.FitData(data.inliers, data.contrastive, data.contrastive_permute, mixture=data.contrastive_mixture),
+      config.seed, config.train.validation_fraction)
+  held = None
   if plan.eps_source(oc.eps_auto, oc.eps_holdout) == "eps_probe":
-    held, kept = plan.probe_split(data.inliers, config.seed, oc.eps_holdout)
-  fit_data = plan.FitData(data.inliers, data.contrastive, data.contrastive_permute, kept, data.contrastive_mixture)
+    held, kept = plan.probe_split(fit_data.inliers, config.seed, oc.eps_holdout)
+    fit_data = dataclasses.replace(fit_data, probe_inliers=kept)
   return Run(config=config, workdir=workdir, task=task, methods=methods, data=data, model=model,
              log_prob=metrics.make_log_prob_fn(model, config.eval.batch_size),
              writer=MetricsWriter(os.path.join(workdir, "metrics.jsonl")),
@@ -173,7 +177,7 @@ def clamp_eps(run: Run, trained: Dict[str, dict]) -> float:
   source = plan.eps_source(oc.eps_auto, oc.eps_holdout)
   if source is None:
     return float(oc.eps)
-  rows = run.probe_held if source == "eps_probe" else run.data.inliers
+  rows = run.probe_held if source == "eps_probe" else run.fit_data.inliers
   eps = objectives.auto_eps(run.log_prob(trained[source], rows), oc.eps_quantile, oc.eps_offset)
   logger.info("contrastive flow: clamp eps = %.4g (from model %s)", eps, source)
   return eps
@@ -199,8 +203,10 @@ def train_models(runs: Sequence[Run]) -> Tuple[List[Dict[str, dict]], List[Optio
                            os.path.join(run.workdir, "checkpoints", name), run.writer, label))
     fitted = loop.fit_models(runs[0].model, config.train, config.preprocess.noise_std, jobs,
                              steps=config.train[spec.steps_key], name=name)
-    for v, f in zip(variables, fitted):
+    for run, v, f in zip(runs, variables, fitted):
       v[name] = f.variables
+      if f.validation is not None:
+        run.validation[name] = f.validation
   return variables, eps
 
 
@@ -254,6 +260,13 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   }
   if eps is not None:
     results["eps"] = eps
+  if config.train.validation_fraction > 0:
+    # Per model: the step whose parameters it kept, their held-out criterion, and where it stopped
+    # (None: it ran all steps); the criterion at every eval step is in metrics.jsonl.
+    results["early_stopping"] = {
+        "validation_fraction": config.train.validation_fraction, "patience": config.train.patience,
+        "num_val_inliers": len(run.fit_data.val_inliers),
+        "models": {m: {k: v for k, v in rec.items() if k != "val_loss"} for m, rec in run.validation.items()}}
   if baseline_seconds:
     results["baseline_seconds"] = baseline_seconds  # fit + scoring of every set, per baseline.
   if data.test_group is not None:

@@ -16,6 +16,14 @@ sees exactly what its own run would see.
 Per chunk there is one device round trip: the metrics come back, the loss is checked
 for non-finite values (one check for all callers), records are logged and, at
 checkpoint steps, each model's TrainState is saved with orbax.
+
+Early stopping (train.validation_fraction > 0): at every eval step each model's own
+objective is computed on its held-out rows (`plan.ModelInputs.val_x`, noise-free); the
+best parameters are kept, and with train.patience > 0 a model that has not improved for
+that many evaluations stops. A stopped model of a vmapped program is masked (its state
+no longer changes; the program keeps its shape) and the loop ends when all have stopped.
+The bookkeeping and the best parameters are checkpointed beside each TrainState
+(<checkpoint_dir>.validation), so a resumed run stops where the uninterrupted one does.
 """
 import dataclasses
 import functools
@@ -33,6 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from cnf_jax.data.mixture import make_sampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow
+from cnf_jax.training import objectives
 from cnf_jax.training import plan
 from cnf_jax.training.checkpoints import Checkpoints
 from cnf_jax.training.progress import Progress
@@ -74,24 +83,51 @@ class Job:
 
 @dataclasses.dataclass
 class Fitted:
-  """A trained model: variables {"params", "constants"} (host arrays), the per-step losses
-  [steps - start_step] of this call, and the step it resumed from (0 for a fresh start)."""
+  """A trained model: variables {"params", "constants"} (host arrays; the best ones under early
+  stopping), the per-step losses [steps trained in this call] and the step it resumed from
+  (0 for a fresh start); with validation rows, `validation` = {"best_step", "best_val_loss",
+  "stopped_at" (None if it ran all steps), "val_loss" {step: value} of this call}."""
   variables: Dict[str, Any]
   losses: np.ndarray
   start_step: int
+  validation: Optional[Dict[str, Any]] = None
 
 
-def chunk_bounds(start: int, steps: int, log_every: int, checkpoint_every: int, max_len: int) -> List[Tuple[int, int]]:
+@dataclasses.dataclass
+class _Stopping:
+  """Early-stopping bookkeeping of one model (what `<checkpoint_dir>.validation` holds)."""
+  best: float = float("inf")
+  best_step: int = 0
+  bad: int = 0            # evaluations since the last improvement
+  stopped_at: int = -1    # -1: still training
+  best_variables: Any = None
+
+  def saved(self, like_variables) -> Dict[str, Any]:
+    variables = self.best_variables if self.best_variables is not None else like_variables
+    # float32 / int32: what a checkpoint restores with jax's default (32-bit) types, so a resumed
+    # run compares against exactly the value the uninterrupted one holds.
+    return {"best": np.float32(self.best), "best_step": np.int32(self.best_step), "bad": np.int32(self.bad),
+            "stopped_at": np.int32(self.stopped_at), "variables": variables}
+
+  @classmethod
+  def from_saved(cls, saved: Dict[str, Any]) -> "_Stopping":
+    best = float(saved["best"])
+    return cls(best, int(saved["best_step"]), int(saved["bad"]), int(saved["stopped_at"]),
+               jax.device_get(saved["variables"]) if np.isfinite(best) else None)
+
+
+def chunk_bounds(start: int, steps: int, log_every: int, checkpoint_every: int, max_len: int,
+                 eval_every: int = 0) -> List[Tuple[int, int]]:
   """[(a, b)]: the chunks of steps [a, b) from `start` to `steps`.
 
-  A chunk ends at the next multiple of log_every or checkpoint_every (0 = never), at
-  `steps`, or after max_len steps. The bounds depend only on where they start, so a
-  resume from a checkpoint step replays the chunks of the uninterrupted run.
+  A chunk ends at the next multiple of log_every, checkpoint_every or eval_every (0 =
+  never), at `steps`, or after max_len steps. The bounds depend only on where they
+  start, so a resume from a checkpoint step replays the chunks of the uninterrupted run.
   """
   bounds, a = [], start
   while a < steps:
     ends = [steps, a + max_len]
-    for every in (log_every, checkpoint_every):
+    for every in (log_every, checkpoint_every, eval_every):
       if every > 0:
         ends.append((a // every + 1) * every)
     b = min(ends)
@@ -113,23 +149,42 @@ def _compiled_chunk(model: Flow, optimizer: Tuple, kind: str, permute: str, marg
                     noise_std: float, parallel: str, sizes: Tuple):
   """(chunk_fn, tx, replicated sharding, batch sharding), cached so refits do not recompile.
 
-  chunk_fn(states [N, ...], batches {part: [N, L, B, D]}, step_rngs [N], eps [N])
+  chunk_fn(states [N, ...], batches {part: [N, L, B, D]}, step_rngs [N], eps [N], active [N])
     -> (states, metrics {name: [N, L]}).
   The clamp eps is traced (models with different eps share the program); the batch is
-  split over the 'data' mesh axis (axis 2) with parallel='data'.
+  split over the 'data' mesh axis (axis 2) with parallel='data'. A model with active
+  False keeps its state (early-stopped); its metrics are computed but meaningless.
   """
   tx = make_optimizer(ml_collections.ConfigDict(dict(optimizer)))
 
-  def one_model(state, batches, rng, eps):
+  def one_model(state, batches, rng, eps, active):
     step = make_train_step(model, tx, plan.Objective(kind, eps, permute, margin, weight), noise_std)
-    return jax.lax.scan(lambda s, batch: step(s, batch, rng), state, batches)
+    new, metrics = jax.lax.scan(lambda s, batch: step(s, batch, rng), state, batches)
+    return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), metrics
 
   mesh = data_mesh(parallel, dict(sizes))
   replicated = NamedSharding(mesh, PartitionSpec())
   batch = NamedSharding(mesh, PartitionSpec(None, None, "data"))
-  fn = jax.jit(jax.vmap(one_model), in_shardings=(replicated, batch, replicated, replicated),
+  fn = jax.jit(jax.vmap(one_model), in_shardings=(replicated, batch, replicated, replicated, replicated),
                out_shardings=(replicated, replicated), donate_argnums=0)
   return fn, tx, replicated, batch
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_criterion(model: Flow, kind: str, margin: float, weight: float):
+  """jit(criterion)(variables, x_val [V, D], contrastive_val [W, D] or None, eps) -> scalar: the
+  model's own objective on held-out rows, without training noise (lower is better)."""
+
+  def criterion(variables, x, contrastive, eps):
+    log_p = lambda rows: model.apply(variables, rows, method=Flow.log_prob)
+    log_p_in = log_p(x)
+    if kind == "nll":
+      return objectives.nll(log_p_in)
+    if kind == "oe":
+      return objectives.oe_loss(log_p_in, log_p(contrastive), margin, weight)
+    return objectives.contrastive_loss(log_p_in, log_p(contrastive), eps)
+
+  return jax.jit(criterion)
 
 
 class _LazyBatches:
@@ -169,11 +224,12 @@ def _common_start(ckpts: Sequence[Optional[Checkpoints]]) -> int:
   return start
 
 
-def _check_finite(jobs: Sequence[Job], ckpts, losses: np.ndarray, first_step: int, hint: str) -> None:
-  """NonFiniteLossError for the first model whose chunk losses [N, L] hold inf or NaN."""
-  for job, ckpt, row in zip(jobs, ckpts, losses):
-    bad = np.flatnonzero(~np.isfinite(row))
-    if bad.size:
+def _check_finite(jobs: Sequence[Job], ckpts, losses: np.ndarray, first_step: int, hint: str,
+                  active: np.ndarray) -> None:
+  """NonFiniteLossError for the first active model whose chunk losses [N, L] hold inf or NaN."""
+  for job, ckpt, row, on in zip(jobs, ckpts, losses, active):
+    bad = np.flatnonzero(~np.isfinite(row)) if on else []
+    if len(bad):
       last = ckpt.latest_step() if ckpt is not None else None
       where = (f"step {last} in {ckpt.directory}" if last else "none (no checkpoint was written yet)"
                ) if ckpt is not None else "none (this fit writes no checkpoints)"
@@ -226,9 +282,21 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
   eps = replicate(jnp.asarray([job.inputs.objective.eps for job in jobs], jnp.float32), replicated)
   ckpts = [Checkpoints(job.checkpoint_dir, keep=tc.keep_checkpoints) if job.checkpoint_dir else None
            for job in jobs]
-  start = _common_start(ckpts)
+  validate = any(j.inputs.val_x is not None for j in jobs)
+  if validate and not all(j.inputs.val_x is not None for j in jobs):
+    raise ValueError(f"model {name!r}: either every model of one program has validation rows or none")
+  eval_every = (int(tc.get("eval_every", 0)) or tc.log_every) if validate else 0
+  patience = int(tc.get("patience", 0)) if validate else 0
+  stopping = [_Stopping() for _ in jobs]
+  # The early-stopping state lives in its own checkpoints beside each model's, saved at the same steps.
+  stop_ckpts = [Checkpoints(c.directory + ".validation", keep=tc.keep_checkpoints) if c and validate else None
+                for c in ckpts]
+  start = _common_start(ckpts + [c for c in stop_ckpts if c is not None])
   if start:
     states = [c.restore(start, s) for c, s in zip(ckpts, states)]
+    if validate:
+      stopping = [_Stopping.from_saved(c.restore(start, _Stopping().saved(_variables(st))))
+                  for c, st in zip(stop_ckpts, states)]
     logger.info("model %s%s: resumed from step %d", name, f" of {len(jobs)} runs" if len(jobs) > 1 else "", start)
   for job in jobs:
     if job.writer is not None:
@@ -245,6 +313,9 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
   dim = jobs[0].inputs.x.shape[1]
   max_len = max(1, CHUNK_BYTES // (len(jobs) * sum(sizes.values()) * dim * 4))
 
+  criterion = _compiled_criterion(model, first.kind, float(first.margin), float(first.weight)) if validate else None
+  val_history: List[Dict[int, float]] = [{} for _ in jobs]
+  active = np.array([st.stopped_at < 0 for st in stopping])
   losses: List[List[np.ndarray]] = [[] for _ in jobs]
   pending: List[Dict[str, np.ndarray]] = []   # metrics {name: [N, L]} since the last log record
   tick, tick_step = time.perf_counter(), start
@@ -252,27 +323,45 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
   desc = f"{name}" + (f" x{len(jobs)} runs" if len(jobs) > 1 else "")
   bar = Progress(steps, desc, start=start) if progress and is_primary() else None
   try:
-    for a, b in chunk_bounds(start, steps, tc.log_every, tc.checkpoint_every if any(ckpts) else 0, max_len):
+    for a, b in chunk_bounds(start, steps, tc.log_every, tc.checkpoint_every if any(ckpts) else 0, max_len,
+                             eval_every):
+      if not active.any():
+        break   # every model has stopped early (a resumed run whose models all stopped)
       rows = {part: np.stack([np.stack([s.indices(t) for t in range(a, b)]) for s in samplers[part]])
               for part in samplers}   # [N, L, B]: model i's batches of its own run
       batches = {part: global_batch(_LazyBatches(arrays[part], rows[part]), batch_sharding) for part in rows}
-      state, metrics = chunk_fn(state, batches, step_rngs, eps)
+      was_active = active.copy()
+      state, metrics = chunk_fn(state, batches, step_rngs, eps, replicate(jnp.asarray(active), replicated))
       metrics = jax.device_get(metrics)
-      _check_finite(jobs, ckpts, metrics["loss"], a, hint)
+      _check_finite(jobs, ckpts, metrics["loss"], a, hint, was_active)
       for i, row in enumerate(metrics["loss"]):
-        losses[i].append(row)
+        if was_active[i]:
+          losses[i].append(row)
       pending.append(metrics)
+      val = {}
+      if validate and (b % eval_every == 0 or b == steps):
+        for i, job in enumerate(jobs):
+          if was_active[i]:
+            val[i] = _evaluate(criterion, _variables(_unstack(state, i)), job, stopping[i], b, patience)
+            val_history[i][b] = val[i]
+        active = np.array([st.stopped_at < 0 for st in stopping])
       if bar is not None:
-        bar.update(b, loss=float(np.mean(metrics["loss"][:, -1])))
-      save = any(ckpts) and (b % tc.checkpoint_every == 0 or b == steps)
-      if save or b % tc.log_every == 0 or b == steps:
+        shown = {"loss": float(np.mean(metrics["loss"][was_active, -1]))}
+        if val:
+          shown["val_loss"] = float(np.mean(list(val.values())))
+        bar.update(b if active.any() else steps, **shown)
+      save = any(ckpts) and (b % tc.checkpoint_every == 0 or b == steps or not active.any())
+      if save or b % tc.log_every == 0 or b == steps or val:
         now = time.perf_counter()
-        _log(name, jobs, pending, b, (b - tick_step) / max(now - tick, 1e-9), float(schedule(b - 1)))
+        _log(name, jobs, pending, b, (b - tick_step) / max(now - tick, 1e-9), float(schedule(b - 1)),
+             was_active, val, stopping)
         pending, tick, tick_step = [], now, b
       if save:
         for i, ckpt in enumerate(ckpts):
+          if stop_ckpts[i] is not None:
+            stop_ckpts[i].save(b, stopping[i].saved(_variables(_unstack(state, i))))
           ckpt.save(b, _unstack(state, i))
-    for ckpt in ckpts:
+    for ckpt in ckpts + stop_ckpts:
       if ckpt is not None:
         ckpt.close()
     for job in jobs:
@@ -281,21 +370,55 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
   finally:
     if bar is not None:
       bar.close()
-  return [Fitted(to_host({"params": _unstack(state.params, i), "constants": _unstack(state.constants, i)}),
-                 np.concatenate(losses[i]) if losses[i] else np.zeros(0, np.float32), start)
-          for i in range(len(jobs))]
+  fitted = []
+  for i, st in enumerate(stopping):
+    final = to_host(_variables(_unstack(state, i)))
+    record = None
+    if validate:
+      record = {"best_step": st.best_step, "best_val_loss": st.best, "val_loss": val_history[i],
+                "stopped_at": st.stopped_at if st.stopped_at >= 0 else None}
+      if st.best_variables is not None:
+        final = st.best_variables
+    fitted.append(Fitted(final, np.concatenate(losses[i]) if losses[i] else np.zeros(0, np.float32), start, record))
+  return fitted
+
+
+def _variables(state) -> Dict[str, Any]:
+  """{"params", "constants"} of a TrainState."""
+  return {"params": state.params, "constants": state.constants}
+
+
+def _evaluate(criterion, variables, job: Job, stopping: _Stopping, step: int, patience: int) -> float:
+  """The criterion of one model at `step` on its held-out rows; updates its `stopping` state
+  (best value and variables, evaluations since, stop step) and returns the value."""
+  value = float(np.float32(criterion(variables, job.inputs.val_x, job.inputs.val_contrastive,
+                                     job.inputs.objective.eps)))
+  if np.isfinite(value) and value < stopping.best:
+    stopping.best, stopping.best_step, stopping.bad = value, step, 0
+    stopping.best_variables = jax.device_get(variables)
+  else:
+    stopping.bad += 1
+    if patience and stopping.bad >= patience:
+      stopping.stopped_at = step
+      logger.info("%s: stopped early at step %d (best val_loss %.4g at step %d)", job.label, step,
+                  stopping.best, stopping.best_step)
+  return value
 
 
 def _log(name: str, jobs: Sequence[Job], pending: Sequence[Dict[str, np.ndarray]], step: int,
-         steps_per_s: float, lr: float) -> None:
-  """One record per model (metric means over the steps since the last record, the learning rate
-  of the last step) and one log line (at DEBUG: the progress bar shows the same)."""
+         steps_per_s: float, lr: float, active: np.ndarray, val: Dict[int, float],
+         stopping: Sequence[_Stopping]) -> None:
+  """One record per model that trained (metric means over the steps since the last record, the
+  learning rate of the last step, the validation criterion if evaluated) and one log line
+  (at DEBUG: the progress bar shows the same)."""
   merged = {k: np.concatenate([m[k] for m in pending], axis=1) for k in pending[0]}   # {k: [N, steps]}
   for i, job in enumerate(jobs):
-    if job.writer is None:
+    if job.writer is None or not active[i]:
       continue
     record = {k: float(np.mean(v[i])) for k, v in merged.items()}
     record.update(model=name, step=step, steps_per_s=steps_per_s, lr=lr)
+    if i in val:
+      record.update(val_loss=val[i], best_val_loss=stopping[i].best)
     if len(jobs) > 1:
       record["vmapped_runs"] = len(jobs)
     job.writer.write(record)

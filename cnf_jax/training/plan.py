@@ -90,7 +90,8 @@ METHODS: Dict[str, MethodSpec] = {m.name: m for m in (
 FLOW_METHODS: Tuple[str, ...] = tuple(METHODS)
 
 # Host-side random streams of a run: numpy Generators seeded [run seed, tag].
-SPLIT_STREAMS = {"eps_probe": 7, "contrastive_eval_rows": 13, "calibration": 5}
+SPLIT_STREAMS = {"eps_probe": 7, "contrastive_eval_rows": 13, "calibration": 5, "validation": 17,
+                 "validation_contrastive": 19, "validation_permutation": 23}
 
 
 def model_seed(run_seed: int, name: str) -> int:
@@ -173,22 +174,30 @@ class FitData:
   permute: the contrastive data are the inlier batches with every column permuted.
   probe_inliers: [N', D] the inliers the eps probe fits (inliers less its held-out split).
   mixture: a `data.mixture.Mixture` when the contrastive rows are a mixture of sources.
+  val_inliers, val_contrastive: held-out rows for early stopping ([V, D], [W, D]) or None;
+    with `permute`, val_contrastive is val_inliers with every column permuted once.
   """
   inliers: np.ndarray
   contrastive: Optional[np.ndarray] = None
   permute: bool = False
   probe_inliers: Optional[np.ndarray] = None
   mixture: Optional[object] = None
+  val_inliers: Optional[np.ndarray] = None
+  val_contrastive: Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass
 class ModelInputs:
   """What one model trains on: x [N, D] (its 'inlier' batches), contrastive [M, D] or None,
-  its Objective, and {batch part: Mixture} for parts drawn from a mixture of sources."""
+  its Objective, {batch part: Mixture} for parts drawn from a mixture of sources, and the
+  held-out rows its validation criterion (its own objective, noise-free) is computed on:
+  val_x [V, D] and, for objectives with a contrastive term, val_contrastive [W, D]."""
   x: np.ndarray
   contrastive: Optional[np.ndarray]
   objective: Objective
   mixtures: Dict[str, object]
+  val_x: Optional[np.ndarray] = None
+  val_contrastive: Optional[np.ndarray] = None
 
 
 def model_inputs(name: str, data: FitData, eps: float = 0.0, oe_margin: float = 0.0,
@@ -198,21 +207,64 @@ def model_inputs(name: str, data: FitData, eps: float = 0.0, oe_margin: float = 
   mix = data.mixture
   permute = "contrastive" if data.permute else ""
   if spec.fits == "probe_inliers":
-    return ModelInputs(data.probe_inliers, None, Objective("nll"), {})
+    return ModelInputs(data.probe_inliers, None, Objective("nll"), {}, data.val_inliers)
   if spec.fits == "contrastive":
     if data.permute:  # maximum likelihood on column-permuted inlier batches
-      return ModelInputs(data.inliers, None, Objective("nll", permute="inlier"), {})
+      return ModelInputs(data.inliers, None, Objective("nll", permute="inlier"), {}, data.val_contrastive)
     if data.contrastive is None:
       raise UserInputError(f"model {name!r} is fitted to the contrastive data, but the run has none")
-    return ModelInputs(data.contrastive, None, Objective("nll"), {"inlier": mix} if mix else {})
+    return ModelInputs(data.contrastive, None, Objective("nll"), {"inlier": mix} if mix else {},
+                       data.val_contrastive)
   if not spec.draws_contrastive:
-    return ModelInputs(data.inliers, None, Objective("nll"), {})
+    return ModelInputs(data.inliers, None, Objective("nll"), {}, data.val_inliers)
   if data.contrastive is None and not data.permute:
     raise UserInputError(f"model {name!r} uses the {spec.objective} objective but there is no contrastive data")
   objective = (Objective("oe", permute=permute, margin=oe_margin, weight=oe_weight) if spec.objective == "oe"
                else Objective("contrastive", eps, permute))
   return ModelInputs(data.inliers, None if data.permute else data.contrastive, objective,
-                     {"contrastive": mix} if mix else {})
+                     {"contrastive": mix} if mix else {}, data.val_inliers, data.val_contrastive)
+
+
+def holdout(rows: np.ndarray, fraction: float, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+  """(kept rows, held-out rows): a random `fraction` of `rows` [N, D] held out (at least one,
+  at least one kept); both keep the rows' order."""
+  n_held = min(len(rows) - 1, max(1, int(round(fraction * len(rows)))))
+  held = np.zeros(len(rows), bool)
+  held[rng.permutation(len(rows))[:n_held]] = True
+  return rows[~held], rows[held]
+
+
+def with_validation(data: FitData, run_seed: int, fraction: float) -> FitData:
+  """`data` with a `fraction` of the inliers and of the contrastive rows (of every source of a
+  mixture) held out as validation rows, for early stopping; `fraction` = 0 returns `data`.
+
+  The held-out rows leave the training sets, so the criterion is computed on rows no model
+  trained on; split the eps probe's rows from the returned inliers (`probe_split`) afterwards.
+  """
+  if fraction <= 0:
+    return data
+  if len(data.inliers) < 2:
+    raise UserInputError(f"train.validation_fraction={fraction} needs at least 2 inliers, got {len(data.inliers)}")
+  inliers, val_inliers = holdout(data.inliers, fraction, split_rng(run_seed, "validation"))
+  contrastive, val_contrastive, mixture = data.contrastive, None, data.mixture
+  if data.permute:
+    rng = split_rng(run_seed, "validation_permutation")
+    val_contrastive = np.stack([val_inliers[rng.permutation(len(val_inliers)), j]
+                                for j in range(val_inliers.shape[1])], axis=1)
+  elif contrastive is not None:
+    rng = split_rng(run_seed, "validation_contrastive")
+    if mixture is None:
+      contrastive, val_contrastive = holdout(contrastive, fraction, rng)
+    else:  # per source, so that every source keeps rows and its weight keeps its meaning
+      kept, held, sizes = [], [], []
+      for offset, size in zip(mixture.offsets, mixture.sizes):
+        k, h = holdout(contrastive[offset:offset + size], fraction, rng) if size > 1 else (
+            contrastive[offset:offset + size], contrastive[:0])
+        kept.append(k), held.append(h), sizes.append(len(k))
+      contrastive, val_contrastive = np.concatenate(kept), np.concatenate(held)
+      mixture = dataclasses.replace(mixture, sizes=tuple(sizes))
+  return dataclasses.replace(data, inliers=inliers, contrastive=contrastive, mixture=mixture,
+                             val_inliers=val_inliers, val_contrastive=val_contrastive)
 
 
 def probe_split(inliers: np.ndarray, run_seed: int, holdout: float) -> Tuple[np.ndarray, np.ndarray]:
