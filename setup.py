@@ -30,6 +30,7 @@ JAX_SIDE = [
     "tensorflow-datasets==4.9.10",
     "array-record==0.8.6",
     "matplotlib==3.11.2",
+    "tensorboardX==2.6.5",   # TensorBoard event files without TensorFlow (training/summaries.py).
 ]
 
 TORCH = ["torch==2.13.0"]

@@ -5,7 +5,7 @@
 
 Both modes go through the real training code: `train.fit_flow` once per model
 (each run compiles its own step and writes its own checkpoint, as separate
-`cnf_jax.main` runs would) against `sweep.fit_flows` (one program for all 30).
+`cnf_jax.main` runs would) against `loop.fit_models` with 30 jobs (one program for all 30).
 Each mode runs twice, with S and 2S steps, each time in a fresh process (so
 no compilation is cached from an earlier measurement), and
 wall = fixed + S * per_step separates the fixed cost (compilation,
@@ -47,9 +47,12 @@ import jax
 import numpy as np
 
 from cnf_jax.experiments import config_lib
-from cnf_jax.experiments import sweep
 from cnf_jax.flows import flow_from_config
-from cnf_jax.training.train import MetricsWriter, Objective, fit_flow
+from cnf_jax.training import loop
+from cnf_jax.training import plan
+from cnf_jax.training.loop import fit_flow
+from cnf_jax.training.plan import Objective
+from cnf_jax.training.summaries import MetricsWriter
 
 
 def sphere(x):
@@ -88,8 +91,11 @@ def run(mode, args, steps, inliers, contrastive, root):
     out = [fit_flow("cf", model, config, inliers[k], contrastive, objective, w, s, wr)
            for (k, s), w, wr in zip(jobs, workdirs, writers)]
   else:
-    out = sweep.fit_flows("cf", model, config, [(inliers[k], contrastive, objective) for k, _ in jobs],
-                          workdirs, [s for _, s in jobs], writers)
+    out = [f.variables for f in loop.fit_models(
+        model, config.train, config.preprocess.noise_std,
+        [loop.Job(plan.ModelInputs(inliers[k], contrastive, objective, {}), s, None,
+                  os.path.join(w, "checkpoints", "cf"), wr, f"model 'cf' of run {w}")
+         for (k, s), w, wr in zip(jobs, workdirs, writers)], name="cf")]
   jax.block_until_ready(out)
   return time.perf_counter() - start, out
 

@@ -12,14 +12,14 @@ quantile and `labels_` their 0/1 labels. `score_samples` follows
 scikit-learn's meaning (lower = more abnormal): it is -decision_function, i.e.
 log p(x) for methods cf and flow.
 
-Methods (the models trained, as in `cnf_jax.experiment`):
+Methods (the models trained: `cnf_jax.training.plan`, as in a CLI run):
   cf          one flow trained with the contrastive loss (eq. 3, clamp eps) against
               the contrastive data; score -log p_cf(x).
   flow        one flow trained by maximum likelihood; score -log p(x).
   flow_ratio  a flow on the inliers and one on the contrastive data; score
               log p_contrastive(x) - log p_flow(x).
 Contrastive data: an array [M, D], or "permute" (default): every training
-batch with each column shuffled independently (paper 5.4, `cnf_jax.contrastive`).
+batch with each column shuffled independently (paper 5.4, `cnf_jax.training.contrastive`).
 
 Conformal p-values: a `calibration_fraction` of X is held out of training; for
 a new x, p(x) = (1 + #{calibration scores >= score(x)}) / (n_cal + 1). If x is
@@ -28,35 +28,37 @@ exchangeable with the calibration inliers, P(p(x) <= alpha) <= alpha, so
 Nothing else is fitted on the calibration split (not even the preprocessing),
 so the score function is independent of it, which the guarantee needs.
 
-Training is a jitted `lax.scan` over chunks of `make_train_step` updates with
-fixed shapes; compiled programs are cached per architecture and shape, so
+Training is the project's one loop (`cnf_jax.training.loop.fit_models`: a jitted
+`lax.scan` over chunks of train steps) on the config `config()` returns, with the
+model plan, seeds and batch streams of a CLI run: a detector and `python -m
+cnf_jax.main` with the same settings and training rows train the same flows
+(tests/test_detector.py). Compiled programs are cached per architecture and shape, so
 refitting on new data of the same width does not recompile.
 """
-import functools
+import dataclasses
 import json
 import math
 import os
 import zipfile
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional
 
 import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from cnf_jax.experiments import config_lib
-from cnf_jax.evaluation import metrics
-from cnf_jax.training import objectives
 from cnf_jax.data import preprocessing
+from cnf_jax.errors import UserInputError
+from cnf_jax.evaluation import metrics
 from cnf_jax.evaluation.conformal import conformal_pvalues
-from cnf_jax.training.contrastive import permuted_batch
-from cnf_jax.data.task_data import EpochSampler
-from cnf_jax.errors import NonFiniteLossError, UserInputError
-from cnf_jax.flows import Flow, init_flow
-from cnf_jax.training.train import Objective, create_train_state, make_optimizer, make_train_step
+from cnf_jax.experiments import config_lib
+from cnf_jax.files import atomic_write
+from cnf_jax.flows import BLOCK_TYPES, Flow, flow_from_config, init_flow
+from cnf_jax.training import loop
+from cnf_jax.training import objectives
+from cnf_jax.training import plan
 
 FORMAT = "cnf_jax.ContrastiveFlowDetector/1"
 METHODS = ("cf", "flow", "flow_ratio")
@@ -66,58 +68,7 @@ CHUNK_STEPS = 100
 SCORE_CHUNK = 1024
 # Fraction of the training split held out to set eps="auto" (the quantile is taken on it).
 EPS_HOLDOUT = 0.1
-# Seed offsets so the models of one fit draw independent streams.
-_MODEL_SEED = {"flow": 1, "contrastive_flow": 2, "eps_probe": 3, "cf": 4, "split": 5}
-
-
-def _flow_config(block: str, num_blocks: int, hidden: Tuple[int, ...]) -> ml_collections.ConfigDict:
-  cfg = config_lib.default_config().flow
-  cfg.block, cfg.num_blocks, cfg.hidden = block, int(num_blocks), tuple(int(h) for h in hidden)
-  return cfg
-
-
-def _model(arch: Tuple, dim: int) -> Flow:
-  return Flow(dim=dim, **dict(arch))
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_chunk(arch: Tuple, dim: int, train: Tuple, kind: str, noise_std: float, permute: str):
-  """jit of run(state, batches, rng, perm_rng, eps) -> (state, losses [L]): L train steps in a scan.
-
-  batches: {"inlier": [L, B, D]} (+ "contrastive": [L, B', D] for kind='contrastive'
-  with given data). permute: '' (batches used as they are), 'contrastive' (the
-  contrastive batch is the inlier batch with permuted columns) or 'inlier' (the
-  flow is fitted to permuted batches: the contrastive flow of flow_ratio).
-  """
-  model = _model(arch, dim)
-  tx = make_optimizer(ml_collections.ConfigDict(dict(train)))
-
-  def run(state, batches, rng, perm_rng, eps):
-    # eps is traced, so auto eps does not recompile.
-    step = make_train_step(model, tx, Objective(kind, eps), noise_std)
-
-    def body(state, batch):
-      if permute:
-        # Fresh permutations each step, from the step number (resumable, order-independent).
-        batch = permuted_batch(jax.random.fold_in(perm_rng, state.step), batch, permute)
-      state, metrics = step(state, batch, rng)
-      return state, metrics["loss"]
-
-    return jax.lax.scan(body, state, batches)
-
-  return jax.jit(run, donate_argnums=0)
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_log_prob(arch: Tuple, dim: int):
-  model = _model(arch, dim)
-  return jax.jit(lambda variables, x: model.apply(variables, x, method=Flow.log_prob))
-
-
-def _log_prob(arch: Tuple, variables, x: np.ndarray) -> np.ndarray:
-  """log p(x) [N] (float64) for x [N, D], in padded chunks of SCORE_CHUNK rows."""
-  fn = _compiled_log_prob(arch, x.shape[1])
-  return metrics.apply_in_chunks(lambda part: fn(variables, part), x, SCORE_CHUNK)
+DIVERGED_HINT = "Lower lr, raise noise_std, or check the data for extreme values."
 
 
 class NonNumericInputError(UserInputError, TypeError):
@@ -143,19 +94,25 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       warm-up then cosine decay). The contrastive batch has `batch_size` rows.
     calibration_fraction: fraction of X held out of training for conformal
       p-values (0 disables `pvalues` until `calibrate` is called).
+    validation_fraction, patience: early stopping, as flowjax's fit_to_data: this
+      fraction of the training rows (and of the contrastive rows) is held out, each
+      flow's own objective on them is evaluated every 100 steps, the best parameters
+      are kept, and with patience > 0 a flow stops after that many evaluations
+      without improvement. 0 (default): train all `steps`.
     random_state: int seed of the split, initialisation, batches, noise and
       permutations; a fit is deterministic given it.
 
   Fitted attributes: n_features_in_, decision_scores_ [N], threshold_, labels_
   [N], eps_ (float or None), calibration_scores_ [n_cal], loss_history_
-  {model: [steps]}, variables_ {model: flax variables}, preprocessing_
-  (method, stats).
+  {model: [steps trained]}, variables_ {model: flax variables}, preprocessing_
+  (method, stats), validation_ {model: early-stopping record} (empty without
+  validation_fraction).
   """
 
   def __init__(self, *, method="cf", contamination=0.1, eps="auto", normalize="standardize",
                noise_std=0.02, block="allinone", num_blocks=4, hidden=(128, 128), steps=1000,
                batch_size=256, lr=1e-3, warmup_steps=50, grad_clip=10.0, calibration_fraction=0.2,
-               random_state=0):
+               validation_fraction=0.0, patience=0, random_state=0):
     self.method = method
     self.contamination = contamination
     self.eps = eps
@@ -170,6 +127,8 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     self.warmup_steps = warmup_steps
     self.grad_clip = grad_clip
     self.calibration_fraction = calibration_fraction
+    self.validation_fraction = validation_fraction
+    self.patience = patience
     self.random_state = random_state
 
   # ---- checks -------------------------------------------------------------------------------
@@ -191,8 +150,8 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       bad("normalize", f"choose one of {', '.join(preprocessing.METHODS)}")
     if not (isinstance(self.noise_std, (int, float)) and self.noise_std >= 0):
       bad("noise_std", "must be a number >= 0")
-    if self.block not in ("allinone", "affine", "spline"):
-      bad("block", "choose one of allinone, affine, spline")
+    if self.block not in BLOCK_TYPES:
+      bad("block", f"choose one of {', '.join(BLOCK_TYPES)}")
     for arg in ("num_blocks", "steps", "batch_size"):
       v = getattr(self, arg)
       if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0):
@@ -211,6 +170,12 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       bad("grad_clip", "must be a number >= 0 (0 disables clipping)")
     if not (isinstance(self.calibration_fraction, (int, float)) and 0 <= self.calibration_fraction < 1):
       bad("calibration_fraction", "must be in [0, 1)")
+    if not (isinstance(self.validation_fraction, (int, float)) and 0 <= self.validation_fraction < 1):
+      bad("validation_fraction", "must be in [0, 1)")
+    if not (isinstance(self.patience, (int, np.integer)) and self.patience >= 0):
+      bad("patience", "must be an integer >= 0 (0: no early stopping)")
+    if self.patience and not self.validation_fraction:
+      bad("patience", "needs held-out rows: set validation_fraction, e.g. 0.1")
     if not (self.random_state is None or isinstance(self.random_state, (int, np.integer))):
       bad("random_state", "must be an int or None")
 
@@ -255,45 +220,35 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
 
   # ---- fitting ------------------------------------------------------------------------------
 
-  def _arch(self) -> Tuple:
-    cfg = _flow_config(self.block, self.num_blocks, tuple(self.hidden))
-    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in cfg.items()))
+  def config(self) -> ml_collections.ConfigDict:
+    """The run config these settings amount to: `config_lib.default_config()` with the
+    detector's arguments, i.e. the keys `python -m cnf_jax.main` reads for the same run."""
+    c = config_lib.default_config()
+    c.seed = 0 if self.random_state is None else int(self.random_state)
+    c.methods = self.method
+    c.preprocess.normalize, c.preprocess.noise_std = self.normalize, float(self.noise_std)
+    c.flow.block, c.flow.num_blocks = self.block, int(self.num_blocks)
+    c.flow.hidden = tuple(int(h) for h in self.hidden)
+    c.objective.eps_auto = self.eps == "auto"
+    c.objective.eps = 0.0 if self.eps == "auto" else float(self.eps)
+    c.objective.eps_holdout = EPS_HOLDOUT
+    tc = c.train
+    tc.steps, tc.lr, tc.warmup_steps = int(self.steps), float(self.lr), int(self.warmup_steps)
+    tc.batch_size = tc.contrastive_batch_size = int(self.batch_size)
+    tc.schedule, tc.grad_clip = "cosine", float(self.grad_clip)
+    tc.log_every = tc.checkpoint_every = CHUNK_STEPS
+    tc.validation_fraction, tc.patience = float(self.validation_fraction), int(self.patience)
+    # One device: any batch size works, and a fit is one small program.
+    tc.parallel = "single"
+    return c
 
-  def _train(self, x: np.ndarray, contrastive: Optional[np.ndarray], kind: str, permute: str,
-             eps: float, seed: int, name: str):
-    """Trains one flow; returns (variables as numpy, per-step losses [steps]).
+  def _model(self, dim: int) -> Flow:
+    return flow_from_config(self.config().flow, dim)
 
-    x: [N, D] preprocessed rows the flow is fitted to ('inlier' batches).
-    contrastive: [M, D] preprocessed contrastive rows, for kind='contrastive' with given data.
-    """
-    dim, steps, batch = x.shape[1], int(self.steps), int(self.batch_size)
-    # Warm-up is capped below `steps`: the cosine decay needs at least one step after it.
-    warmup = min(int(self.warmup_steps), steps - 1)
-    train = (("steps", steps), ("lr", float(self.lr)), ("warmup_steps", warmup),
-             ("schedule", "cosine"), ("grad_clip", float(self.grad_clip)))
-    arch = self._arch()
-    tx = make_optimizer(ml_collections.ConfigDict(dict(train)))
-    init_rng, step_rng, perm_rng = jax.random.split(jax.random.key(seed), 3)
-    state = create_train_state(_model(arch, dim), tx, init_rng)
-    run = _compiled_chunk(arch, dim, train, kind, float(self.noise_std), permute)
-    samplers = {"inlier": (x, EpochSampler(len(x), batch, seed))}
-    if contrastive is not None:
-      samplers["contrastive"] = (contrastive, EpochSampler(len(contrastive), batch, seed + 1))
-    losses = []
-    for start in range(0, steps, CHUNK_STEPS):
-      chunk = range(start, min(start + CHUNK_STEPS, steps))
-      # Batches are gathered on the host: [L, B, D] does not depend on N, so no recompiles per N.
-      batches = {k: a[np.stack([s.indices(t) for t in chunk])] for k, (a, s) in samplers.items()}
-      state, chunk_losses = run(state, batches, step_rng, perm_rng, jnp.float32(eps))
-      chunk_losses = np.asarray(chunk_losses)
-      if not np.isfinite(chunk_losses).all():
-        first = start + int(np.flatnonzero(~np.isfinite(chunk_losses))[0]) + 1
-        raise NonFiniteLossError(f"{type(self).__name__}: model {name!r} diverged (loss "
-                                 f"{chunk_losses[first - start - 1]} at step {first}); lower lr, raise "
-                                 "noise_std, or check the data for extreme values")
-      losses.append(chunk_losses)
-    variables = jax.device_get({"params": state.params, "constants": state.constants})
-    return variables, np.concatenate(losses)
+  def _log_prob(self, variables, x: np.ndarray) -> np.ndarray:
+    """log p(x) [N] (float64) for x [N, D], in zero-padded chunks of SCORE_CHUNK rows."""
+    apply = metrics.jitted_log_prob(self._model(x.shape[1]))
+    return metrics.apply_in_chunks(lambda part: apply(variables, part), np.asarray(x, np.float32), SCORE_CHUNK)
 
   def fit(self, X, y=None, *, contrastive=None):
     """Fits the detector on X [N, D] (inliers, possibly with a few anomalies).
@@ -323,8 +278,9 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     if n - n_cal < 2:
       raise UserInputError(f"only {n - n_cal} samples left to train after holding out {n_cal} for "
                            "calibration; lower calibration_fraction")
-    order = np.random.default_rng([seed, _MODEL_SEED["split"]]).permutation(n)
-    x_train_raw, x_cal_raw = X[order[n_cal:]], X[order[:n_cal]]
+    # The training rows keep their order, so with calibration_fraction=0 they are X itself.
+    order = plan.split_rng(seed, "calibration").permutation(n)
+    x_train_raw, x_cal_raw = X[np.sort(order[n_cal:])], X[order[:n_cal]]
 
     stats = preprocessing.fit(x_train_raw, self.normalize)
     x_train = preprocessing.apply(x_train_raw, self.normalize, stats, "X")
@@ -333,33 +289,44 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       raise UserInputError(f"X: column(s) {constant[:10].tolist()} are constant in the training rows; they "
                            "carry no information and make a density degenerate: drop them")
 
-    permute, con = "", None
-    if self.method != "flow":
+    permute, con = False, None
+    if plan.uses_contrastive([self.method]):
       if contrastive is None or (isinstance(contrastive, str) and contrastive == "permute"):
-        permute = "permute"
+        permute = True
       elif isinstance(contrastive, str):
         raise UserInputError(f"contrastive={contrastive!r}: pass an array [M, {dim}] or 'permute'")
       else:
         con = preprocessing.apply(self._check_X(contrastive, "contrastive"), self.normalize, stats,
                                   "contrastive")
 
-    seed_of = lambda model: seed * 100 + _MODEL_SEED[model]
-    variables, history, eps = {}, {}, None
-    if self.method in ("flow", "flow_ratio"):
-      variables["flow"], history["flow"] = self._train(x_train, None, "nll", "", 0.0, seed_of("flow"), "flow")
-    if self.method == "flow_ratio":
-      if permute:
-        variables["contrastive_flow"], history["contrastive_flow"] = self._train(
-            x_train, None, "nll", "inlier", 0.0, seed_of("contrastive_flow"), "contrastive_flow")
-      else:
-        variables["contrastive_flow"], history["contrastive_flow"] = self._train(
-            con, None, "nll", "", 0.0, seed_of("contrastive_flow"), "contrastive_flow")
-    if self.method == "cf":
-      eps = self._auto_eps(x_train, seed_of("eps_probe")) if self.eps == "auto" else float(self.eps)
-      variables["cf"], history["cf"] = self._train(
-          x_train, con, "contrastive", "contrastive" if permute else "", eps, seed_of("cf"), "cf")
-
-    self.variables_, self.loss_history_, self.eps_ = variables, history, eps
+    config = self.config()
+    config.seed = seed
+    oc = config.objective
+    data = plan.with_validation(plan.FitData(x_train, con, permute), seed, config.train.validation_fraction)
+    held = None
+    if plan.eps_source(oc.eps_auto, oc.eps_holdout) == "eps_probe":
+      held, kept = plan.probe_split(data.inliers, seed, oc.eps_holdout)
+      data = dataclasses.replace(data, probe_inliers=kept)
+    model = self._model(dim)
+    trained, history, validation, eps = {}, {}, {}, None
+    for name in plan.models_needed([self.method], oc.eps_auto, oc.eps_holdout):
+      if name == "cf":
+        eps = (objectives.auto_eps(self._log_prob(trained["eps_probe"], held), oc.eps_quantile, oc.eps_offset)
+               if oc.eps_auto else float(oc.eps))
+      job = loop.Job(plan.model_inputs(name, data, eps or 0.0), plan.model_seed(seed, name),
+                     label=f"{type(self).__name__}: model {name!r}")
+      fitted, = loop.fit_models(model, config.train, config.preprocess.noise_std, [job],
+                                steps=config.train[plan.MODELS[name].steps_key], name=name, hint=DIVERGED_HINT,
+                                progress=False)
+      trained[name], history[name] = jax.device_get(fitted.variables), fitted.losses
+      if fitted.validation is not None:
+        validation[name] = {k: v for k, v in fitted.validation.items()}
+    scored = plan.METHODS[self.method].models
+    self.variables_ = {m: trained[m] for m in scored}
+    self.loss_history_ = {m: history[m] for m in scored}
+    # Per model with validation_fraction > 0: best_step, best_val_loss, stopped_at, val_loss {step: value}.
+    self.validation_ = {m: validation[m] for m in scored if m in validation}
+    self.eps_ = eps
     self.preprocessing_ = (self.normalize, stats)
     self.calibration_scores_ = np.sort(self.decision_function(x_cal_raw)) if n_cal else np.zeros(0)
     self.decision_scores_ = self.decision_function(X)
@@ -367,16 +334,6 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     self.threshold_ = float(np.percentile(self.decision_scores_, 100 * (1 - self.contamination)))
     self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
     return self
-
-  def _auto_eps(self, x_train: np.ndarray, seed: int) -> float:
-    """Paper's eps: quantile of log p under a maximum-likelihood flow on held-out training rows + ln 10."""
-    held_n = int(EPS_HOLDOUT * len(x_train))
-    order = np.random.default_rng([seed, 7]).permutation(len(x_train))
-    held, kept = x_train[order[:held_n]], x_train[order[held_n:]]
-    if held_n == 0:  # too few rows to hold any out: the quantile is taken on the training rows.
-      held = kept
-    probe, _ = self._train(kept, None, "nll", "", 0.0, seed, "eps_probe")
-    return objectives.auto_eps(_log_prob(self._arch(), probe, held))
 
   def calibrate(self, X_inliers):
     """Replaces the calibration scores by those of new inliers X_inliers [n, D]; returns self.
@@ -398,10 +355,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     X = self._check_X(X)
     method, stats = self.preprocessing_
     x = preprocessing.apply(X, method, stats, "X")
-    arch = self._arch()
-    if self.method == "flow_ratio":
-      return _log_prob(arch, self.variables_["contrastive_flow"], x) - _log_prob(arch, self.variables_["flow"], x)
-    return -_log_prob(arch, self.variables_[self.method], x)
+    return plan.anomaly_scores(self.method, {m: self._log_prob(v, x) for m, v in self.variables_.items()})
 
   def score_samples(self, X) -> np.ndarray:
     """-decision_function(X) [N]: scikit-learn's convention, lower = more abnormal (log p(x) for cf/flow)."""
@@ -455,10 +409,8 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
         arrays[f"variables/{model}/{key}"] = np.asarray(value)
     for model, losses in self.loss_history_.items():
       arrays[f"loss_history/{model}"] = losses
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:  # a reader sees the old file or the complete new one, never half.
       np.savez(f, **arrays)
-    os.replace(tmp, path)  # a reader sees the old file or the complete new one, never half.
 
   @classmethod
   def load(cls, path: str) -> "ContrastiveFlowDetector":
@@ -485,8 +437,9 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     det.calibration_scores_ = arrays["calibration_scores"]
     det.decision_scores_ = arrays["decision_scores"]
     det.labels_ = (det.decision_scores_ > det.threshold_).astype(int)
+    det.validation_ = {}
     det.loss_history_ = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("loss_history/")}
-    like = init_flow(_model(det._arch(), det.n_features_in_), jax.random.key(0))
+    like = init_flow(det._model(det.n_features_in_), jax.random.key(0))
     expected = {k: v.shape for k, v in flax.traverse_util.flatten_dict(like, sep="/").items()}
     det.variables_ = {}
     for model in meta["models"]:

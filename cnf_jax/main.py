@@ -24,6 +24,7 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. co
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results (resumes if it exists).")
 # Multi-host data parallelism: every process runs the same command; the workdir must be one
 # directory all processes see (process 0 writes results and metrics, orbax coordinates checkpoints).
+flags.DEFINE_bool("quiet", False, "No progress bars (for scripts); errors and the final JSON line still print.")
 flags.DEFINE_bool("distributed", False, "jax.distributed.initialize() from the environment "
                   "(Cloud TPU pod slices, SLURM, ...): run the same command on every host.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for jax.distributed where "
@@ -93,6 +94,9 @@ def main(argv):
   # Our progress at INFO; libraries (orbax logs every save) at WARNING.
   logging.set_verbosity(logging.WARNING)
   py_logging.getLogger("cnf_jax").setLevel(py_logging.INFO)
+  if flags.FLAGS.quiet:
+    from cnf_jax.training import progress
+    progress.set_quiet(True)
   if flags.FLAGS.distributed or flags.FLAGS.coordinator_address:
     start_distributed(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id)
   from cnf_jax.experiments import experiment  # imported late: flags parse fast, jax loads only for real runs.
@@ -104,7 +108,8 @@ def main(argv):
   except NonFiniteLossError as e:
     _fail(str(e), EXIT_NON_FINITE)
   seconds = time.perf_counter() - start
-  summary = {"auroc": results["auroc"], "seconds": round(seconds, 1),
+  summary = {"auroc": results["auroc"], "aupr": results["aupr"], "fpr95": results["fpr95"],
+             "seconds": round(seconds, 1),
              "results": os.path.join(flags.FLAGS.workdir, "results.json")}
   for key in ("eps", "tv_distance"):
     if key in results:

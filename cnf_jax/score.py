@@ -81,19 +81,19 @@ def load_run(workdir: str, method: Optional[str]):
   results = _read_json(os.path.join(workdir, "results.json"),
                        "results.json (the run has not finished; rerun cnf_jax.main on this workdir first)")
   from cnf_jax.experiments import config_lib
+  from cnf_jax.training import plan
   methods = config_lib.method_list(config)
-  flow_methods = [m for m in methods if m in config_lib.FLOW_METHODS]
+  flow_methods = [m for m in methods if m in plan.FLOW_METHODS]
   if method is None:
     if not flow_methods:
       raise UserInputError(f"this run evaluated only baselines ({', '.join(methods)}); cnf_jax.score scores "
-                           f"with a trained flow method ({', '.join(config_lib.FLOW_METHODS)})")
+                           f"with a trained flow method ({', '.join(plan.FLOW_METHODS)})")
     method = "cf" if "cf" in methods else flow_methods[0]
   if method not in flow_methods:
     raise UserInputError(f"--method={method!r}: this run trained {', '.join(flow_methods) or 'no flow'}; "
                          "baselines are scored only inside runs")
   dim = int(results["feature_dim"])
-  models = {"cf": ["cf"], "flow": ["flow"], "flow_ratio": ["flow", "contrastive_flow"], "oe": ["oe"]}[method]
-  log_prob_fns = {name: _restore(workdir, config, name, dim) for name in models}
+  log_prob_fns = {name: _restore(workdir, config, name, dim) for name in plan.METHODS[method].models}
 
   scores_path = os.path.join(workdir, "scores.npz")
   try:
@@ -107,10 +107,11 @@ def load_run(workdir: str, method: Optional[str]):
 def _restore(workdir: str, config, name: str, dim: int):
   """x [N, D] -> log p(x) [N] of model `name`, restored from its latest checkpoint."""
   import jax
+  import numpy as np
+  from flax import traverse_util
   from cnf_jax.evaluation import metrics
+  from cnf_jax.flows import flow_from_config, init_flow
   from cnf_jax.training.checkpoints import Checkpoints
-  from cnf_jax.flows import flow_from_config
-  from cnf_jax.training.train import create_train_state, make_optimizer
 
   directory = os.path.join(workdir, "checkpoints", name)
   if not os.path.isdir(directory):  # checked first: Checkpoints() would create it.
@@ -120,18 +121,19 @@ def _restore(workdir: str, config, name: str, dim: int):
   step = ckpts.latest_step()
   if step is None:
     raise UserInputError(f"model {name!r} has no complete checkpoint in {directory}")
-  like = create_train_state(model, make_optimizer(config.train), jax.random.key(0))
   try:
-    state = ckpts.restore(step, like)
-  except (ValueError, KeyError, TypeError) as e:
-    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-    raise UserInputError(f"checkpoint {directory}/{step} does not fit the architecture in config.json "
-                         f"(flow {config.flow.block} x{config.flow.num_blocks}, hidden {tuple(config.flow.hidden)}, "
-                         f"{dim} features): {first}") from None
+    variables = ckpts.restore_variables(step)
   finally:
     ckpts.close()
+  # The saved shapes must be the ones the run's architecture has (an edited config.json would
+  # otherwise fail deep inside the flow, or silently score with a different model).
+  expected = jax.tree.map(np.shape, init_flow(model, jax.random.key(0)))
+  got = jax.tree.map(np.shape, variables)
+  if traverse_util.flatten_dict(got) != traverse_util.flatten_dict(expected):
+    raise UserInputError(f"checkpoint {directory}/{step} does not fit the architecture in config.json "
+                         f"(flow {config.flow.block} x{config.flow.num_blocks}, hidden {tuple(config.flow.hidden)}, "
+                         f"{dim} features)")
   log_prob = metrics.make_log_prob_fn(model, config.eval.batch_size)
-  variables = {"params": state.params, "constants": state.constants}
   return lambda x: log_prob(variables, x)
 
 
@@ -291,10 +293,10 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
           resolution: int = 0, checkpoint: Optional[str] = None) -> dict:
   """Scores `input_path` with the run in `workdir`; writes `out`; returns a summary dict."""
   import numpy as np
-  from cnf_jax.evaluation import metrics
   from cnf_jax.data import preprocessing
-  from cnf_jax.evaluation.conformal import conformal_pvalues
   from cnf_jax.data.task_data import check_features
+  from cnf_jax.evaluation.conformal import conformal_pvalues
+  from cnf_jax.training import plan
 
   if not 0 < alpha < 1:
     raise UserInputError(f"--alpha={alpha} must be in (0, 1)")
@@ -309,17 +311,16 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
                          "use features from the run's extractor and backbone")
   x = check_features(f"{input_path}", x, dim)
   x = preprocessing.apply(x, pre_method, stats, input_path)
-  scores = metrics.anomaly_scores(method, {name: fn(x) for name, fn in log_prob_fns.items()})
+  scores = plan.anomaly_scores(method, {name: fn(x) for name, fn in log_prob_fns.items()})
   pvalues = conformal_pvalues(calibration, scores)
   flagged = pvalues <= alpha
 
-  tmp = out + ".tmp"
-  with open(tmp, "w", newline="") as f:
+  from cnf_jax.files import atomic_write
+  with atomic_write(out, "w") as f:
     writer = csv.writer(f)
     writer.writerow(["id", "score", "p_value", "is_anomaly"])
     for row in zip(ids, scores, pvalues, flagged):
       writer.writerow([row[0], repr(float(row[1])), repr(float(row[2])), int(row[3])])
-  os.replace(tmp, out)
   return {"out": out, "rows": len(ids), "method": method, "alpha": alpha, "anomalies": int(flagged.sum()),
           "calibration_inliers": int(calibration.size)}
 

@@ -14,7 +14,7 @@ ship truck), optionally ",runlocal" for a seconds-long smoke test on subsets.
 Methods: every method of Table 1 that is re-implemented here: cf, flow,
 flow_ratio, oe (the flow fine-tuned with outlier exposure for train.oe_steps),
 and the baselines mse, mse_ratio, kde, pca, knn, lof, abod, mcd
-(cnf_jax/baselines.py, PyOD's conventions; options in config.baselines).
+(cnf_jax/evaluation/baselines.py, PyOD's conventions; options in config.baselines).
 CSI, GOAD and Rot+T are not re-implemented.
 
 Reads the feature datasets <features_root>/{cifar10-train, cifar10-test,
@@ -88,7 +88,7 @@ def sweep(add):
     python -m launch.report --workdir=/tmp/cnf/oneclass_table
 
   The runs differ only in data.inlier_class and seed, so `--vmap` trains each of
-  their models as one program (cnf_jax/sweep.py).
+  their models as one program (cnf_jax/experiments/sweep.py).
   """
   for seed in range(3):
     for name in CIFAR10_CLASSES:

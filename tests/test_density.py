@@ -13,7 +13,9 @@ import toy2d as toy2d_config  # noqa: E402
 from cnf_jax.evaluation import metrics  # noqa: E402
 from cnf_jax.flows import flow_from_config, init_flow  # noqa: E402
 from cnf_jax.tasks import toy1d, toy2d  # noqa: E402
-from cnf_jax.training.train import MetricsWriter, Objective, fit_flow  # noqa: E402
+from cnf_jax.training.loop import fit_flow  # noqa: E402
+from cnf_jax.training.plan import Objective  # noqa: E402
+from cnf_jax.training.summaries import MetricsWriter  # noqa: E402
 from flow_util import randomise  # noqa: E402
 
 

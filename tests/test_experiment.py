@@ -8,6 +8,7 @@ import pytest
 from cnf_jax.experiments import config_lib
 from cnf_jax.experiments import experiment
 from cnf_jax.errors import UserInputError
+from cnf_jax.training import plan
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -27,7 +28,7 @@ def _load_config(name, arg=None):
     (("mse", "knn", "mse_ratio"), True, 0.1, []),    # baselines train nothing.
 ])
 def test_models_needed(methods, auto, holdout, expected):
-  assert experiment.models_needed(methods, auto, holdout) == expected
+  assert plan.models_needed(methods, auto, holdout) == expected
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py"))))
@@ -171,7 +172,9 @@ def test_outlier_exposure_separates_contrastive_like_points_better(tmp_path):
 def test_fine_tuning_starts_from_the_given_variables_with_a_fresh_optimiser(tmp_path):
   import jax
   from cnf_jax.flows import flow_from_config, init_flow
-  from cnf_jax.training.train import MetricsWriter, Objective, fit_flow
+  from cnf_jax.training.loop import fit_flow
+  from cnf_jax.training.plan import Objective
+  from cnf_jax.training.summaries import MetricsWriter
   config = _load_config("npz", "runlocal")
   config.train.steps, config.train.lr, config.train.checkpoint_every = 3, 1e-9, 3
   model = flow_from_config(config.flow, 2)

@@ -16,7 +16,9 @@ import oneclass as oneclass_config  # noqa: E402
 
 from cnf_jax.errors import UserInputError  # noqa: E402
 from cnf_jax.flows import flow_from_config, init_flow  # noqa: E402
-from cnf_jax.training.train import MetricsWriter, Objective, fit_flow  # noqa: E402
+from cnf_jax.training.loop import fit_flow  # noqa: E402
+from cnf_jax.training.plan import Objective  # noqa: E402
+from cnf_jax.training.summaries import MetricsWriter  # noqa: E402
 
 
 def _sphere(rng, n, d, shift):

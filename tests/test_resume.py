@@ -110,7 +110,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   import toy2d as toy2d_config
   from cnf_jax.errors import NonFiniteLossError
   from cnf_jax.flows import flow_from_config
-  from cnf_jax.training.train import MetricsWriter, Objective, fit_flow
+  from cnf_jax.training.loop import fit_flow
+  from cnf_jax.training.plan import Objective
+  from cnf_jax.training.summaries import MetricsWriter
 
   config = toy2d_config.get_config("runlocal")
   # Adam's first step moves every weight by ~lr: with lr = 1e4 the second loss is inf.

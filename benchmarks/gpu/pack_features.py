@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from cnf_jax.data import feature_dataset
+from cnf_jax.files import atomic_write
 
 
 def pack(args) -> None:
@@ -35,9 +36,8 @@ def pack(args) -> None:
     meta[name] = dict(keep, source=source, split=split, packed_float16=name in half)
   arrays["metadata_json"] = np.frombuffer(json.dumps({"backbone": args.backbone, "sets": meta}).encode(), np.uint8)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out + ".tmp", "wb") as f:
+  with atomic_write(args.out, "wb") as f:
     np.savez(f, **arrays)
-  os.replace(args.out + ".tmp", args.out)
   print(json.dumps({"out": args.out, "bytes": os.path.getsize(args.out)}))
 
 

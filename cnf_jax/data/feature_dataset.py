@@ -37,6 +37,7 @@ import tensorflow_datasets as tfds
 
 from cnf_jax.data import tfrecord
 from cnf_jax.errors import UserInputError
+from cnf_jax.files import atomic_write
 
 DATASET_NAME = "features"  # The TFDS dataset name inside every directory.
 METADATA_FILE = "metadata.json"
@@ -118,12 +119,8 @@ def shard_bounds(num_examples: int, num_shards: int) -> List[tuple]:
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
+  with atomic_write(path, "wb", fsync=True) as f:
     f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def staging_dir(path: str) -> str:
@@ -303,9 +300,8 @@ def write(path: str, features: np.ndarray, labels: np.ndarray, index: np.ndarray
 
 def save_transform(directory: str, arrays: Dict[str, np.ndarray]) -> None:
   """Saves a feature transform (e.g. PCA mean and components) beside the shards."""
-  tmp = os.path.join(directory, TRANSFORM_FILE + ".tmp.npz")
-  np.savez(tmp, **arrays)
-  os.replace(tmp, os.path.join(directory, TRANSFORM_FILE))
+  with atomic_write(os.path.join(directory, TRANSFORM_FILE), "wb") as f:
+    np.savez(f, **arrays)
 
 
 # ---------------------------------------------------------------------------

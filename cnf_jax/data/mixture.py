@@ -138,12 +138,6 @@ class MixtureSampler:
     return (drawn / max(1, drawn.sum())).tolist()
 
 
-def summary(mixture: Mixture, sampler: MixtureSampler, steps: int) -> dict:
-  """What results.json records: sources, weights, sizes and the fractions drawn in `steps` steps."""
-  return {"sources": list(mixture.names), "weights": list(mixture.weights), "sizes": list(mixture.sizes),
-          "realised_fractions": sampler.realised_fractions(steps)}
-
-
 def make_sampler(num_examples: int, batch_size: int, seed: int, mixture: "Mixture | None" = None):
   """EpochSampler over num_examples rows, or a MixtureSampler when a mixture is given."""
   from cnf_jax.data.task_data import EpochSampler

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnf_jax.errors import UserInputError
+from cnf_jax.files import atomic_write
 
 METHODS = ("sphere", "standardize", "none")
 
@@ -80,11 +81,9 @@ def save(path: str, method: str, stats: Dict[str, np.ndarray]) -> None:
 
   float32 values round-trip exactly through JSON (Python floats are float64).
   """
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
+  with atomic_write(path) as f:
     json.dump(to_json_dict(method, stats), f)
     f.write("\n")
-  os.replace(tmp, path)
 
 
 def load(path: str) -> Tuple[str, Dict[str, np.ndarray]]:

@@ -6,32 +6,35 @@ that draws from it, the fractions actually drawn over training) or
 contrastive data ("contrastive_score_<method>", "contrastive_source"), which
 the score histograms of Fig. 8 and 9 plot next to the test sets.
 """
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from cnf_jax.data import mixture as mixture_lib
 from cnf_jax.data.task_data import TaskData
+from cnf_jax.training import plan
 
 # Contrastive rows scored for the histograms, per source (and in total without a mixture).
 MAX_EVAL_ROWS = 5000
 
 
-def contrastive_record(run, model_seed: Callable) -> dict:
+def contrastive_record(run) -> dict:
   """results.json entries describing the contrastive data of `run` (an experiment.Run)."""
-  data, tc = run.data, run.config.train
+  data, tc, seed = run.data, run.config.train, run.config.seed
   if data.contrastive_permute:
     return {"contrastive": "permute"}
-  mix = data.contrastive_mixture
+  mix = run.fit_data.mixture   # the training rows' mixture (less any validation rows)
   if mix is None:
     return {}
-  # The samplers the models used (same seeds and batch sizes as train.fit_flow), replayed.
+  # The samplers the models used (the seeds and batch sizes of training.loop), replayed.
   drawn = {}
   if "cf" in run.model_names:
-    sampler = mixture_lib.MixtureSampler(mix, tc.contrastive_batch_size, model_seed(run.config, "cf") + 1)
+    sampler = mixture_lib.MixtureSampler(mix, tc.contrastive_batch_size,
+                                         plan.batch_seed(plan.model_seed(seed, "cf"), "contrastive"))
     drawn["cf"] = sampler.realised_fractions(tc.steps)
   if "contrastive_flow" in run.model_names:
-    sampler = mixture_lib.MixtureSampler(mix, tc.batch_size, model_seed(run.config, "contrastive_flow"))
+    sampler = mixture_lib.MixtureSampler(mix, tc.batch_size,
+                                         plan.batch_seed(plan.model_seed(seed, "contrastive_flow"), "inlier"))
     drawn["contrastive_flow"] = sampler.realised_fractions(tc.steps)
   return {"contrastive_mixture": {"sources": list(mix.names), "weights": list(mix.weights),
                                   "sizes": list(mix.sizes), "realised_fractions": drawn}}
@@ -45,7 +48,7 @@ def contrastive_eval_rows(data: TaskData, seed: int) -> Tuple[Optional[np.ndarra
   (id 0). Column permutation: the training inliers with every column permuted
   (id 0), i.e. what the contrastive batches are drawn from.
   """
-  rng = np.random.default_rng([seed, 13])
+  rng = plan.split_rng(seed, "contrastive_eval_rows")
   pick = lambda n: np.sort(rng.choice(n, MAX_EVAL_ROWS, replace=False)) if n > MAX_EVAL_ROWS else np.arange(n)
   if data.contrastive_permute:
     rows = data.inliers[pick(len(data.inliers))]

@@ -10,13 +10,19 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import ml_collections
 
-from cnf_jax.evaluation import baselines
+from cnf_jax.data import preprocessing
 from cnf_jax.errors import UserInputError
+from cnf_jax.evaluation import baselines
+from cnf_jax.flows import BLOCK_TYPES
+from cnf_jax.flows.allinone import CLAMP_ACTIVATIONS, GLOBAL_AFFINE_TYPES
+from cnf_jax.training import plan
 
-# Methods scored with trained flows (see experiment.models_needed).
-FLOW_METHODS = ("cf", "flow", "flow_ratio", "oe")
-# Every method a run can evaluate: the flows, then the classical baselines (cnf_jax/baselines.py).
+# Methods scored with trained flows (their models: training/plan.py).
+FLOW_METHODS = plan.FLOW_METHODS
+# Every method a run can evaluate: the flows, then the classical baselines (evaluation/baselines.py).
 METHODS = FLOW_METHODS + baselines.NAMES
+SCHEDULES = ("cosine", "constant")
+PARALLEL_MODES = ("data", "single")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -26,7 +32,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0
   # Comma-separated: cf (contrastive flow), flow (maximum likelihood), flow_ratio
   # (log p_contrastive - log p_inlier, two flows), oe (the flow fine-tuned with outlier
-  # exposure), and the baselines of cnf_jax/baselines.py (mse, mse_ratio, kde, pca, knn,
+  # exposure), and the baselines of cnf_jax/evaluation/baselines.py (mse, mse_ratio, kde, pca, knn,
   # lof, abod, mcd), which are fitted and scored at evaluation, not trained.
   c.methods = "cf,flow,flow_ratio"
 
@@ -87,12 +93,19 @@ def default_config() -> ml_collections.ConfigDict:
   # Fine-tuning steps of the oe model, from the final flow parameters with a fresh Adam
   # state and its own warm-up + schedule over these steps (lr, batch sizes as above).
   c.train.oe_steps = 1000
+  # Early stopping (off by default): hold out this fraction of the inliers and of the contrastive
+  # rows; every eval_every steps (0: log_every) each model's own objective is computed on them
+  # (noise-free); a model stops after `patience` evaluations without improvement and keeps its
+  # best parameters. patience = 0 only records the criterion.
+  c.train.validation_fraction = 0.0
+  c.train.eval_every = 0
+  c.train.patience = 0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 4096
 
   # Options of the classical baselines (methods mse ... mcd), PyOD's defaults where it has one;
-  # each key is documented in cnf_jax/baselines.py:default_config.
+  # each key is documented in cnf_jax/evaluation/baselines.py:default_config.
   c.baselines = baselines.default_config()
   return c
 
@@ -258,16 +271,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise UserInputError(f"config methods is empty; choose from {', '.join(METHODS)}")
   for m in methods:
     _one_of("methods entry", m, METHODS)
-  _one_of("preprocess.normalize", c.preprocess.normalize, ("sphere", "standardize", "none"))
+  _one_of("preprocess.normalize", c.preprocess.normalize, preprocessing.METHODS)
   _positive("preprocess.noise_std", c.preprocess.noise_std, allow_zero=True)
-  _one_of("flow.block", c.flow.block, ("allinone", "affine", "spline"))
+  _one_of("flow.block", c.flow.block, BLOCK_TYPES)
   _positive("flow.num_blocks", c.flow.num_blocks)
   for h in c.flow.hidden:
     _positive("flow.hidden entry", h)
   _one_of("flow.compute_dtype", c.flow.compute_dtype, ("float32", "bfloat16"))
   _positive("flow.clamp", c.flow.clamp)
-  _one_of("flow.clamp_activation", c.flow.clamp_activation, ("tanh", "tanh_scaled"))
-  _one_of("flow.global_affine_type", c.flow.global_affine_type, ("SOFTPLUS", "SIGMOID", "EXP"))
+  _one_of("flow.clamp_activation", c.flow.clamp_activation, CLAMP_ACTIVATIONS)
+  _one_of("flow.global_affine_type", c.flow.global_affine_type, GLOBAL_AFFINE_TYPES)
   _positive("flow.global_affine_init", c.flow.global_affine_init)
   if c.flow.global_affine_type == "SIGMOID" and c.flow.global_affine_init >= 10:
     raise UserInputError("config flow.global_affine_init must be < 10 with SIGMOID (gamma = 10 sigmoid(.))")
@@ -283,9 +296,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _positive("train.lr", c.train.lr)
   _positive("train.warmup_steps", c.train.warmup_steps, allow_zero=True)
   _positive("train.grad_clip", c.train.grad_clip, allow_zero=True)
-  _one_of("train.schedule", c.train.schedule, ("cosine", "constant"))
-  _one_of("train.parallel", c.train.parallel, ("data", "single"))
+  _one_of("train.schedule", c.train.schedule, SCHEDULES)
+  _one_of("train.parallel", c.train.parallel, PARALLEL_MODES)
   _positive("train.oe_steps", c.train.oe_steps)
+  if not 0 <= c.train.validation_fraction < 1:
+    raise UserInputError(f"config train.validation_fraction={c.train.validation_fraction} must be in [0, 1)")
+  _positive("train.eval_every", c.train.eval_every, allow_zero=True)
+  _positive("train.patience", c.train.patience, allow_zero=True)
+  if c.train.patience and not c.train.validation_fraction:
+    raise UserInputError("config train.patience > 0 needs held-out rows: set train.validation_fraction, e.g. 0.1")
   _positive("objective.oe_margin", c.objective.oe_margin, allow_zero=True)
   _positive("objective.oe_weight", c.objective.oe_weight, allow_zero=True)
   _positive("eval.batch_size", c.eval.batch_size)

@@ -1,15 +1,16 @@
 """One experiment: train the flows the chosen methods need, score the test set, write results.
 
-Models (each a flow of the same architecture, checkpointed under
-<workdir>/checkpoints/<name>):
-  flow              maximum likelihood on inliers             (methods flow, flow_ratio)
-  contrastive_flow  maximum likelihood on the contrastive set (method flow_ratio)
-  eps_probe         maximum likelihood on inliers minus a held-out part, sets auto eps
-  cf                the contrastive objective, eq. 3 with clamp eps (method cf)
-  oe                `flow` fine-tuned with outlier exposure for train.oe_steps (method oe)
+  results = train_and_evaluate(config, workdir)              # one run
+  results = train_and_evaluate_many(configs, workdirs)       # N runs, one program per model
 
-The baselines of cnf_jax/baselines.py (mse, knn, ...) train no model: they are
-fitted on the preprocessed inliers (and contrastive data) when the run is scored.
+What is trained for which method is `cnf_jax.training.plan` (models flow,
+contrastive_flow, eps_probe, cf, oe; each checkpointed under
+<workdir>/checkpoints/<name>); how it is trained is `cnf_jax.training.loop`. A single
+run is the N = 1 case of the many-run path, so a run and its place in a vmapped sweep
+go through the same code.
+
+The baselines of cnf_jax/evaluation/baselines.py (mse, knn, ...) train no model: they
+are fitted on the preprocessed inliers (and contrastive data) when the run is scored.
 
 Outputs in <workdir>: config.json, metrics.jsonl, scores.npz, results.json
 (written last and atomically: its presence means the run finished).
@@ -18,72 +19,32 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 import numpy as np
 
-from cnf_jax.experiments import ablation
-from cnf_jax.evaluation import baselines
-from cnf_jax.experiments import config_lib
-from cnf_jax.evaluation import metrics
-from cnf_jax.training import objectives
-from cnf_jax.data import preprocessing
 from cnf_jax import tasks
+from cnf_jax.data import preprocessing
 from cnf_jax.data import task_data
 from cnf_jax.errors import UserInputError
+from cnf_jax.evaluation import baselines
+from cnf_jax.evaluation import metrics
+from cnf_jax.experiments import ablation
+from cnf_jax.experiments import config_lib
+from cnf_jax.files import atomic_write, write_json_atomic
 from cnf_jax.flows import flow_from_config
-from cnf_jax.training.train import MetricsWriter, Objective, fit_flow, is_primary
+from cnf_jax.training import loop
+from cnf_jax.training import objectives
+from cnf_jax.training import plan
+from cnf_jax.training.summaries import MetricsWriter
+from cnf_jax.training.train import is_primary
 
 logger = logging.getLogger(__name__)
 
-# Each model gets its own seed stream: seed * 100 + offset.
-MODEL_SEED_OFFSET = {"flow": 1, "contrastive_flow": 2, "eps_probe": 3, "cf": 4, "oe": 5}
-# Methods whose models train on the contrastive data.
-CONTRASTIVE_METHODS = ("cf", "flow_ratio", "oe")
 # Config sections that define the trained models; a workdir refuses to resume
 # with different values.
 IDENTITY_KEYS = ("task", "seed", "data", "preprocess", "flow", "objective")
-
-
-def models_needed(methods, eps_auto: bool, eps_holdout: float) -> List[str]:
-  """Model names to train, in training order."""
-  names = []
-  if ("flow" in methods or "flow_ratio" in methods or "oe" in methods
-      or ("cf" in methods and eps_auto and eps_holdout == 0)):
-    names.append("flow")
-  if "flow_ratio" in methods:
-    names.append("contrastive_flow")
-  if "cf" in methods:
-    if eps_auto and eps_holdout > 0:
-      names.append("eps_probe")
-    names.append("cf")
-  if "oe" in methods:
-    names.append("oe")  # fine-tunes the trained "flow".
-  return names
-
-
-def model_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-  """The config model `name` trains with: the run's, with train.steps = train.oe_steps for 'oe'."""
-  if name != "oe":
-    return config
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.train.steps = config.train.oe_steps
-  return c
-
-
-def initial_variables(name: str, trained: Dict[str, dict]):
-  """The variables model `name` starts from: the trained flow for 'oe' (fine-tuning), else None."""
-  return trained["flow"] if name == "oe" else None
-
-
-def write_json_atomic(path: str, obj) -> None:
-  """Writes JSON to a temp file and renames it, so readers never see half a file."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
 
 
 def _identity(config: ml_collections.ConfigDict, dim: int) -> dict:
@@ -139,7 +100,18 @@ def _preprocess(config, data: task_data.TaskData) -> Tuple[task_data.TaskData, d
 
 def _method_scores(methods, log_p: Dict[str, np.ndarray], baseline: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """{method: anomaly scores [T]}: baselines' from `baseline`, flow methods' from the models' log p."""
-  return {m: baseline[m] if m in baseline else metrics.anomaly_scores(m, log_p) for m in methods}
+  return {m: baseline[m] if m in baseline else plan.anomaly_scores(m, log_p) for m in methods}
+
+
+def _hparams(config: ml_collections.ConfigDict) -> Dict[str, object]:
+  """The run's config as TensorBoard hparams: dotted keys -> number, bool or string."""
+  flat = {}
+  for key in config_lib.flatten_keys(config):
+    node = config
+    for part in key.split("."):
+      node = node[part]
+    flat[key] = node if isinstance(node, (int, float, bool, str)) else str(node)
+  return flat
 
 
 def _aurocs(scores: Dict[str, np.ndarray], is_anomaly: np.ndarray) -> Dict[str, float]:
@@ -154,7 +126,9 @@ class Run:
     data: the preprocessed TaskData (inliers [N, D], contrastive [M, D], test [T, D], ...).
     model: the Flow every model of the run uses.
     log_prob: log_prob(variables, x [N, D]) -> [N], compiled once per architecture.
-    model_names: the models to train, in order (see `models_needed`).
+    model_names: the models to train, in order (`plan.models_needed`).
+    fit_data: what the models are trained on (`plan.FitData`).
+    probe_held: the inliers held out of the eps probe (its quantile is taken on them), or None.
   """
   config: ml_collections.ConfigDict
   workdir: str
@@ -165,6 +139,9 @@ class Run:
   log_prob: Callable
   writer: MetricsWriter
   model_names: List[str]
+  fit_data: plan.FitData
+  probe_held: Optional[np.ndarray]
+  validation: Dict[str, dict] = dataclasses.field(default_factory=dict)   # model -> loop.Fitted.validation
 
 
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
@@ -172,87 +149,86 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   config_lib.validate(config)
   task = tasks.get(config.task)
   methods = config_lib.method_list(config)
-  needs_contrastive = any(m in CONTRASTIVE_METHODS or m in baselines.USES_CONTRASTIVE for m in methods)
+  needs_contrastive = plan.uses_contrastive(methods) or any(m in baselines.USES_CONTRASTIVE for m in methods)
   data = task_data.validate(task.load_data(config), needs_contrastive)
   data, stats = _preprocess(config, data)
   check_workdir(workdir, config, data.dim, stats)
   model = flow_from_config(config.flow, data.dim)
   oc = config.objective
+  fit_data = plan.with_validation(
+      plan.FitData(data.inliers, data.contrastive, data.contrastive_permute, mixture=data.contrastive_mixture),
+      config.seed, config.train.validation_fraction)
+  held = None
+  if plan.eps_source(oc.eps_auto, oc.eps_holdout) == "eps_probe":
+    held, kept = plan.probe_split(fit_data.inliers, config.seed, oc.eps_holdout)
+    fit_data = dataclasses.replace(fit_data, probe_inliers=kept)
   return Run(config=config, workdir=workdir, task=task, methods=methods, data=data, model=model,
              log_prob=metrics.make_log_prob_fn(model, config.eval.batch_size),
              writer=MetricsWriter(os.path.join(workdir, "metrics.jsonl")),
-             model_names=models_needed(methods, oc.eps_auto, oc.eps_holdout))
+             model_names=plan.models_needed(methods, oc.eps_auto, oc.eps_holdout), fit_data=fit_data,
+             probe_held=held)
 
 
-def model_seed(config: ml_collections.ConfigDict, name: str) -> int:
-  return config.seed * 100 + MODEL_SEED_OFFSET[name]
+def clamp_eps(run: Run, trained: Dict[str, dict]) -> float:
+  """CF's clamp eps: objective.eps, or with eps_auto the quantile (+ offset) of log p under the
+  model `plan.eps_source` names: the eps probe on its held-out inliers, or the flow on the
+  training inliers (eps_holdout = 0)."""
+  oc = run.config.objective
+  source = plan.eps_source(oc.eps_auto, oc.eps_holdout)
+  if source is None:
+    return float(oc.eps)
+  rows = run.probe_held if source == "eps_probe" else run.fit_data.inliers
+  eps = objectives.auto_eps(run.log_prob(trained[source], rows), oc.eps_quantile, oc.eps_offset)
+  logger.info("contrastive flow: clamp eps = %.4g (from model %s)", eps, source)
+  return eps
 
 
-def model_inputs(run: Run, name: str, trained: Dict[str, dict]):
-  """What model `name` trains on, given the models trained before it.
-
-  Returns (inliers [N, D], contrastive [M, D] or None, Objective). For 'cf' the
-  clamp eps comes from the config or, with eps_auto, from `trained['eps_probe']`
-  (held-out inliers) or `trained['flow']` (training inliers).
-  """
-  data, oc = run.data, run.config.objective
-  if name == "flow":
-    return data.inliers, None, Objective("nll")
-  if name == "contrastive_flow":
-    if data.contrastive_permute:  # maximum likelihood on column-permuted inlier batches
-      return data.inliers, None, Objective("nll", permute="inlier")
-    return data.contrastive, None, Objective("nll")
-  if name == "oe":
-    return data.inliers, data.contrastive, Objective("oe", permute="contrastive" if data.contrastive_permute else "",
-                                                     margin=oc.oe_margin, weight=oc.oe_weight)
-  held, kept = _probe_split(run)
-  if name == "eps_probe":
-    return kept, None, Objective("nll")
-  if name == "cf":
-    if oc.eps_auto and "eps_probe" in trained:
-      eps = objectives.auto_eps(run.log_prob(trained["eps_probe"], held), oc.eps_quantile, oc.eps_offset)
-    elif oc.eps_auto:  # eps_holdout == 0: quantile on the training inliers.
-      eps = objectives.auto_eps(run.log_prob(trained["flow"], data.inliers), oc.eps_quantile, oc.eps_offset)
-    else:
-      eps = float(oc.eps)
-    logger.info("contrastive flow: clamp eps = %.4g", eps)
-    return data.inliers, data.contrastive, Objective("contrastive", eps,
-                                                     "contrastive" if data.contrastive_permute else "")
-  raise ValueError(f"unknown model {name!r}")
+def train_models(runs: Sequence[Run]) -> Tuple[List[Dict[str, dict]], List[Optional[float]]]:
+  """Trains (or resumes) every model of the runs' plan, in plan order, the N runs of each
+  model as one program (`loop.fit_models`). Returns ({model: variables} per run, CF's clamp
+  eps per run or None)."""
+  config, oc = runs[0].config, runs[0].config.objective
+  variables: List[Dict[str, dict]] = [{} for _ in runs]
+  eps: List[Optional[float]] = [None] * len(runs)
+  for name in runs[0].model_names:
+    spec = plan.MODELS[name]
+    jobs = []
+    for i, run in enumerate(runs):
+      if name == "cf":
+        eps[i] = clamp_eps(run, variables[i])
+      inputs = plan.model_inputs(name, run.fit_data, eps[i] or 0.0, oc.oe_margin, oc.oe_weight)
+      label = f"model {name!r}" + (f" of run {run.workdir}" if len(runs) > 1 else "")
+      jobs.append(loop.Job(inputs, plan.model_seed(run.config.seed, name),
+                           variables[i][spec.starts_from] if spec.starts_from else None,
+                           os.path.join(run.workdir, "checkpoints", name), run.writer, label))
+    fitted = loop.fit_models(runs[0].model, config.train, config.preprocess.noise_std, jobs,
+                             steps=config.train[spec.steps_key], name=name)
+    for run, v, f in zip(runs, variables, fitted):
+      v[name] = f.variables
+      if f.validation is not None:
+        run.validation[name] = f.validation
+  return variables, eps
 
 
-def model_mixtures(run: Run, name: str) -> Dict[str, object]:
-  """{batch key: Mixture} of model `name`: the contrastive set's mixture, where the model draws from it."""
-  mix = run.data.contrastive_mixture
-  if mix is None:
-    return {}
-  return {"cf": {"contrastive": mix}, "oe": {"contrastive": mix}, "contrastive_flow": {"inlier": mix}}.get(name, {})
-
-
-def _probe_split(run: Run):
-  """(held-out inliers, kept inliers) for the eps probe; a fixed permutation per seed."""
-  oc, inliers = run.config.objective, run.data.inliers
-  if not (oc.eps_auto and oc.eps_holdout > 0):
-    return None, inliers
-  perm = np.random.default_rng([run.config.seed, 7]).permutation(len(inliers))
-  n_held = max(1, int(round(oc.eps_holdout * len(inliers))))
-  if n_held >= len(inliers):
-    raise UserInputError(f"objective.eps_holdout={oc.eps_holdout} leaves no inliers to train the eps probe")
-  return inliers[perm[:n_held]], inliers[perm[n_held:]]
+def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]) -> List[dict]:
+  """Runs that may differ only in seed, data and objective.eps (see `sweep.check_shared`),
+  trained as one program per model; returns each run's results dict. Each workdir ends up
+  as its separate run leaves it."""
+  if len(configs) != len(workdirs) or not configs:
+    raise UserInputError(f"need one workdir per config, got {len(configs)} configs and {len(workdirs)} workdirs")
+  if len(set(map(os.path.abspath, workdirs))) != len(workdirs):
+    raise UserInputError("every run of a sweep needs its own workdir; two runs share one")
+  runs = [prepare_run(c, w) for c, w in zip(configs, workdirs)]
+  dims = sorted({r.data.dim for r in runs})
+  if len(dims) > 1:
+    raise UserInputError(f"runs of one vmapped program need the same feature dimension; got {dims}")
+  variables, eps = train_models(runs)
+  return [evaluate_and_write(r, v, e) for r, v, e in zip(runs, variables, eps)]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the experiment `config` in `workdir` (resuming what is there); returns the results dict."""
-  run = prepare_run(config, workdir)
-  variables, eps = {}, None
-  for name in run.model_names:
-    x, contrastive, objective = model_inputs(run, name, variables)
-    if name == "cf":
-      eps = objective.eps
-    variables[name] = fit_flow(name, run.model, model_config(config, name), x, contrastive, objective, workdir,
-                               model_seed(config, name), run.writer, model_mixtures(run, name),
-                               initial_variables(name, variables))
-  return evaluate_and_write(run, variables, eps)
+  return train_and_evaluate_many([config], [workdir])[0]
 
 
 def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
@@ -273,7 +249,8 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   results = {
       "task": config.task,
       "methods": list(methods),
-      "auroc": _aurocs(scores_test, data.test_is_anomaly),
+      **{name: {m: fn(s, data.test_is_anomaly) for m, s in scores_test.items()}
+         for name, fn in metrics.METRICS.items()},
       "feature_dim": data.dim,
       "num_inliers": len(data.inliers),
       "num_contrastive": 0 if data.contrastive is None else len(data.contrastive),
@@ -283,6 +260,13 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   }
   if eps is not None:
     results["eps"] = eps
+  if config.train.validation_fraction > 0:
+    # Per model: the step whose parameters it kept, their held-out criterion, and where it stopped
+    # (None: it ran all steps); the criterion at every eval step is in metrics.jsonl.
+    results["early_stopping"] = {
+        "validation_fraction": config.train.validation_fraction, "patience": config.train.patience,
+        "num_val_inliers": len(run.fit_data.val_inliers),
+        "models": {m: {k: v for k, v in rec.items() if k != "val_loss"} for m, rec in run.validation.items()}}
   if baseline_seconds:
     results["baseline_seconds"] = baseline_seconds  # fit + scoring of every set, per baseline.
   if data.test_group is not None:
@@ -304,7 +288,7 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
     lp = {name: log_prob(v, x) for name, v in variables.items()}
     results.setdefault("auroc_extra", {})[set_name] = _aurocs(
         _method_scores(methods, lp, baseline_scores[("extra", set_name)]), y)
-  results.update(ablation.contrastive_record(run, model_seed))
+  results.update(ablation.contrastive_record(run))
   # The score histograms of the contrastive data (paper Fig. 8, 9) need its scores too.
   con_scores = {}
   if con_rows is not None:
@@ -316,13 +300,14 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   if not is_primary():  # every process computed the results; process 0 writes them
     return results
   scores_path = os.path.join(workdir, "scores.npz")
-  with open(scores_path + ".tmp", "wb") as f:
+  with atomic_write(scores_path, "wb") as f:
     np.savez(f, is_anomaly=data.test_is_anomaly,
              **{f"score_{m}": s for m, s in scores_test.items()},
              **({"group": data.test_group} if data.test_group is not None else {}), **con_scores)
-  os.replace(scores_path + ".tmp", scores_path)
   log_prob_fns: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
       name: (lambda x, v=v: log_prob(v, np.asarray(x, np.float32))) for name, v in variables.items()}
   results.update(task.analyze(config, workdir, data, log_prob_fns, results))
+  run.writer.write_hparams(_hparams(config), {f"{metric}/{m}": v for metric in metrics.METRICS
+                                              for m, v in results[metric].items()})
   write_json_atomic(os.path.join(workdir, "results.json"), results)
   return results

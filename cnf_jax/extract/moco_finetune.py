@@ -41,6 +41,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from cnf_jax.errors import UserInputError
 from cnf_jax.extract import backbones, sources
+from cnf_jax.files import atomic_write
 
 # ---------------------------------------------------------------------------
 # "aug-plus" (MoCo v2) in PIL + numpy, since torchvision is not available next to this torch.
@@ -157,10 +158,9 @@ def moco_from_checkpoint(path: str, *, queue_size: int, model_kw: Optional[Dict[
 def save_checkpoint(path: str, moco: MoCo, optimizer: torch.optim.Optimizer, step: int, arch: str = "resnet50"):
   """MoCo's layout ({'epoch', 'arch', 'state_dict': {'module.*'}, 'optimizer'}), written atomically."""
   state = {"module." + k: v.detach().cpu() for k, v in moco.state_dict().items()}
-  tmp = path + ".tmp"
-  torch.save({"epoch": step, "step": step, "arch": arch, "state_dict": state,
-              "optimizer": optimizer.state_dict()}, tmp)
-  os.replace(tmp, path)
+  with atomic_write(path, "wb") as f:
+    torch.save({"epoch": step, "step": step, "arch": arch, "state_dict": state,
+                "optimizer": optimizer.state_dict()}, f)
 
 
 # ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Matplotlib helpers: a headless backend and atomic PNG writes."""
 import os
+from cnf_jax.files import atomic_write
 
 
 def pyplot():
@@ -13,8 +14,9 @@ def pyplot():
 def save_figure(fig, path: str, dpi: int = 110) -> str:
   """Writes `fig` to `path` through a temp file (no half-written PNG), closes it; returns the file name."""
   plt = pyplot()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=dpi)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    with atomic_write(path, "wb") as f:
+      fig.savefig(f, dpi=dpi, format=os.path.splitext(path)[1][1:] or "png")
+  finally:
+    plt.close(fig)
   return os.path.basename(path)

@@ -27,6 +27,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cnf_jax.errors import UserInputError
+from cnf_jax.files import atomic_write
 
 # The paper's methods in the order of its tables; other methods follow, sorted.
 PAPER_METHODS = ("cf", "flow", "flow_ratio", "oe", "mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd")
@@ -446,7 +447,6 @@ def write_report(root: str, out: Optional[str] = None, *, config_path: Optional[
     files, notes = report_plots.write_plots(report, out, method=report["confusion_method"], data_dir=data_dir,
                                             examples=examples)
   path = os.path.join(out, "report.md")
-  with open(path + ".tmp", "w") as f:
+  with atomic_write(path) as f:
     f.write(report_markdown(root, report, files, notes))
-  os.replace(path + ".tmp", path)
   return path

@@ -19,6 +19,7 @@ import numpy as np
 from cnf_jax.data import feature_dataset
 from cnf_jax.data import mixture as mixture_lib
 from cnf_jax.errors import UserInputError
+from cnf_jax.files import atomic_write
 
 # The extractor's --source argument that produces each dataset (name = the extractor's default
 # --source_name, i.e. the TFDS name or the zip's base name).
@@ -156,7 +157,6 @@ def write_test_index(workdir: str, test_sources: Sequence[str], source_id: np.nd
   example's position in that source (the extractor's 'index' column).
   """
   path = os.path.join(workdir, TEST_INDEX_FILE)
-  with open(path + ".tmp", "wb") as f:
+  with atomic_write(path, "wb") as f:
     np.savez(f, source_id=np.asarray(source_id, np.int64), index=np.asarray(index, np.int64))
-  os.replace(path + ".tmp", path)
   return {"test_sources": list(test_sources)}

@@ -19,7 +19,7 @@ std of the training normals.
 
 Contrastive data: `data.contrastive = "permute"` (the only choice): each
 training batch with every column permuted independently inside the train step
-(cnf_jax/contrastive.py), i.e. samples of the product of the marginals.
+(cnf_jax/training/contrastive.py), i.e. samples of the product of the marginals.
 """
 import os
 

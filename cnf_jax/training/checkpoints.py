@@ -35,5 +35,11 @@ class Checkpoints:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+  def restore_variables(self, step: int) -> dict:
+    """The flow variables {"params", "constants"} of `step`, as saved: no TrainState, optimiser
+    or architecture needed to read them (the caller checks they fit its model)."""
+    saved = self._manager.restore(step, args=ocp.args.StandardRestore())
+    return {"params": saved["params"], "constants": saved.get("constants", {})}
+
   def close(self) -> None:
     self._manager.close()

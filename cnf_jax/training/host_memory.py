@@ -61,5 +61,5 @@ def configure(default: str) -> str:
   mode = os.environ.get(ENV, default)
   if mode not in MODES:
     raise UserInputError(f"{ENV}={mode!r} is not one of {', '.join(MODES)}; unset it for the default "
-                         f"({default}), or see cnf_jax/host_memory.py")
+                         f"({default}), or see cnf_jax/training/host_memory.py")
   return "kept" if mode == "keep" and keep_freed_host_memory() else "default"

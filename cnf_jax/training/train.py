@@ -1,6 +1,9 @@
-"""Training one flow: a TrainState pytree, a pure train_step, compiled once, checkpointed.
+"""One train step of one flow: a TrainState pytree, the optimiser and a pure train_step.
 
   train_step(state, batch, rng) -> (state, metrics)
+
+The loop that compiles, batches, logs and checkpoints it, for one model or many, is
+`cnf_jax.training.loop`; what each model trains on is `cnf_jax.training.plan`.
 
 `batch` is {"inlier": [B, D]} for maximum likelihood, plus "contrastive":
 [B', D] for the contrastive and outlier-exposure objectives. Randomness
@@ -8,12 +11,6 @@
 only on the state, the batch and the run's seed, and a resumed run repeats the
 uninterrupted one.
 """
-import dataclasses
-import json
-import logging
-
-import os
-import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax
@@ -24,15 +21,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cnf_jax.training import objectives
 from cnf_jax.data import preprocessing
-from cnf_jax.training.checkpoints import Checkpoints
-from cnf_jax.training.contrastive import permuted_batch
-from cnf_jax.data.mixture import make_sampler
-from cnf_jax.errors import NonFiniteLossError, UserInputError
+from cnf_jax.errors import UserInputError
 from cnf_jax.flows import Flow, init_flow
-
-logger = logging.getLogger(__name__)
+from cnf_jax.training import objectives
+from cnf_jax.training.contrastive import permuted_batch
+from cnf_jax.training.plan import Objective
 
 Batch = Dict[str, jax.Array]
 Metrics = Dict[str, jax.Array]
@@ -49,24 +43,6 @@ class TrainState:
   opt_state: Any
 
 
-@dataclasses.dataclass(frozen=True)
-class Objective:
-  """'nll' (maximum likelihood on the inlier batch), 'contrastive' (eq. 3 with clamp eps) or
-  'oe' (outlier exposure: NLL + weight * margin ranking loss against the contrastive batch).
-
-  permute: '' or a `contrastive.PERMUTE_MODES` entry: the step permutes the columns
-  of the inlier batch to make the contrastive batch ('contrastive') or the batch
-  the flow is fitted to ('inlier'); the batch then holds only "inlier".
-  """
-  kind: str
-  eps: float = 0.0
-  permute: str = ""
-  margin: float = 0.0   # oe only.
-  weight: float = 1.0   # oe only.
-
-
-# Objectives whose batches hold a "contrastive" part.
-CONTRASTIVE_KINDS = ("contrastive", "oe")
 
 
 def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
@@ -146,15 +122,6 @@ def make_train_step(model: Flow, tx: optax.GradientTransformation, objective: Ob
   return train_step
 
 
-@dataclasses.dataclass
-class CompiledStep:
-  """A jitted train step with the shardings its inputs must have."""
-  fn: Callable
-  replicated: NamedSharding
-  batch: NamedSharding
-  num_devices: int
-
-
 def data_mesh(parallel: str, batch_sizes: Dict[str, int]) -> Mesh:
   """A 1-D 'data' mesh over the devices training uses; checks every batch splits evenly.
 
@@ -168,23 +135,6 @@ def data_mesh(parallel: str, batch_sizes: Dict[str, int]) -> Mesh:
                            f"of data-parallel training; use a multiple of {len(devices)} or "
                            "train.parallel='single'")
   return Mesh(np.asarray(devices), ("data",))
-
-
-def compile_train_step(train_step: Callable, parallel: str, batch_sizes: Dict[str, int]) -> CompiledStep:
-  """jit(train_step) with donated state; with parallel='data' the batch is split over all devices.
-
-  Data parallelism is GSPMD (a sharded jit over a 1-D 'data' mesh), not pmap:
-  the step is the same program as on one device, XLA inserts the gradient
-  all-reduce, and partitionable threefry makes the training noise identical
-  whatever the number of devices. The mesh spans the devices of every process
-  (jax.distributed), so the same code is multi-host data parallelism.
-  """
-  mesh = data_mesh(parallel, batch_sizes)
-  replicated = NamedSharding(mesh, PartitionSpec())
-  batch = NamedSharding(mesh, PartitionSpec("data"))
-  fn = jax.jit(train_step, in_shardings=(replicated, batch, replicated),
-               out_shardings=(replicated, replicated), donate_argnums=0)
-  return CompiledStep(fn, replicated, batch, mesh.size)
 
 
 def is_primary() -> bool:
@@ -220,125 +170,3 @@ def to_host(tree: Any) -> Any:
   """Replicated global arrays -> numpy when they span processes (other processes' devices cannot
   be read directly; each process holds a full copy). Unchanged in a single-process run."""
   return jax.device_get(tree) if jax.process_count() > 1 else tree
-
-
-class MetricsWriter:
-  """Appends one JSON object per line to `path` (readable by a notebook); only process 0 writes."""
-
-  def __init__(self, path: str):
-    self.path = path
-
-  def drop_after(self, model: str, step: int) -> None:
-    """Forgets lines of `model` past `step` (written after the checkpoint a resume starts from)."""
-    if not is_primary() or not os.path.exists(self.path):
-      return
-    with open(self.path) as f:
-      lines = [json.loads(l) for l in f if l.strip()]
-    kept = [l for l in lines if not (l.get("model") == model and l.get("step", 0) > step)]
-    if len(kept) != len(lines):
-      with open(self.path + ".tmp", "w") as f:
-        f.writelines(json.dumps(l) + "\n" for l in kept)
-      os.replace(self.path + ".tmp", self.path)
-
-  def write(self, record: Dict[str, Any]) -> None:
-    if not is_primary():
-      return
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
-
-
-def _check_finite(name: str, pending, ckpts: Checkpoints) -> None:
-  for step, metrics in pending:
-    loss = float(metrics["loss"])
-    if not np.isfinite(loss):
-      last = ckpts.latest_step()
-      where = f"step {last} in {ckpts.directory}" if last else "none (no checkpoint was written yet)"
-      raise NonFiniteLossError(
-          f"model {name!r}: loss is {loss} at step {step}; stopped. Last good checkpoint: {where}. "
-          "Lower train.lr, raise preprocess.noise_std, or check the data.")
-
-
-def fit_flow(name: str, model: Flow, config: ml_collections.ConfigDict, inliers: np.ndarray,
-             contrastive: Optional[np.ndarray], objective: Objective, workdir: str, seed: int,
-             writer: MetricsWriter, mixtures: Optional[Dict[str, Any]] = None,
-             init_variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-  """Trains (or resumes, or just restores) one flow; returns its variables {"params", "constants"}.
-
-  Args:
-    name: model name; its checkpoints live in <workdir>/checkpoints/<name>.
-    inliers: preprocessed training data [N, D] (noise is added in the step).
-    contrastive: preprocessed contrastive data [M, D], needed for the contrastive objective.
-    seed: seeds initialisation, batch order and noise of this model.
-    mixtures: {"inlier" | "contrastive": mixture.Mixture} for a set that is a mixture of
-      sources: its batches come from a MixtureSampler instead of an EpochSampler.
-    init_variables: start from these {"params", "constants"} (fine-tuning, e.g. oe) instead
-      of a random initialisation; the optimiser state starts fresh either way.
-  """
-  tc = config.train
-  if tc.parallel == "single" and jax.process_count() > 1:
-    raise UserInputError(f"train.parallel='single' in a run of {jax.process_count()} processes; "
-                         "use train.parallel='data' (multi-host data parallelism) or run one process")
-  tx = make_optimizer(tc)
-  sizes = {"inlier": tc.batch_size}
-  if objective.kind in CONTRASTIVE_KINDS and objective.permute != "contrastive":
-    if contrastive is None:
-      raise UserInputError(f"model {name!r} uses the {objective.kind} objective but there is no contrastive data")
-    sizes["contrastive"] = tc.contrastive_batch_size
-  step_fn = compile_train_step(make_train_step(model, tx, objective, config.preprocess.noise_std),
-                               tc.parallel, sizes)
-
-  rng = jax.random.key(seed)
-  init_rng, step_rng = jax.random.split(rng)
-  state = replicate(start_state(model, tx, init_rng, init_variables), step_fn.replicated)
-  step_rng = replicate(step_rng, step_fn.replicated)
-  ckpts = Checkpoints(os.path.join(workdir, "checkpoints", name), keep=tc.keep_checkpoints)
-  start = ckpts.latest_step() or 0
-  if start:
-    state = ckpts.restore(start, state)
-    logger.info("model %s: resumed from step %d", name, start)
-  # Lines past the restored step (or all of them, when the first checkpoint never completed)
-  # came from an interrupted attempt and are written again below.
-  writer.drop_after(name, start)
-
-  mixtures = mixtures or {}
-  samplers = {"inlier": make_sampler(len(inliers), tc.batch_size, seed, mixtures.get("inlier"))}
-  arrays = {"inlier": inliers}
-  if "contrastive" in sizes:
-    samplers["contrastive"] = make_sampler(len(contrastive), tc.contrastive_batch_size, seed + 1,
-                                           mixtures.get("contrastive"))
-    arrays["contrastive"] = contrastive
-
-  pending = []
-  tick, tick_step = time.perf_counter(), start
-  for step in range(start, tc.steps):
-    # Every process draws the same global batch indices; global_batch gathers only its rows.
-    batch = {k: global_batch(_LazyRows(arrays[k], samplers[k].indices(step)), step_fn.batch) for k in arrays}
-    state, metrics = step_fn.fn(state, batch, step_rng)
-    done = step + 1
-    pending.append((done, metrics))
-    save = done % tc.checkpoint_every == 0 or done == tc.steps
-    if save or done % tc.log_every == 0:
-      pending = jax.device_get(pending)
-      _check_finite(name, pending, ckpts)
-      now = time.perf_counter()
-      record = {k: float(np.mean([m[k] for _, m in pending])) for k in pending[-1][1]}
-      record.update(model=name, step=done, steps_per_s=(done - tick_step) / (now - tick))
-      writer.write(record)
-      logger.info("model %s step %d: %s", name, done,
-                   ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
-      pending, tick, tick_step = [], now, done
-    if save:
-      ckpts.save(done, state)
-  ckpts.close()
-  return to_host({"params": state.params, "constants": state.constants})
-
-
-class _LazyRows:
-  """data[rows] gathered on indexing: global_batch asks each process only for its slice."""
-
-  def __init__(self, data: np.ndarray, rows: np.ndarray):
-    self.data, self.rows = data, rows
-    self.shape = (len(rows),) + data.shape[1:]
-
-  def __getitem__(self, index):
-    return self.data[self.rows[index[0]]][(slice(None),) + tuple(index[1:])]
