@@ -243,8 +243,8 @@ def main(argv):
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  from launch import report
-  report.print_report(root)
+  from cnf_jax.reports import summary
+  print(summary.summary_text(root))
   sys.exit(1 if failed else 0)
 
 
