@@ -17,7 +17,7 @@ mkdir -p $S
 runs_of_seed() {  # config path, seed -> the sweep's run names of that seed, comma-separated
   python3 -c "
 import sys
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 path, seed = sys.argv[1:]
 runs = config_lib.declared_sweep(config_lib.load_config_module(path), path)
 print(','.join(r.name for r in runs if r.name.endswith('-seed=' + seed)))" "$1" "$2"
