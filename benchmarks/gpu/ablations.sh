@@ -4,7 +4,7 @@
 # Each study runs as three `python -m cnf_jax.sweep` processes, one per seed (its runs vmapped),
 # all nine side by side on the one GPU (a tenth of its memory each), so that a time-out costs
 # the unfinished seeds and not whole studies. Each study's workdirs (no checkpoints) come back
-# as $OUT/<study>.tgz; read them with `python -m cnf_jax.ablation_report`.
+# as $OUT/<study>.tgz; read them with `python -m cnf_jax.report --study=<study>`.
 # Env: LIMIT (s, per sweep process, default 400), DEADLINE (s since the start of this script
 # after which no benchmark is started, default 560).
 set -u
