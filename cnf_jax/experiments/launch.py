@@ -62,9 +62,11 @@ def write_declaration(root: str, spec: SweepSpec) -> None:
   names = [r.name for r in config_lib.declared_sweep(config_lib.load_config_module(spec.config), spec.config)]
   os.makedirs(root, exist_ok=True)
   path = os.path.join(root, tables.SWEEP_FILE)
-  with open(path + ".tmp", "w") as f:
+  # A temporary file per process: benchmarks/gpu/*.sh run one sweep process per seed on one root.
+  tmp = f"{path}.{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
     json.dump({"config": spec.config, "arg": spec.arg, "runs": names}, f, indent=1)
-  os.replace(path + ".tmp", path)
+  os.replace(tmp, path)
 
 
 def is_finished(workdir: str) -> bool:
