@@ -19,9 +19,8 @@ flags, and main(argv) can be called as often as one likes.
 Bad input (an unknown or malformed flag, a missing required flag, a UserInputError
 raised by the work) prints one line `error: ...` on stderr and gives exit code 2.
 --help prints the tool's docstring and its flags.
-cnf_jax.main and cnf_jax.score use absl's app.run and global FLAGS (cnf_jax.main's
---config.<key> overrides come from ml_collections' config_flags); they follow the same
-error convention.
+cnf_jax.main alone uses absl's app.run and the global FLAGS (its --config.<key> overrides
+come from ml_collections' config_flags); it follows the same error convention.
 """
 import functools
 import sys
