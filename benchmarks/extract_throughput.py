@@ -10,15 +10,17 @@ Prints one JSON line per measurement, then a summary line:
 Figures depend on what else runs on the machine: check `uptime` first (the load average
 should be near 0 on an idle machine) and quote it with the numbers.
 """
-import argparse
 import json
 import os
 import tempfile
 import time
+from typing import Sequence
 
 import numpy as np
 import torch
+from absl import flags
 
+from cnf_jax import cli
 from cnf_jax.extract import backbones, pipeline, sources
 
 
@@ -39,19 +41,22 @@ def forward_rate(backbone, bf16: bool, batch_size: int, repeats: int):
   return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("--zip", default="../shared/data/cifar10-jpeg.zip", help="images for the end-to-end run")
-  p.add_argument("--split", default="test")
-  p.add_argument("--images", type=int, default=2048, help="images per end-to-end run")
-  p.add_argument("--batch_size", type=int, default=64)
-  p.add_argument("--repeats", type=int, default=8, help="forward batches per forward measurement")
-  p.add_argument("--resolutions", default="128,224")
-  args = p.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("zip", "../shared/data/cifar10-jpeg.zip", "images for the end-to-end run", flag_values=fv)
+  flags.DEFINE_string("split", "test", "split of --zip", flag_values=fv)
+  flags.DEFINE_integer("images", 2048, "images per end-to-end run", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "images per forward pass", flag_values=fv)
+  flags.DEFINE_integer("repeats", 8, "forward batches per forward measurement", flag_values=fv)
+  flags.DEFINE_list("resolutions", ["128", "224"], "input resolutions to measure, comma-separated", flag_values=fv)
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__)
   load = os.getloadavg()[0]
   summary = {"torch_threads": torch.get_num_threads(), "cpu_bf16": pipeline.cpu_has_bf16(),
              "loadavg_1min_at_start": round(load, 2)}
-  for res in [int(r) for r in args.resolutions.split(",")]:
+  for res in [int(r) for r in args.resolutions]:
     bb = backbones.build("effnet_lite0", resolution=res)
     for bf16 in (True, False):
       reps = args.repeats if res <= 128 or bf16 else max(2, args.repeats // 2)
@@ -75,7 +80,8 @@ def main():
       summary[f"end_to_end_{res}px_bf16"] = line["images_per_s"]
   summary["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
   print(json.dumps(summary))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -6,16 +6,19 @@ Also times the matmul shapes of the reference train step ([512, 64] x [64, 512],
 [512, 512] x [512, 512], [512, 512] x [512, 128]) to show what the flow's
 small products can reach.
 """
-import argparse
 import os
 import sys
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+
+from cnf_jax import cli  # noqa: E402
 
 
 def gflops(m, k, n, dtype, reps):
@@ -39,18 +42,22 @@ def gflops(m, k, n, dtype, reps):
   return 2.0 * m * k * n * reps / min(times) / 1e9
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser()
-  p.add_argument("--n", type=int, default=2048)
-  p.add_argument("--reps", type=int, default=20)
-  args = p.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_integer("n", 2048, "size of the square matmul n x n x n", flag_values=fv)
+  flags.DEFINE_integer("reps", 20, "timed matmuls per measurement (x20 for the small shapes)", flag_values=fv)
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__)
   for dtype in ("float32", "bfloat16"):
     common.emit({"matmul": f"{args.n}^3", "dtype": dtype,
                  "gflops_per_s": round(gflops(args.n, args.n, args.n, dtype, args.reps), 1)})
     for m, k, n in ((512, 64, 512), (512, 512, 512), (512, 512, 128)):
       common.emit({"matmul": f"{m}x{k}x{n}", "dtype": dtype,
                    "gflops_per_s": round(gflops(m, k, n, dtype, args.reps * 20), 1)})
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -4,39 +4,45 @@
 
 Same weights (FrEIA's, ported); the scores are compared before timing.
 """
-import argparse
 import os
 import sys
 import time
+from typing import Sequence
 
 import jax
 import numpy as np
 import torch
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import freia_reference  # noqa: E402
 
+from cnf_jax import cli  # noqa: E402
 from cnf_jax.training import host_memory  # noqa: E402
 from cnf_jax.evaluation import metrics  # noqa: E402
 from cnf_jax.flows import Flow, init_flow  # noqa: E402
 from cnf_jax.flows.freia_interop import variables_from_freia  # noqa: E402
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser()
-  p.add_argument("--dim", type=int, default=128)
-  p.add_argument("--blocks", type=int, default=8)
-  p.add_argument("--width", type=int, default=512)
-  p.add_argument("--num", type=int, default=65536)
-  p.add_argument("--chunk", type=int, default=8192)
-  p.add_argument("--rounds", type=int, default=3)
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-  p.add_argument("--settle", type=float, default=0.5,
-                 help="seconds of idle before each timed round (see train_throughput.py)")
-  p.add_argument("--torch_device", default="cuda" if torch.cuda.is_available() else "cpu",
-                 help="where the FrEIA model scores (default: the GPU when there is one)")
-  args = p.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_integer("dim", 128, "feature dimension D", flag_values=fv)
+  flags.DEFINE_integer("blocks", 8, "AllInOne blocks", flag_values=fv)
+  flags.DEFINE_integer("width", 512, "conditioner hidden width (two hidden layers)", flag_values=fv)
+  flags.DEFINE_integer("num", 65536, "vectors scored per round", flag_values=fv)
+  flags.DEFINE_integer("chunk", 8192, "vectors per compiled call", flag_values=fv)
+  flags.DEFINE_integer("rounds", 3, "timed rounds per implementation (the median counts)", flag_values=fv)
+  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "cnf_jax conditioner matmul dtype",
+                    flag_values=fv)
+  flags.DEFINE_float("settle", 0.5, "seconds of idle before each timed round (see train_throughput.py)",
+                     flag_values=fv)
+  flags.DEFINE_string("torch_device", "cuda" if torch.cuda.is_available() else "cpu",
+                      "where the FrEIA model scores (default: the GPU when there is one)", flag_values=fv)
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__)
   host_malloc = host_memory.configure(default="keep")   # for both implementations
 
   torch.manual_seed(0)
@@ -70,7 +76,8 @@ def main(argv=None):
     common.emit({"impl": name, "vectors_per_s": round(rate, 1), "dtype": args.dtype if name == "cnf_jax" else "float32",
                  "host_malloc": host_malloc})
   common.emit({"ratio_cnf_jax_over_freia": round(rates["cnf_jax"] / rates["freia"], 3)})
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

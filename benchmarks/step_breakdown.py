@@ -11,18 +11,20 @@ weight gradient x^T @ dy, the last two also with the transposed operand copied t
 order first (what the bfloat16 conditioner's backward does).
 Prints one JSON line per measurement.
 """
-import argparse
 import os
 import sys
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from cnf_jax import cli  # noqa: E402
 from cnf_jax.training import host_memory  # noqa: E402
 from cnf_jax.training import objectives  # noqa: E402
 from cnf_jax.flows import Flow, init_flow  # noqa: E402
@@ -102,17 +104,21 @@ def layer_matmuls(dtype: str, rows: int, reps: int, width: int = 512):
                  "gflops_per_s": round(2 * rows * width * width / seconds / 1e9, 1)})
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--batch", type=int, default=256, help="inliers per step (as many contrastive)")
-  p.add_argument("--reps", type=int, default=20)
-  args = p.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_integer("batch", 256, "inliers per step (as many contrastive)", flag_values=fv)
+  flags.DEFINE_integer("reps", 20, "iterations per measurement (x10 for the matmuls)", flag_values=fv)
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__)
   host_memory.configure(default="keep")
   for dtype in ("float32", "bfloat16"):
     parts(dtype, args.batch, args.reps)
   for dtype in ("float32", "bfloat16"):
     layer_matmuls(dtype, 2 * args.batch, args.reps * 10)
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

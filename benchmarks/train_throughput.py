@@ -17,53 +17,52 @@ steps/s). The process keeps freed host memory (cnf_jax.host_memory) for both.
 
 Prints one JSON line per implementation and a last line with the ratio.
 """
-import argparse
 import copy
 import os
 import sys
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import freia_reference  # noqa: E402
 
+from cnf_jax import cli  # noqa: E402
 from cnf_jax.training import host_memory  # noqa: E402
 from cnf_jax.flows import Flow, init_flow  # noqa: E402
 from cnf_jax.flows.freia_interop import variables_from_freia  # noqa: E402
 from cnf_jax.training.train import Objective, TrainState, make_train_step  # noqa: E402
 
 
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--dim", type=int, default=128)
-  p.add_argument("--blocks", type=int, default=8)
-  p.add_argument("--width", type=int, default=512)
-  p.add_argument("--depth", type=int, default=2, help="hidden layers of the conditioner")
-  p.add_argument("--batch", type=int, default=256, help="inliers per step (as many contrastive)")
-  p.add_argument("--steps", type=int, default=30, help="timed steps per round")
-  p.add_argument("--rounds", type=int, default=3)
-  p.add_argument("--warmup", type=int, default=3)
-  p.add_argument("--check_steps", type=int, default=10)
-  p.add_argument("--steps_per_call", type=int, default=1,
-                 help="cnf_jax steps per compiled call (lax.scan over a stack of batches)")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                 help="cnf_jax conditioner matmul dtype (FrEIA always runs float32)")
-  p.add_argument("--impl", choices=("both", "cnf_jax", "freia"), default="both")
-  p.add_argument("--settle", type=float, default=0.5,
-                 help="seconds of idle before each timed round, so that the other implementation's "
-                      "spinning worker threads (torch's OpenMP, XLA's pool) have gone to sleep")
-  p.add_argument("--lr", type=float, default=1e-4)
-  p.add_argument("--eps", type=float, default=0.0)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--torch_device", default="cuda" if torch.cuda.is_available() else "cpu",
-                 help="where the FrEIA model trains (default: the GPU when there is one)")
-  return p.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_integer("dim", 128, "feature dimension D", flag_values=fv)
+  flags.DEFINE_integer("blocks", 8, "AllInOne blocks", flag_values=fv)
+  flags.DEFINE_integer("width", 512, "conditioner hidden width", flag_values=fv)
+  flags.DEFINE_integer("depth", 2, "hidden layers of the conditioner", flag_values=fv)
+  flags.DEFINE_integer("batch", 256, "inliers per step (as many contrastive)", flag_values=fv)
+  flags.DEFINE_integer("steps", 30, "timed steps per round", flag_values=fv)
+  flags.DEFINE_integer("rounds", 3, "timed rounds per implementation (the median counts)", flag_values=fv)
+  flags.DEFINE_integer("warmup", 3, "untimed steps after the check", flag_values=fv)
+  flags.DEFINE_integer("check_steps", 10, "steps whose losses are compared between the two", flag_values=fv)
+  flags.DEFINE_integer("steps_per_call", 1, "cnf_jax steps per compiled call (lax.scan over a stack of batches)",
+                       flag_values=fv)
+  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "cnf_jax conditioner matmul dtype (FrEIA "
+                    "always runs float32)", flag_values=fv)
+  flags.DEFINE_enum("impl", "both", ["both", "cnf_jax", "freia"], "which implementations to time", flag_values=fv)
+  flags.DEFINE_float("settle", 0.5, "seconds of idle before each timed round, so that the other implementation's "
+                     "spinning worker threads (torch's OpenMP, XLA's pool) have gone to sleep", flag_values=fv)
+  flags.DEFINE_float("lr", 1e-4, "Adam learning rate", flag_values=fv)
+  flags.DEFINE_float("eps", 0.0, "clamp eps of the contrastive loss", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "seed of the weights and batches", flag_values=fv)
+  flags.DEFINE_string("torch_device", "cuda" if torch.cuda.is_available() else "cpu",
+                      "where the FrEIA model trains (default: the GPU when there is one)", flag_values=fv)
 
 
 def jax_trainer(args, inn):
@@ -118,8 +117,9 @@ def torch_trainer(args, inn):
   return run
 
 
-def main(argv=None):
-  args = parse_args(argv)
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__)
   # Both implementations run in this process, so both get the same allocator setting
   # (CNF_JAX_HOST_MALLOC=default measures both with glibc's defaults).
   host_malloc = host_memory.configure(default="keep")
@@ -167,7 +167,8 @@ def main(argv=None):
                  "torch_threads": torch.get_num_threads(), "host_malloc": host_malloc})
   if len(rates) == 2:
     common.emit({"ratio_cnf_jax_over_freia": round(rates["cnf_jax"] / rates["freia"], 3)})
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -35,17 +35,19 @@ On a CPU the step is compute-bound (the paper-size flow keeps both cores busy), 
 saves the fixed costs and some per-step overhead; on an accelerator a single small flow leaves
 most of the chip idle and the gain per step is the point (not measured: no GPU was lent).
 """
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Sequence
 
 import jax
 import numpy as np
+from absl import flags
 
+from cnf_jax import cli
 from cnf_jax.experiments import config_lib
 from cnf_jax.flows import flow_from_config
 from cnf_jax.training import loop
@@ -100,18 +102,21 @@ def run(mode, args, steps, inliers, contrastive, root):
   return time.perf_counter() - start, out
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--classes", type=int, default=10)
-  p.add_argument("--seeds", type=int, default=3)
-  p.add_argument("--steps", type=int, default=20, help="S; each mode also runs 2S steps")
-  p.add_argument("--full_steps", type=int, default=3000, help="steps of the real sweep, for the extrapolation")
-  p.add_argument("--dim", type=int, default=128)
-  p.add_argument("--blocks", type=int, default=8)
-  p.add_argument("--hidden", type=int, default=512)
-  p.add_argument("--batch", type=int, default=256)
-  p.add_argument("--measure", default="", help=argparse.SUPPRESS)  # internal: 'mode,steps,root'
-  args = p.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_integer("classes", 10, "inlier classes (one model each per seed)", flag_values=fv)
+  flags.DEFINE_integer("seeds", 3, "seeds per class", flag_values=fv)
+  flags.DEFINE_integer("steps", 20, "S; each mode also runs 2S steps", flag_values=fv)
+  flags.DEFINE_integer("full_steps", 3000, "steps of the real sweep, for the extrapolation", flag_values=fv)
+  flags.DEFINE_integer("dim", 128, "feature dimension D", flag_values=fv)
+  flags.DEFINE_integer("blocks", 8, "AllInOne blocks", flag_values=fv)
+  flags.DEFINE_integer("hidden", 512, "conditioner hidden width (two hidden layers)", flag_values=fv)
+  flags.DEFINE_integer("batch", 256, "inliers per step (as many contrastive)", flag_values=fv)
+  flags.DEFINE_string("measure", "", "internal: 'mode,steps,root', one measurement in this process", flag_values=fv)
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__)
   if args.measure:  # one measurement in this fresh process: print seconds and the parameters' path
     mode, steps, root = args.measure.split(",")
     inliers, contrastive = synthetic_features(args.classes, args.dim, 5000, 10000)
@@ -119,7 +124,7 @@ def main():
     np.savez(os.path.join(root, f"{mode}{steps}.npz"),
              *[np.asarray(x) for v in out for x in jax.tree.leaves(v["params"])])
     print(json.dumps({"seconds": seconds}))
-    return
+    return 0
   figures = {"models": args.classes * args.seeds, "flow": f"{args.blocks} AllInOne blocks, hidden "
              f"{args.hidden}x2, D={args.dim}", "batch": f"{args.batch}+{args.batch}",
              "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
@@ -128,7 +133,7 @@ def main():
   with tempfile.TemporaryDirectory() as root:
     for mode in ("vmapped", "sequential"):
       for steps in (args.steps, 2 * args.steps):
-        cmd = [sys.executable, __file__, *sys.argv[1:], f"--measure={mode},{steps},{root}"]
+        cmd = [sys.executable, __file__, *argv, f"--measure={mode},{steps},{root}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
         with np.load(os.path.join(root, f"{mode}{steps}.npz")) as f:
@@ -150,7 +155,8 @@ def main():
   a, b = results[("vmapped", 2 * args.steps)], results[("sequential", 2 * args.steps)]
   figures["max_abs_param_diff"] = float(max(np.abs(x - y).max() for x, y in zip(a, b)))
   print(json.dumps(figures, indent=1))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -1,31 +1,92 @@
-"""python -m cnf_jax.report <sweep root>: markdown tables and plots of a sweep (see cnf_jax.reports.tables)."""
-import argparse
+"""python -m cnf_jax.report: the tables and plots of a sweep, or of one ablation study.
+
+  python -m cnf_jax.report --workdir=/tmp/cnf/table                # <root>/report/report.md + PNGs
+  python -m cnf_jax.report /tmp/cnf/table                          # the same (the root as an argument)
+  python -m cnf_jax.report --workdir=/tmp/cnf/table --json         # run counts and AUROC table as JSON
+  python -m cnf_jax.report --workdir=R/flows --also=R/baselines --config=configs/oneclass.py --out=DIR
+  python -m cnf_jax.report --study=contamination --workdir=/tmp/cnf/contamination   # Fig. 6
+
+--workdir is the sweep root (`python -m cnf_jax.sweep --workdir=...`): one run directory per
+run. The report (cnf_jax.reports.tables) writes <out>/report.md, default out <root>/report:
+the AUROC table in the paper's shape, Table 2 for --method, the dataset-vs-dataset table,
+the runs and cells without results, and the PNG plots (score histograms, Fig. 5 images),
+and prints the markdown. --json prints {"runs": {done, running, empty}, "auroc": {setting:
+{method: {mean, std, n}}}} and writes nothing.
+
+--study=contamination|narrow|eps|tabular writes the ablation study's plots and table
+(cnf_jax.reports.ablations: <out>/<study>.png, <study>.md, default out the sweep root),
+prints their paths and the table.
+
+Bad input prints one line `error: ...` and exits 2.
+"""
+import json
 import os
 import sys
+from typing import Sequence
 
+from absl import flags
+
+from cnf_jax import cli
 from cnf_jax.errors import UserInputError
-from cnf_jax.reports.tables import write_report
+
+STUDIES = ("contamination", "narrow", "eps", "tabular")   # cnf_jax.reports.ablations.STUDIES
+# Flags of the sweep report that an ablation study's report does not read.
+_NOT_FOR_STUDIES = ("config", "method", "data_dir", "examples", "plots", "no_plots", "also", "json")
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m cnf_jax.report", description="Markdown tables and plots of a sweep.")
-  p.add_argument("root", help="the sweep root (launch.sweep's --workdir): one run directory per run")
-  p.add_argument("--out", default=None, help="output folder (default <root>/report)")
-  p.add_argument("--config", default=None, help="the config file that declares the sweep, to list runs never "
-                 "launched (default: <root>/sweep.json when launch.sweep wrote it)")
-  p.add_argument("--method", default="cf", help="method of the per-anomaly-class table and of the examples")
-  p.add_argument("--data_dir", default=None, help="TFDS data_dir, to show images of tfds: sources")
-  p.add_argument("--examples", type=int, default=3, help="images per group in the examples figure (Fig. 5)")
-  p.add_argument("--no_plots", action="store_true")
-  p.add_argument("--also", action="append", default=[], help="another sweep root with the same runs and other "
-                 "methods (e.g. baselines run separately); its AUROCs join the tables (repeatable)")
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  try:
-    path = write_report(args.root, args.out, config_path=args.config, method=args.method,
-                        plots=not args.no_plots, data_dir=args.data_dir, examples=args.examples, also=args.also)
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("workdir", None, "The sweep root (cnf_jax.sweep's --workdir): one directory per run.",
+                      flag_values=fv)
+  flags.DEFINE_string("out", None, "Output folder (default <workdir>/report; for --study the sweep root).",
+                      flag_values=fv)
+  flags.DEFINE_string("config", None, "The config file that declares the sweep, to list runs never launched "
+                      "(default: <workdir>/sweep.json, which cnf_jax.sweep writes).", flag_values=fv)
+  flags.DEFINE_string("method", "cf", "Method of the per-anomaly-class table (Table 2) and of the examples.",
+                      flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir, to show images of tfds: sources.", flag_values=fv)
+  flags.DEFINE_integer("examples", 3, "Images per group in the examples figure (Fig. 5).", flag_values=fv)
+  flags.DEFINE_bool("plots", True, "Write the PNG plots (--noplots: markdown only).", flag_values=fv)
+  flags.DEFINE_bool("no_plots", False, "Same as --noplots.", flag_values=fv)
+  flags.DEFINE_multi_string("also", [], "Another sweep root with the same runs and other methods (e.g. baselines "
+                            "run separately); its AUROCs join the tables. Repeatable.", flag_values=fv)
+  flags.DEFINE_bool("json", False, "Print the run counts and the AUROC table as JSON; write nothing.",
+                    flag_values=fv)
+  flags.DEFINE_enum("study", None, list(STUDIES), "An ablation study's plots and table instead of the sweep "
+                    "report (paper 5.3, 5.4).", flag_values=fv)
+
+
+def sweep_root(fv: flags.FlagValues, positional: Sequence[str]) -> str:
+  """--workdir, or the root given as the one argument (the command's older form)."""
+  if positional and fv.workdir and positional[0] != fv.workdir:
+    raise UserInputError(f"two sweep roots: --workdir={fv.workdir} and {positional[0]}; give one")
+  root = fv.workdir or (positional[0] if positional else None)
+  if not root:
+    raise UserInputError("--workdir is required: the sweep root, e.g. --workdir=/tmp/cnf/table")
+  return root
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  fv, positional = cli.parse(define_flags, argv, __doc__, max_positional=1)
+  root = sweep_root(fv, positional)
+  if fv.study:
+    given = [f"--{name}" for name in _NOT_FOR_STUDIES if fv[name].present]
+    if given:
+      raise UserInputError(f"{', '.join(given)}: not used by --study reports, which take --workdir and --out only")
+    from cnf_jax.reports import ablations
+    for path in ablations.write_report(fv.study, root, fv.out):
+      print(path)
+    with open(os.path.join(os.path.expanduser(fv.out or root), f"{fv.study}.md")) as f:
+      print(f.read())
+    return 0
+  if fv.json:
+    from cnf_jax.reports import summary
+    print(json.dumps(summary.status(root), indent=1, sort_keys=True))
+    return 0
+  from cnf_jax.reports import tables
+  path = tables.write_report(root, fv.out, config_path=fv.config, method=fv.method,
+                             plots=fv.plots and not fv.no_plots, data_dir=fv.data_dir, examples=fv.examples,
+                             also=fv.also)
   with open(path) as f:
     print(f.read())
   print(f"wrote {path}", file=sys.stderr)
@@ -33,4 +94,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

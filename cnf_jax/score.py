@@ -35,26 +35,16 @@ import json
 import os
 import sys
 import zipfile
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from cnf_jax import cli
 from cnf_jax.training import host_memory
 from cnf_jax.data import csv_table
 from cnf_jax.errors import UserInputError
 
-flags.DEFINE_string("workdir", None, "A finished run's directory (with config.json, checkpoints, results.json).")
-flags.DEFINE_string("input", None, "Data to score: .npz, .csv, an image folder or a .zip of images.")
-flags.DEFINE_string("out", None, "Output CSV: id, score, p_value, is_anomaly.")
-flags.DEFINE_string("method", None, "Which of the run's methods scores (default: cf if the run has it).")
-flags.DEFINE_float("alpha", 0.05, "is_anomaly = p_value <= alpha: at most this false-alarm rate on inliers.")
-flags.DEFINE_integer("resolution", 0, "Images: backbone input resolution (default: the run's feature "
-                     "dataset metadata, else the backbone's own).")
-flags.DEFINE_string("checkpoint", None, "Images with backbone moco_v2: the MoCo checkpoint the run's features used.")
-
-EXIT_USER_ERROR = 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -325,33 +315,31 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
           "calibration_inliers": int(calibration.size)}
 
 
-def main(argv):
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("workdir", None, "A finished run's directory (with config.json, checkpoints, results.json).",
+                      flag_values=fv)
+  flags.DEFINE_string("input", None, "Data to score: .npz, .csv, an image folder or a .zip of images.",
+                      flag_values=fv)
+  flags.DEFINE_string("out", None, "Output CSV: id, score, p_value, is_anomaly.", flag_values=fv)
+  flags.DEFINE_string("method", None, "Which of the run's methods scores (default: cf if the run has it).",
+                      flag_values=fv)
+  flags.DEFINE_float("alpha", 0.05, "is_anomaly = p_value <= alpha: at most this false-alarm rate on inliers.",
+                     flag_values=fv)
+  flags.DEFINE_integer("resolution", 0, "Images: backbone input resolution (default: the run's feature "
+                       "dataset metadata, else the backbone's own).", flag_values=fv)
+  flags.DEFINE_string("checkpoint", None, "Images with backbone moco_v2: the MoCo checkpoint the run's features "
+                      "used.", flag_values=fv)
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__, required=("workdir", "input", "out"))
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO.
-  if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; use --workdir, --input and --out")
-  for name in ("workdir", "input", "out"):
-    if not getattr(flags.FLAGS, name):
-      _fail(f"--{name} is required: python -m cnf_jax.score --workdir=<run> --input=<data> --out=scores.csv")
-  try:
-    host_memory.configure(default="default")
-    summary = score(flags.FLAGS.workdir, flags.FLAGS.input, flags.FLAGS.out, flags.FLAGS.method,
-                    flags.FLAGS.alpha, flags.FLAGS.resolution, flags.FLAGS.checkpoint)
-  except UserInputError as e:
-    _fail(str(e))
+  host_memory.configure(default="default")
+  summary = score(args.workdir, args.input, args.out, args.method, args.alpha, args.resolution, args.checkpoint)
   print(json.dumps(summary))
-
-
-def _fail(message: str):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(EXIT_USER_ERROR)
-
-
-def _parse_flags(argv):
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e))
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  cli.run(main)

@@ -44,8 +44,8 @@ def get_config(arg=None):
 def sweep(add):
   """Table 3: both sides x three seeds (6 runs).
 
-    python -m launch.sweep --config=configs/celeba.py --workdir=/tmp/cnf/celeba_table --vmap
-    python -m cnf_jax.report /tmp/cnf/celeba_table
+    python -m cnf_jax.sweep --config=configs/celeba.py --workdir=/tmp/cnf/celeba_table
+    python -m cnf_jax.report --workdir=/tmp/cnf/celeba_table
   """
   for seed in range(3):
     for side in SIDES:

@@ -49,8 +49,8 @@ def get_config(arg=None):
 def sweep(add):
   """Table 12: the 20 superclasses x three seeds (60 runs).
 
-    python -m launch.sweep --config=configs/cifar100.py --workdir=/tmp/cnf/cifar100_table --vmap
-    python -m cnf_jax.report /tmp/cnf/cifar100_table
+    python -m cnf_jax.sweep --config=configs/cifar100.py --workdir=/tmp/cnf/cifar100_table
+    python -m cnf_jax.report --workdir=/tmp/cnf/cifar100_table
   """
   for seed in range(3):
     for name in CIFAR100_SUPERCLASSES:

@@ -4,7 +4,7 @@
   python -m cnf_jax.main --config=configs/contamination.py:d=0.25,runlocal --workdir=/tmp/cnf/contamination_local
   # the whole study (7 values of D x 3 seeds, one vmapped program per model), then plot + table:
   python -m cnf_jax.sweep --config=configs/contamination.py --workdir=/tmp/cnf/contamination
-  python -m cnf_jax.ablation_report --study=contamination --workdir=/tmp/cnf/contamination
+  python -m cnf_jax.report --study=contamination --workdir=/tmp/cnf/contamination
 
 Arg: d=<D> in [0, 1], optionally a CIFAR-10 class (default horse) and runlocal.
 Inliers: the training features of the class. Contrastive data: the mixture

@@ -49,8 +49,8 @@ def get_config(arg=None):
 def sweep(add):
   """Table 4: the three anomaly datasets x three seeds (9 runs).
 
-    python -m launch.sweep --config=configs/dataset_vs_dataset.py --workdir=/tmp/cnf/dvd_table --vmap
-    python -m cnf_jax.report /tmp/cnf/dvd_table
+    python -m cnf_jax.sweep --config=configs/dataset_vs_dataset.py --workdir=/tmp/cnf/dvd_table
+    python -m cnf_jax.report --workdir=/tmp/cnf/dvd_table
   """
   for seed in range(3):
     for name in DATASETS:

@@ -4,7 +4,7 @@
   python -m cnf_jax.main --config=configs/eps_ablation.py:deer,runlocal --workdir=/tmp/cnf/eps_local
   # the whole study (2 classes x (7 fixed eps + auto) x 3 seeds), then plot + table:
   python -m cnf_jax.sweep --config=configs/eps_ablation.py --workdir=/tmp/cnf/eps_ablation
-  python -m cnf_jax.ablation_report --study=eps --workdir=/tmp/cnf/eps_ablation
+  python -m cnf_jax.report --study=eps --workdir=/tmp/cnf/eps_ablation
 
 Arg: a CIFAR-10 class (as configs/oneclass.py; default deer), optionally runlocal. Method CF
 only; the sweep sets objective.eps to each of EPS_VALUES, and one more run per

@@ -4,7 +4,7 @@
   python -m cnf_jax.main --config=configs/narrow.py:ratio=0,runlocal --workdir=/tmp/cnf/narrow_local
   # the whole study (7 ratios x 3 seeds, one vmapped program per model), then plots + table:
   python -m cnf_jax.sweep --config=configs/narrow.py --workdir=/tmp/cnf/narrow
-  python -m cnf_jax.ablation_report --study=narrow --workdir=/tmp/cnf/narrow
+  python -m cnf_jax.report --study=narrow --workdir=/tmp/cnf/narrow
 
 Arg: ratio=<r> in [0, 1], optionally runlocal. Inliers: CIFAR-10 deer.
 Contrastive data: Tiny ImageNet mixed with the training features of CIFAR-10

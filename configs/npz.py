@@ -26,7 +26,7 @@ def get_config(arg=None):
 
 def sweep(add):
   """Three seeds, and the fixed clamp eps against auto eps (the paper's recommendation):
-  python -m launch.sweep --config=configs/npz.py --workdir=/tmp/cnf/npz_sweep (add --config.data.path via --set)"""
+  python -m cnf_jax.sweep --config=configs/npz.py --workdir=/tmp/cnf/npz_sweep --set=data.path=/data/my_features.npz"""
   for seed in range(3):
     for eps_auto in (False, True):
       add(seed=seed, **{"objective.eps_auto": eps_auto})

@@ -84,11 +84,11 @@ def get_config(arg=None):
 def sweep(add):
   """Table 1: the ten CIFAR-10 classes x three seeds (30 runs).
 
-    python -m launch.sweep --config=configs/oneclass.py --workdir=/tmp/cnf/oneclass_table --vmap
-    python -m launch.report --workdir=/tmp/cnf/oneclass_table
+    python -m cnf_jax.sweep --config=configs/oneclass.py --workdir=/tmp/cnf/oneclass_table
+    python -m cnf_jax.report --workdir=/tmp/cnf/oneclass_table
 
-  The runs differ only in data.inlier_class and seed, so `--vmap` trains each of
-  their models as one program (cnf_jax/experiments/sweep.py).
+  The runs differ only in data.inlier_class and seed, so the sweep (--vmap, its default)
+  trains each of their models as one program (cnf_jax/experiments/sweep.py).
   """
   for seed in range(3):
     for name in CIFAR10_CLASSES:

@@ -7,7 +7,7 @@
       --config.data.label_column=label --config.data.drop_columns=id --workdir=...
   # three seeds as one vmapped program, then the AUROC table and the Fig. 9 histograms:
   python -m cnf_jax.sweep --config=configs/tabular.py --workdir=/tmp/cnf/tabular_sweep
-  python -m cnf_jax.ablation_report --study=tabular --workdir=/tmp/cnf/tabular_sweep
+  python -m cnf_jax.report --study=tabular --workdir=/tmp/cnf/tabular_sweep
 
 Data: ../shared/data/creditcard-sample.csv (all 492 frauds of the ULB/Kaggle file
 plus 1,230 sampled normal transactions; 30 features Time, V1..V28, Amount; the

@@ -59,6 +59,6 @@ def get_config(arg=None):
 
 
 def sweep(add):
-  """Three seeds: python -m launch.sweep --config=configs/toy1d.py --workdir=/tmp/cnf/toy1d_seeds"""
+  """Three seeds: python -m cnf_jax.sweep --config=configs/toy1d.py --workdir=/tmp/cnf/toy1d_seeds"""
   for seed in range(3):
     add(seed=seed)

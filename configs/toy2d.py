@@ -61,6 +61,6 @@ def get_config(arg=None):
 
 
 def sweep(add):
-  """Three seeds of the toy: python -m launch.sweep --config=configs/toy2d.py --workdir=/tmp/cnf/toy2d_seeds"""
+  """Three seeds of the toy: python -m cnf_jax.sweep --config=configs/toy2d.py --workdir=/tmp/cnf/toy2d_seeds"""
   for seed in range(3):
     add(seed=seed)

@@ -1,1 +1,2 @@
-"""Sweep launcher (local processes or Cloud TPU VMs) and the report over a sweep's workdirs."""
+"""Cloud TPU batch-launch docs (README.md); `launch.sweep` and `launch.report` are old names of
+`python -m cnf_jax.sweep` and `python -m cnf_jax.report`. cnf_jax never imports this folder."""

@@ -1,11 +1,14 @@
 """Contrastive mixtures, column permutation, the ablation configs and the tabular task (paper 5.3, 5.4)."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
+from cnf_jax import report as report_cli
 from cnf_jax.reports import ablations
 from cnf_jax.experiments import config_lib
 from cnf_jax.evaluation import metrics
@@ -16,6 +19,7 @@ from cnf_jax.data import feature_dataset
 from cnf_jax.data import mixture as mixture_lib
 from cnf_jax.errors import UserInputError
 from cnf_jax.tasks.oneclass import CIFAR10_CLASSES
+from conftest import ROOT
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -324,10 +328,10 @@ def test_tabular_sweep_equals_separate_runs(tmp_path):
   assert vmapped[0]["auroc"] != vmapped[1]["auroc"]
 
 
-def test_eps_report_tables_fixed_and_auto_eps(tmp_path):
-  """The eps study's table and plot from finished runs' config.json and results.json."""
+def _eps_runs(root):
+  """Four finished runs of the eps study (config.json and results.json only) under root."""
   def run(name, cls, seed, eps, auto, auroc):
-    d = tmp_path / "root" / name
+    d = root / name
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps(
         {"seed": seed, "data": {"inlier_class": cls}, "objective": {"eps": eps, "eps_auto": auto}}))
@@ -337,6 +341,12 @@ def test_eps_report_tables_fixed_and_auto_eps(tmp_path):
   run("deer-eps0-s1", "deer", 1, 0.0, False, 0.92)
   run("deer-auto-s0", "deer", 0, 151.0, True, 0.88)
   run("cat-eps100-s0", "cat", 0, 100.0, False, 0.80)
+  return root
+
+
+def test_eps_report_tables_fixed_and_auto_eps(tmp_path):
+  """The eps study's table and plot from finished runs' config.json and results.json."""
+  _eps_runs(tmp_path / "root")
   written = ablations.write_report("eps", str(tmp_path / "root"))
   table = open(written[-1]).read()
   assert "| deer | 0 | 0.0 | 91.0 ± 1.0 (2) |" in table
@@ -346,3 +356,22 @@ def test_eps_report_tables_fixed_and_auto_eps(tmp_path):
     ablations.write_report("eps", str(tmp_path))
   with pytest.raises(UserInputError, match="not one of"):
     ablations.write_report("contaminaton", str(tmp_path / "root"))
+
+
+def test_study_reports_through_the_report_cli(tmp_path):
+  """python -m cnf_jax.report --study=...: the files of write_report, their paths and the table printed."""
+  root = _eps_runs(tmp_path / "root")
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  def report(*args):
+    return subprocess.run([sys.executable, "-m", "cnf_jax.report", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+  proc = report("--study=eps", f"--workdir={root}", f"--out={tmp_path / 'out'}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.splitlines()
+  assert lines[:2] == [str(tmp_path / "out" / "eps.png"), str(tmp_path / "out" / "eps.md")]
+  assert "| deer | auto | 151.0 | 88.0 ± 0.0 (1) |" in lines
+  assert (tmp_path / "out" / "eps.png").stat().st_size > 0 and not (root / "eps.md").exists()
+  bad = report("--study=eps", f"--workdir={tmp_path / 'empty'}")
+  assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+  assert ablations.STUDIES == report_cli.STUDIES   # the CLI's copy (it does not import ablations to parse flags)

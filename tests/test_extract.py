@@ -135,8 +135,8 @@ def test_pixels_and_npz_source_with_coarse_labels(tmp_path, capsys):
            test_coarse_labels=np.array([0, 1, 1, 0, 1, 1, 0]), class_names=np.array(["a", "b", "c"]),
            coarse_class_names=np.array(["x", "y"]))
   out = str(tmp_path / "toy-test-pixels")
-  code, _, err = run_cli([f"--source=npz:{path}", "--split=test", "--backbone=pixels", "--resolution=8",
-                          f"--out={out}", "--batch_size=3"], capsys)
+  code, _, err = run_cli([f"--source=npz:{path}", "--split", "test", "--backbone=pixels", "--resolution", "8",
+                          f"--out={out}", "--batch_size=3"], capsys)   # absl takes --flag value too
   assert code == 0, err
   fs = fd.load(out)
   np.testing.assert_allclose(fs.features, images.transpose(0, 3, 1, 2).reshape(7, -1) / 255.0, atol=1e-6)
@@ -231,6 +231,21 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, args, message):
   assert code == 2
   assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
   assert not os.path.exists(str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--split=train", "--backbone=pixels"], "--source is required"),
+    (["--source", "SRC", "--split=train", "--backbone=pixels", "--batch_size=big"],
+     "flag --batch_size=big: invalid literal for int()"),
+    (["--source", "SRC", "--split=train", "--backbone=pixels", "--bad_files=ignore"],
+     "flag --bad_files=ignore: value should be one of <skip|error>"),
+    (["--source", "SRC", "--split=train", "--backbone=pixels", "--sauce=x"], "Unknown command line flag 'sauce'"),
+])
+def test_flag_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
+  out = str(tmp_path / "out")
+  code, _, err = run_cli([a.replace("SRC", str(tmp_path)) for a in args] + ["--out", out], capsys)
+  assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+  assert not os.path.exists(out)
 
 
 def test_empty_folder_and_tfds_data_absent(tmp_path, capsys):

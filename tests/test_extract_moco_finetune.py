@@ -1,4 +1,6 @@
-"""MoCo v2 low-resolution fine-tuning: a few real steps on CPU with a tiny ResNet."""
+"""MoCo v2 low-resolution fine-tuning: a few real steps on CPU with a tiny ResNet; its CLI's errors."""
+import os
+
 import numpy as np
 import torch
 from PIL import Image
@@ -73,3 +75,16 @@ def test_finetune_steps_and_checkpoint_loads_in_the_extractor(tmp_path):
   # The extractor's loader reads the new checkpoint unchanged (no missing or unexpected keys).
   loaded = backbones.load_moco_v2(out, **TINY)
   torch.testing.assert_close(loaded.state_dict()["conv1.weight"], state["module.encoder_q.conv1.weight"])
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
+  start, out = str(tmp_path / "start.pth.tar"), str(tmp_path / "tuned.pth.tar")
+  for args, message in [([f"--checkpoint={start}", f"--out={out}"], "--source is required"),
+                        ([f"--source={tmp_path}", "--checkpoint", start, f"--out={out}", "--lr=fast"],
+                         "flag --lr=fast: could not convert string to float"),
+                        ([f"--source={tmp_path / 'absent'}", f"--checkpoint={start}", f"--out={out}"],
+                         "is not a folder, a .zip")]:
+    assert moco_finetune.main(args) == 2, args
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+  assert not os.path.exists(out)

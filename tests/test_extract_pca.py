@@ -19,7 +19,7 @@ def test_pca_recovers_a_low_rank_subspace_and_is_stored_with_each_split(tmp_path
   fd.write(aux, sample(400), np.zeros(400), np.arange(400), metadata=meta)
   x_test = sample(50)
   fd.write(test, x_test, np.zeros(50), np.arange(50), metadata=meta, split="test")
-  assert pca.main([f"--fit={aux}", f"--apply={test}", "--dims=3"]) == 0
+  assert pca.main([f"--fit={aux}", "--apply", test, "--dims=3"]) == 0
   out_aux, out_test = fd.dataset_dir(root, "aux", "train", "toy_pca3"), fd.dataset_dir(root, "cifar10", "test", "toy_pca3")
   assert capsys.readouterr().out.split() == [out_aux, out_test]
   fs = fd.load(out_test)
@@ -38,5 +38,8 @@ def test_pca_bad_dims_exits_2(tmp_path, capsys):
   fd.write(path, np.ones((5, 4)), np.zeros(5), np.arange(5), metadata={"class_names": ["a"]})
   assert pca.main([f"--fit={path}", "--dims=9"]) == 2
   assert "--dims must be in 1..4" in capsys.readouterr().err
+  assert pca.main(["--dims=3"]) == 2 and capsys.readouterr().err.startswith("error: --fit is required")
+  assert pca.main([f"--fit={path}", "--dims=three"]) == 2
+  assert capsys.readouterr().err.startswith("error: flag --dims=three: invalid literal for int()")
   with pytest.raises(Exception, match="dim 3 but the PCA was fitted on dim 4"):
     pca.apply_pca(np.ones((2, 3)), pca.fit_pca(np.random.default_rng(0).normal(size=(5, 4)), 2))

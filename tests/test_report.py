@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnf_jax import report as report_cli
 from cnf_jax.reports import tables
 from cnf_jax.reports import plots
 from conftest import ROOT
@@ -101,22 +102,52 @@ def test_confusion_for_another_method_and_an_empty_sweep(tmp_path):
   assert "No finished runs yet." in tables.report_markdown("x", empty)
 
 
+def _report_cli(*args):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, "-m", "cnf_jax.report", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
 def test_cli_writes_markdown_and_readable_histograms(tmp_path):
   root = _sweep(tmp_path / "sweep")
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, "-m", "cnf_jax.reports.tables", str(root)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = _report_cli(str(root))   # the root as an argument, the command's older form
   assert proc.returncode == 0, proc.stderr[-2000:]
   out = root / "report"
-  text = (out / "tables.md").read_text()
+  text = (out / "report.md").read_text()
+  assert proc.stdout.strip() == text.strip()   # and printed
   assert "## AUROC (%)" in text and "run c-seed=0: never launched" in text
   assert "(scores_b.png)" in text and "(scores_a.png)" not in text   # a has no scores.npz: a note instead
   assert "no score histogram for a-seed=0" in text
   with Image.open(out / "scores_b.png") as im:
     assert im.size[0] > 400 and im.size[1] > 200
-  bad = subprocess.run([sys.executable, "-m", "cnf_jax.reports.tables", str(tmp_path / "nothing")], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+  bad = _report_cli(str(tmp_path / "nothing"))
   assert bad.returncode == 2 and bad.stderr.startswith("error: sweep root") and "Traceback" not in bad.stderr
+
+
+def test_cli_flags_json_and_bad_flags(tmp_path, capsys):
+  root = _sweep(tmp_path / "sweep")
+  md = _report_cli(f"--workdir={root}", "--out", str(tmp_path / "md"), "--method=flow", "--noplots")
+  assert md.returncode == 0, md.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path / "md")) == ["report.md"]   # no PNGs
+  assert "Table 2 shape), method Flow" in md.stdout and "| a | – | **60.0 ± 0.0** |" in md.stdout
+  assert not (root / "report").exists()
+
+  as_json = _report_cli(f"--workdir={root}", "--json")
+  assert as_json.returncode == 0, as_json.stderr[-2000:]
+  summary = json.loads(as_json.stdout)
+  assert summary["runs"] == {"done": 4, "running": 1, "empty": 1}
+  assert summary["auroc"]["a"]["cf"]["n"] == 3 and summary["auroc"]["a"]["cf"]["mean"] == pytest.approx(0.92)
+  assert not (root / "report").exists()   # --json writes nothing
+
+  for args, message in [((), "--workdir is required"),
+                        ((f"--workdir={root}", str(tmp_path)), "two sweep roots"),
+                        ((str(root), "--bogus"), "Unknown command line flag 'bogus'"),
+                        ((str(root), "--examples=many"), "flag --examples=many: invalid literal"),
+                        ((str(root), "--study=tabular", "--json"), "--json: not used by --study reports"),
+                        ((str(root), "--study=fig9"), "flag --study=fig9: value should be one of")]:
+    assert report_cli.main(args) == 2, args   # in this process: the same main, without a start-up each
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, (args, err)
 
 
 def _image_zip(path, per_class=4):

@@ -4,7 +4,7 @@
 # Each study runs as three `python -m cnf_jax.sweep` processes, one per seed (its runs vmapped),
 # all nine side by side on the one GPU (a tenth of its memory each), so that a time-out costs
 # the unfinished seeds and not whole studies. Each study's workdirs (no checkpoints) come back
-# as $OUT/<study>.tgz; read them with `python -m cnf_jax.ablation_report`.
+# as $OUT/<study>.tgz; read them with `python -m cnf_jax.report --study=<study>`.
 # Env: LIMIT (s, per sweep process, default 400), DEADLINE (s since the start of this script
 # after which no benchmark is started, default 560).
 set -u
@@ -17,7 +17,7 @@ mkdir -p $S
 runs_of_seed() {  # config path, seed -> the sweep's run names of that seed, comma-separated
   python3 -c "
 import sys
-from cnf_jax import config_lib
+from cnf_jax.experiments import config_lib
 path, seed = sys.argv[1:]
 runs = config_lib.declared_sweep(config_lib.load_config_module(path), path)
 print(','.join(r.name for r in runs if r.name.endswith('-seed=' + seed)))" "$1" "$2"

@@ -11,22 +11,26 @@ transfer limit (64 MiB) also carries the code and the wheels. The contrastive se
 rounded: a relative error of 2^-11 (about 5e-4 on unit vectors), 40 times below the N(0, 0.02^2)
 noise that training adds to every contrastive vector. The in-distribution sets stay float32.
 """
-import argparse
 import json
 import os
-import sys
+from typing import Sequence
 
 import numpy as np
+from absl import flags
 
+from cnf_jax import cli
 from cnf_jax.data import feature_dataset
+from cnf_jax.errors import UserInputError
 from cnf_jax.files import atomic_write
 
+REQUIRED = {"pack": ("root", "backbone", "datasets", "out"), "unpack": ("npz", "root")}
 
-def pack(args) -> None:
+
+def pack(args: flags.FlagValues) -> None:
   root = os.path.expanduser(args.root)
-  half = set(filter(None, args.float16.split(",")))
+  half = set(args.float16)
   arrays, meta = {}, {}
-  for name in args.datasets.split(","):
+  for name in args.datasets:
     source, split = name.rsplit("-", 1)
     fs = feature_dataset.load(feature_dataset.dataset_dir(root, source, split, args.backbone))
     arrays[f"{name}/features"] = fs.features.astype(np.float16 if name in half else np.float32)
@@ -41,7 +45,7 @@ def pack(args) -> None:
   print(json.dumps({"out": args.out, "bytes": os.path.getsize(args.out)}))
 
 
-def unpack(args) -> None:
+def unpack(args: flags.FlagValues) -> None:
   with np.load(args.npz) as f:
     info = json.loads(bytes(f["metadata_json"]).decode())
     for name, meta in info["sets"].items():
@@ -53,21 +57,25 @@ def unpack(args) -> None:
       print(json.dumps({"wrote": path, "rows": int(len(f[f"{name}/labels"]))}))
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  sub = p.add_subparsers(dest="cmd", required=True)
-  a = sub.add_parser("pack")
-  a.add_argument("--root", required=True)
-  a.add_argument("--backbone", required=True)
-  a.add_argument("--datasets", required=True, help="<source>-<split>, comma-separated")
-  a.add_argument("--float16", default="", help="datasets stored as float16")
-  a.add_argument("--out", required=True)
-  b = sub.add_parser("unpack")
-  b.add_argument("--npz", required=True)
-  b.add_argument("--root", required=True)
-  args = p.parse_args(argv)
-  {"pack": pack, "unpack": unpack}[args.cmd](args)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("root", None, "the feature root: read from (pack) or written to (unpack)", flag_values=fv)
+  flags.DEFINE_string("backbone", None, "pack: the datasets' backbone name", flag_values=fv)
+  flags.DEFINE_list("datasets", [], "pack: <source>-<split>, comma-separated", flag_values=fv)
+  flags.DEFINE_list("float16", [], "pack: datasets stored as float16", flag_values=fv)
+  flags.DEFINE_string("out", None, "pack: the .npz to write", flag_values=fv)
+  flags.DEFINE_string("npz", None, "unpack: the .npz to read", flag_values=fv)
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, positional = cli.parse(define_flags, argv, __doc__, max_positional=1)
+  command = positional[0] if positional else ""
+  if command not in REQUIRED:
+    raise UserInputError(f"the first argument is the command, pack or unpack (got {command or 'none'})")
+  cli.check_required(args, REQUIRED[command])
+  {"pack": pack, "unpack": unpack}[command](args)
+  return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -10,44 +10,43 @@ Progress goes to stderr; the last stdout line is JSON with images, seconds,
 images_per_s. Bad input prints `error: ...` and exits with status 2; a finished
 dataset at --out is left alone (exit 0) unless --overwrite.
 """
-import argparse
 import json
 import os
 import sys
+from typing import Sequence
 
+from absl import flags
+
+from cnf_jax import cli
 from cnf_jax.errors import UserInputError
 
 SOURCE_HELP = ("tfds:<name> (e.g. tfds:cifar10), npz:<path>, or a folder / .zip in the "
                "root/split/label/image layout")
 
 
-def parse_args(argv):
-  p = argparse.ArgumentParser(prog="python -m cnf_jax.extract", description=__doc__.split("\n")[0])
-  p.add_argument("--source", required=True, help=SOURCE_HELP)
-  p.add_argument("--split", required=True, help="train, test, ... (the folder name for folders/zips)")
-  p.add_argument("--backbone", required=True, help="moco_v2, effnet_lite0, pixels or inception_v3")
-  p.add_argument("--out", required=True, help="the dataset directory to write, e.g. "
-                 "<root>/cifar10-train-effnet_lite0 (see cnf_jax.data.feature_dataset.dataset_dir)")
-  p.add_argument("--source_name", default=None, help="short source name stored in the metadata "
-                 "(default: derived from --source)")
-  p.add_argument("--resolution", type=int, default=None,
-                 help="input size in pixels (default: 224 for CNNs, 32 for pixels); images are resized "
-                 "(small ones upsampled) and centre-cropped to it")
-  p.add_argument("--batch_size", type=int, default=64)
-  p.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
-  p.add_argument("--checkpoint", default=None, help="MoCo v2 checkpoint (.pth.tar) for moco_v2")
-  p.add_argument("--precision", default="auto", help="auto (bf16 on AMX/AVX512-BF16 CPUs and GPUs), "
-                 "bf16 or fp32")
-  p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-  p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-  p.add_argument("--workers", type=int, default=2, help="image decoding threads")
-  p.add_argument("--examples_per_shard", type=int, default=5000)
-  p.add_argument("--bad_files", default="skip", choices=("skip", "error"),
-                 help="unreadable files in the source: skip and count them, or stop with an error")
-  p.add_argument("--data_dir", default=None, help="TFDS data_dir for tfds: sources")
-  p.add_argument("--overwrite", action="store_true", help="rebuild --out even if it is complete")
-  p.add_argument("--no_progress", action="store_true")
-  return p.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("source", None, SOURCE_HELP, flag_values=fv)
+  flags.DEFINE_string("split", None, "train, test, ... (the folder name for folders/zips)", flag_values=fv)
+  flags.DEFINE_string("backbone", None, "moco_v2, effnet_lite0, pixels or inception_v3", flag_values=fv)
+  flags.DEFINE_string("out", None, "the dataset directory to write, e.g. <root>/cifar10-train-effnet_lite0 "
+                      "(see cnf_jax.data.feature_dataset.dataset_dir)", flag_values=fv)
+  flags.DEFINE_string("source_name", None, "short source name stored in the metadata (default: derived from "
+                      "--source)", flag_values=fv)
+  flags.DEFINE_integer("resolution", None, "input size in pixels (default: 224 for CNNs, 32 for pixels); images "
+                       "are resized (small ones upsampled) and centre-cropped to it", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "images per forward pass", flag_values=fv)
+  flags.DEFINE_integer("limit", None, "only the first N images (quick runs)", flag_values=fv)
+  flags.DEFINE_string("checkpoint", None, "MoCo v2 checkpoint (.pth.tar) for moco_v2", flag_values=fv)
+  flags.DEFINE_string("precision", "auto", "auto (bf16 on AMX/AVX512-BF16 CPUs and GPUs), bf16 or fp32", flag_values=fv)
+  flags.DEFINE_string("device", None, "cpu or cuda (default: cuda if available)", flag_values=fv)
+  flags.DEFINE_integer("threads", None, "torch CPU threads (default: torch's)", flag_values=fv)
+  flags.DEFINE_integer("workers", 2, "image decoding threads", flag_values=fv)
+  flags.DEFINE_integer("examples_per_shard", 5000, "examples per TFRecord shard", flag_values=fv)
+  flags.DEFINE_enum("bad_files", "skip", ["skip", "error"], "unreadable files in the source: skip and count "
+                    "them, or stop with an error", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir for tfds: sources", flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "rebuild --out even if it is complete", flag_values=fv)
+  flags.DEFINE_bool("no_progress", False, "no progress lines on stderr", flag_values=fv)
 
 
 def default_source_name(source: str) -> str:
@@ -59,17 +58,14 @@ def default_source_name(source: str) -> str:
   return base
 
 
-def main(argv=None) -> int:
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  try:
-    return run(args)
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__, required=("source", "split", "backbone", "out"))
+  return run(args)
 
 
-def run(args) -> int:
-  # Imported here so that --help and argument errors do not wait for torch.
+def run(args: flags.FlagValues) -> int:
+  # Imported here so that --help and flag errors do not wait for torch.
   import torch  # pylint: disable=import-outside-toplevel
   from cnf_jax.extract import backbones, pipeline, sources  # pylint: disable=import-outside-toplevel
 
@@ -97,4 +93,4 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -25,20 +25,21 @@ one device the key encoder's BN sees the whole (unshuffled) batch. GPU command
       --checkpoint=moco_v2_800ep_pretrain.pth.tar --out=moco_v2_32px.pth.tar \\
       --steps=20000 --batch_size=256 --lr=0.03 --device=cuda
 """
-import argparse
 import copy
 import json
 import math
 import os
 import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from absl import flags
 from PIL import Image, ImageEnhance, ImageFilter
 
+from cnf_jax import cli
 from cnf_jax.errors import UserInputError
 from cnf_jax.extract import backbones, sources
 from cnf_jax.files import atomic_write
@@ -215,35 +216,34 @@ def finetune(source: sources.Source, checkpoint: str, out: str, *, steps: int, b
           "images_per_s": round(steps * batch_size / seconds, 1), "out": out}
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m cnf_jax.extract.moco_finetune", description=__doc__.split("\n")[0])
-  p.add_argument("--source", required=True, help=sources.__doc__.split("\n")[0])
-  p.add_argument("--split", default="train")
-  p.add_argument("--checkpoint", required=True, help="MoCo v2 checkpoint to start from")
-  p.add_argument("--out", required=True, help="where to save the fine-tuned checkpoint (.pth.tar)")
-  p.add_argument("--steps", type=int, default=1000)
-  p.add_argument("--batch_size", type=int, default=256)
-  p.add_argument("--lr", type=float, default=0.03)
-  p.add_argument("--shrink", type=int, default=32, help="images are shrunk to this many pixels first")
-  p.add_argument("--resolution", type=int, default=224, help="... and upsampled back to this")
-  p.add_argument("--queue_size", type=int, default=65536)
-  p.add_argument("--temperature", type=float, default=0.2)
-  p.add_argument("--device", default=None)
-  p.add_argument("--seed", type=int, default=0)
-  args = p.parse_args(argv)
-  try:
-    source = sources.open_source(os.path.expanduser(args.source), args.split)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    result = finetune(source, args.checkpoint, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      shrink=args.shrink, resolution=args.resolution, queue_size=args.queue_size,
-                      temperature=args.temperature, device=device, seed=args.seed,
-                      log=lambda line: print(line, file=sys.stderr))
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("source", None, sources.__doc__.split("\n")[0], flag_values=fv)
+  flags.DEFINE_string("split", "train", "the split (folder name) of --source", flag_values=fv)
+  flags.DEFINE_string("checkpoint", None, "MoCo v2 checkpoint to start from", flag_values=fv)
+  flags.DEFINE_string("out", None, "where to save the fine-tuned checkpoint (.pth.tar)", flag_values=fv)
+  flags.DEFINE_integer("steps", 1000, "optimizer steps", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 256, "images per step", flag_values=fv)
+  flags.DEFINE_float("lr", 0.03, "SGD learning rate (cosine schedule from it)", flag_values=fv)
+  flags.DEFINE_integer("shrink", 32, "images are shrunk to this many pixels first", flag_values=fv)
+  flags.DEFINE_integer("resolution", 224, "... and upsampled back to this", flag_values=fv)
+  flags.DEFINE_integer("queue_size", 65536, "negative keys in the queue", flag_values=fv)
+  flags.DEFINE_float("temperature", 0.2, "InfoNCE temperature T", flag_values=fv)
+  flags.DEFINE_string("device", None, "cpu or cuda (default: cuda if available)", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "random seed (augmentations, data order)", flag_values=fv)
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__, required=("source", "checkpoint", "out"))
+  source = sources.open_source(os.path.expanduser(args.source), args.split)
+  device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+  result = finetune(source, args.checkpoint, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                    shrink=args.shrink, resolution=args.resolution, queue_size=args.queue_size,
+                    temperature=args.temperature, device=device, seed=args.seed,
+                    log=lambda line: print(line, file=sys.stderr))
   print(json.dumps(result))
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

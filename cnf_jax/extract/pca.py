@@ -11,13 +11,13 @@ components [dims, D]), so every split goes through the same map.
 
 numpy only: no torch needed.
 """
-import argparse
 import os
-import sys
-from typing import Dict
+from typing import Dict, Sequence
 
 import numpy as np
+from absl import flags
 
+from cnf_jax import cli
 from cnf_jax.data import feature_dataset as fd
 from cnf_jax.errors import UserInputError
 
@@ -65,22 +65,21 @@ def transform_dataset(src: str, transform: Dict[str, np.ndarray], fitted_on: str
   return out
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m cnf_jax.extract.pca", description=__doc__.split("\n")[0])
-  p.add_argument("--fit", required=True, help="feature dataset to fit on (the auxiliary data)")
-  p.add_argument("--apply", default="", help="comma-separated feature datasets to transform too")
-  p.add_argument("--dims", type=int, default=128)
-  p.add_argument("--overwrite", action="store_true")
-  args = p.parse_args(argv)
-  try:
-    transform = fit_pca(fd.load(args.fit).features, args.dims)
-    for path in [args.fit] + [a for a in args.apply.split(",") if a]:
-      print(transform_dataset(path, transform, os.path.basename(args.fit.rstrip("/")), overwrite=args.overwrite))
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("fit", None, "feature dataset to fit on (the auxiliary data)", flag_values=fv)
+  flags.DEFINE_list("apply", [], "comma-separated feature datasets to transform too", flag_values=fv)
+  flags.DEFINE_integer("dims", 128, "dimensions kept", flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "rewrite transformed datasets that exist", flag_values=fv)
+
+
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  args, _ = cli.parse(define_flags, argv, __doc__, required=("fit",))
+  transform = fit_pca(fd.load(args.fit).features, args.dims)
+  for path in [args.fit] + [a for a in args.apply if a]:
+    print(transform_dataset(path, transform, os.path.basename(args.fit.rstrip("/")), overwrite=args.overwrite))
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

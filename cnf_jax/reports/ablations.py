@@ -1,9 +1,9 @@
 """Plots and markdown tables of the ablation studies (paper 5.3, 5.4): AUROC curves and score histograms.
 
-  python -m cnf_jax.ablation_report --study=contamination --workdir=/tmp/cnf/contamination   # Fig. 6
-  python -m cnf_jax.ablation_report --study=narrow --workdir=/tmp/cnf/narrow                 # Fig. 7, 8
-  python -m cnf_jax.ablation_report --study=eps --workdir=/tmp/cnf/eps_ablation              # eps (A.3)
-  python -m cnf_jax.ablation_report --study=tabular --workdir=/tmp/cnf/tabular_sweep         # Fig. 9
+  python -m cnf_jax.report --study=contamination --workdir=/tmp/cnf/contamination   # Fig. 6
+  python -m cnf_jax.report --study=narrow --workdir=/tmp/cnf/narrow                 # Fig. 7, 8
+  python -m cnf_jax.report --study=eps --workdir=/tmp/cnf/eps_ablation              # eps (A.3)
+  python -m cnf_jax.report --study=tabular --workdir=/tmp/cnf/tabular_sweep         # Fig. 9
 
 `--workdir` is the sweep root (`python -m cnf_jax.sweep --config=configs/<study>.py
 --workdir=...`): one run per directory with config.json and, once finished,

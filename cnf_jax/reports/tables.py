@@ -2,10 +2,11 @@
 
 A sweep root holds one workdir per run (`<root>/<run name>`, see
 `config_lib.SweepRun`), each with config.json, metrics.jsonl and, once it
-finished, results.json. Used by `python -m launch.report`, the results explorer
-notebook (colab/results_explorer.ipynb), and the full report:
+finished, results.json. Used by the table that ends `python -m cnf_jax.sweep`
+(cnf_jax.reports.summary), the results explorer notebook (colab/results_explorer.ipynb),
+and the full report:
 
-  python -m cnf_jax.report <sweep root> [--out DIR] [--config configs/x.py] [--method cf]
+  python -m cnf_jax.report --workdir=<sweep root> [--out=DIR] [--config=configs/x.py] [--method=cf]
 
 which writes DIR/report.md (default <root>/report) with
   - the AUROC table (%): methods as rows, settings (classes) as columns plus
@@ -15,13 +16,11 @@ which writes DIR/report.md (default <root>/report) with
     results["auroc_by_group"], for one method;
   - the dataset-vs-dataset table from results["auroc_extra"];
   - what is missing: runs not finished or never launched, cells with fewer seeds;
-and the PNG plots of `cnf_jax.report_plots` (score histograms, Fig. 5 images).
+and the PNG plots of `cnf_jax.reports.plots` (score histograms, Fig. 5 images).
 """
-import argparse
 import json
 import os
 import re
-import sys
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -34,7 +33,7 @@ PAPER_METHODS = ("cf", "flow", "flow_ratio", "oe", "mse", "mse_ratio", "kde", "p
 METHOD_LABELS = {"cf": "CF", "flow": "Flow", "flow_ratio": "Flow-ratio", "oe": "OE", "mse": "MSE",
                  "mse_ratio": "MSE-ratio", "kde": "KDE", "pca": "PCA", "knn": "KNN", "lof": "LOF",
                  "abod": "ABOD", "mcd": "MCD"}
-SWEEP_FILE = "sweep.json"  # <root>/sweep.json: the declared run names, written by launch.sweep.
+SWEEP_FILE = "sweep.json"  # <root>/sweep.json: the declared run names, written by cnf_jax.sweep.
 
 
 def order_methods(methods: Iterable[str]) -> List[str]:
