@@ -67,6 +67,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("parallel", 1, "local, --novmap: how many runs at once (processes).", flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print what would run (every command), run nothing.", flag_values=fv)
   flags.DEFINE_bool("rerun", False, "Also run the runs that already have results.json.", flag_values=fv)
+  flags.DEFINE_bool("quiet", False, "No progress bars (for scripts); errors and the results still print.",
+                    flag_values=fv)
   flags.DEFINE_string("python", sys.executable, "local, --novmap: the Python that runs each run.", flag_values=fv)
   # Cloud TPU.
   flags.DEFINE_string("tpu", "cnf-jax", "tpu: TPU VM name (created if it does not exist).", flag_values=fv)
@@ -99,6 +101,9 @@ def main(argv: Sequence[str]) -> int:
   # Our progress at INFO; libraries (orbax logs every save) at WARNING.
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("cnf_jax").setLevel(logging.INFO)
+  if fv.quiet:
+    from cnf_jax.training import progress
+    progress.set_quiet(True)
   spec = launch.SweepSpec(fv.config, fv.arg, tuple(fv.set), tuple(r for r in fv.runs if r))
   vmap = use_vmap(fv)
   if fv.backend == "tpu":
