@@ -74,20 +74,23 @@ def test_a_run_stops_early_and_keeps_its_best_parameters(tmp_path):
 
 def test_resume_after_an_interruption_stops_at_the_same_step_with_the_same_scores(tmp_path, monkeypatch):
   path = _npz(tmp_path)
-  whole = experiment.train_and_evaluate(_config(path), str(tmp_path / "whole"))
-  # Interrupt the second run right after its checkpoint at step 100, then run it again.
+  whole_config = _config(path)
+  whole_config.train.checkpoint_every = 20
+  whole = experiment.train_and_evaluate(whole_config, str(tmp_path / "whole"))
+  assert whole["early_stopping"]["models"]["flow"]["stopped_at"] > 20
+  # Interrupt the second run right after the flow's first checkpoint (step 20), then run it again.
   original = Checkpoints.save
 
   def save_then_die(self, step, state):
     original(self, step, state)
-    if step == 100 and self.directory.endswith(os.path.join("checkpoints", "flow")):
+    if self.directory.endswith(os.path.join("checkpoints", "flow")):
       raise KeyboardInterrupt("killed")
 
   monkeypatch.setattr(Checkpoints, "save", save_then_die)
   with pytest.raises(KeyboardInterrupt):
-    experiment.train_and_evaluate(_config(path), str(tmp_path / "resumed"))
+    experiment.train_and_evaluate(whole_config, str(tmp_path / "resumed"))
   monkeypatch.setattr(Checkpoints, "save", original)
-  resumed = experiment.train_and_evaluate(_config(path), str(tmp_path / "resumed"))
+  resumed = experiment.train_and_evaluate(whole_config, str(tmp_path / "resumed"))
   assert resumed["early_stopping"] == whole["early_stopping"]
   with np.load(tmp_path / "whole" / "scores.npz") as a, np.load(tmp_path / "resumed" / "scores.npz") as b:
     for key in ("score_flow", "score_cf"):

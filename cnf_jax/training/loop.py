@@ -106,8 +106,10 @@ class _Stopping:
     variables = self.best_variables if self.best_variables is not None else like_variables
     # float32 / int32: what a checkpoint restores with jax's default (32-bit) types, so a resumed
     # run compares against exactly the value the uninterrupted one holds.
-    return {"best": np.float32(self.best), "best_step": np.int32(self.best_step), "bad": np.int32(self.bad),
-            "stopped_at": np.int32(self.stopped_at), "variables": variables}
+    # (0-d arrays: orbax saves arrays, not numpy scalars.)
+    return {"best": np.asarray(self.best, np.float32), "best_step": np.asarray(self.best_step, np.int32),
+            "bad": np.asarray(self.bad, np.int32), "stopped_at": np.asarray(self.stopped_at, np.int32),
+            "variables": variables}
 
   @classmethod
   def from_saved(cls, saved: Dict[str, Any]) -> "_Stopping":
