@@ -17,6 +17,7 @@ from typing import List, Sequence, Tuple
 
 from cnf_jax.errors import UserInputError
 from cnf_jax.experiments import config_lib
+from cnf_jax.files import atomic_write
 
 Command = Tuple[str, List[str]]   # (what it does, argv)
 
@@ -63,10 +64,8 @@ def write_declaration(root: str, spec: SweepSpec) -> None:
   os.makedirs(root, exist_ok=True)
   path = os.path.join(root, tables.SWEEP_FILE)
   # A temporary file per process: benchmarks/gpu/*.sh run one sweep process per seed on one root.
-  tmp = f"{path}.{os.getpid()}.tmp"
-  with open(tmp, "w") as f:
+  with atomic_write(path, suffix=f".{os.getpid()}") as f:
     json.dump({"config": spec.config, "arg": spec.arg, "runs": names}, f, indent=1)
-  os.replace(tmp, path)
 
 
 def is_finished(workdir: str) -> bool:
