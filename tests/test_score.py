@@ -31,10 +31,8 @@ def test_cli_reproduces_the_runs_test_scores_with_conformal_pvalues(run, tmp_pat
   proc = run_score(f"--workdir={workdir}", f"--input={tmp_path / 'new.npz'}", f"--out={tmp_path / 's.csv'}",
                    "--alpha=0.1")
   assert proc.returncode == 0, proc.stderr[-2000:]
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert summary == {"out": str(tmp_path / "s.csv"), "rows": 100, "method": "cf", "alpha": 0.1,
-                     "anomalies": summary["anomalies"], "calibration_inliers": 50}
   ids, scores, p, flagged = read_scores(tmp_path / "s.csv")
+  # The reference is what the run itself wrote at evaluation (scores.npz), not cnf_jax.score's code.
   ref = np.load(os.path.join(workdir, "scores.npz"))
   assert ids[:2] == ["row0", "row1"]
   np.testing.assert_array_equal(scores, ref["score_cf"])   # same models, same preprocessing
@@ -42,7 +40,19 @@ def test_cli_reproduces_the_runs_test_scores_with_conformal_pvalues(run, tmp_pat
   # and the k - 1 above it: p = (1 + k) / 51.
   inlier_p = np.sort(p[:50])
   np.testing.assert_allclose(inlier_p, np.arange(2, 52) / 51)
-  np.testing.assert_array_equal(flagged, (p <= 0.1).astype(int))
+  # Every row's p-value from the definition, p = (1 + #{calibration scores >= s}) / (n + 1),
+  # counted pairwise from the run's own scores.
+  calibration = ref["score_cf"][ref["is_anomaly"] == 0]
+  expected_p = (1 + (calibration[None, :] >= ref["score_cf"][:, None]).sum(1)) / (calibration.size + 1)
+  np.testing.assert_allclose(p, expected_p)
+  expected_flags = (expected_p <= 0.1).astype(int)
+  np.testing.assert_array_equal(flagged, expected_flags)
+  # 4 inliers have p <= 0.1 (2/51 ... 5/51); of the 50 anomalies the run flags 31 (measured). Scores
+  # that do not separate them would flag about 4, so a broken model fails the bound of 15.
+  assert expected_flags[50:].sum() >= 15, expected_flags
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary == {"out": str(tmp_path / "s.csv"), "rows": 100, "method": "cf", "alpha": 0.1,
+                     "anomalies": int(expected_flags.sum()), "calibration_inliers": 50}
 
 
 @pytest.mark.parametrize("method", ["flow", "flow_ratio"])
