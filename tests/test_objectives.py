@@ -29,6 +29,18 @@ def test_clamped_term_has_no_gradient_below_eps():
   np.testing.assert_allclose(grad_in, [-0.5, -0.5])
 
 
+def test_contrastive_loss_is_flat_below_eps_and_linear_above():
+  """Eq. 3's clamp as a function of one contrastive log-density y (two more fixed at 1 and -9)."""
+  loss = lambda y: objectives.contrastive_loss(jnp.array([-2.0]), jnp.array([y, 1.0, -9.0]), eps=-1.0)
+  # = 2 + (max(y, -1) + 1 + max(-9, -1)) / 3 = 2 + max(y, -1) / 3.
+  # Below eps the point contributes eps, however far down the flow pushes it: the loss is bounded.
+  for y in (-1.0, -3.0, -1e4):
+    assert float(loss(y)) == pytest.approx(2.0 - 1.0 / 3)
+  # Above eps it contributes itself, slope 1/M (M = 3 contrastive points).
+  assert float(loss(2.0)) == pytest.approx(2.0 + 2.0 / 3)
+  np.testing.assert_allclose([jax.grad(loss)(y) for y in (-3.0, -1e4, 0.0, 5.0)], [0.0, 0.0, 1 / 3, 1 / 3])
+
+
 def test_auto_eps_is_quantile_plus_offset():
   log_p = np.arange(100, dtype=np.float64)   # 10% quantile = 9.9
   assert objectives.auto_eps(log_p) == pytest.approx(9.9 + math.log(10))
@@ -47,7 +59,12 @@ def test_sphere_projection_and_noise():
     preprocessing.apply(np.zeros((2, 2)), "sphere", {})
   noisy = preprocessing.add_noise(jax.random.key(0), jnp.zeros((20000, 2)), 0.02)
   assert float(jnp.std(noisy)) == pytest.approx(0.02, rel=0.03)
-  assert preprocessing.add_noise(jax.random.key(0), jnp.ones((3, 2)), 0.0) is not None
+  # The noise is added to x: the same key on shifted inputs gives the same noise, shifted.
+  shifted = preprocessing.add_noise(jax.random.key(0), jnp.full((20000, 2), 5.0), 0.02)
+  np.testing.assert_allclose(shifted - 5.0, noisy, atol=1e-5)
+  # std 0 (the toy configs) leaves the batch exactly as it was.
+  x = jnp.arange(6.0).reshape(3, 2)
+  np.testing.assert_array_equal(preprocessing.add_noise(jax.random.key(0), x, 0.0), x)
 
 
 def test_standardize_uses_training_statistics_and_survives_constant_columns():

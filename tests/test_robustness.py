@@ -8,7 +8,6 @@ feature arrays and a workdir of another feature dimension (test_cli.py).
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -16,8 +15,7 @@ import numpy as np
 import pytest
 
 from cli_util import ROOT, run_main
-import test_score
-from test_score import HAS_EXTRACTOR
+import score_util
 from cnf_jax.detector import ContrastiveFlowDetector
 from cnf_jax.errors import UserInputError
 
@@ -105,8 +103,15 @@ def test_estimator_bad_input(fitted, tmp_path, case, call, message):
 # ---- the score CLI ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  return test_score.shared_run(tmp_path_factory)
+def shared(tmp_path_factory):
+  return score_util.shared_run(tmp_path_factory)
+
+
+@pytest.fixture
+def run(shared):
+  """The finished run shared with test_score.py (score_util); it must come back unchanged from every test."""
+  yield shared
+  score_util.assert_unchanged(shared[0])
 
 
 def _features(tmp_path, x, **extra):
@@ -122,7 +127,7 @@ def _csv(tmp_path, text):
 def _other_architecture_run(workdir, tmp_path):
   """A copy of the run whose config.json says hidden=(16,): its checkpoints no longer fit."""
   other = tmp_path / "other"
-  shutil.copytree(workdir, other)
+  score_util.copy_run(workdir, other)
   config = json.loads((other / "config.json").read_text())
   config["flow"]["hidden"] = [16]
   (other / "config.json").write_text(json.dumps(config))
@@ -131,7 +136,7 @@ def _other_architecture_run(workdir, tmp_path):
 
 def _unfinished_run(workdir, tmp_path):
   other = tmp_path / "unfinished"
-  shutil.copytree(workdir, other)
+  score_util.copy_run(workdir, other)
   os.remove(other / "results.json")
   return str(other)
 
@@ -193,7 +198,7 @@ def test_score_cli_exits_2_with_one_error_line(run, tmp_path, case):
   args = {"wrong_feature_dimension": [f"--input={_features(tmp_path, _data(5, 4))}"],
           "non_numeric_csv_cell": [f"--input={_csv(tmp_path, 'a,b,c' + chr(10) + '1,x,3' + chr(10))}"],
           "missing_flag": []}[case]
-  proc = test_score.run_score(f"--workdir={workdir}", *args, f"--out={tmp_path / 's.csv'}")
+  proc = score_util.run_score(f"--workdir={workdir}", *args, f"--out={tmp_path / 's.csv'}")
   assert proc.returncode == 2, proc.stderr[-2000:]
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
   assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -203,11 +208,11 @@ def test_score_cli_exits_2_with_one_error_line(run, tmp_path, case):
 # ---- the training CLI ---------------------------------------------------------------------------
 
 def _npz(tmp_path, **overrides):
-  return str(test_score.write_features(tmp_path / "f.npz")) if not overrides else _npz_with(tmp_path, overrides)
+  return str(score_util.write_features(tmp_path / "f.npz")) if not overrides else _npz_with(tmp_path, overrides)
 
 
 def _npz_with(tmp_path, overrides):
-  path = test_score.write_features(tmp_path / "f.npz")
+  path = score_util.write_features(tmp_path / "f.npz")
   with np.load(path) as f:
     arrays = dict(f)
   arrays.update(overrides)
@@ -252,9 +257,8 @@ def test_main_cli_bad_input(tmp_path, case, args, message):
   assert not (tmp_path / "w" / "results.json").exists()
 
 
-# ---- the extractor (runs once cnf_jax.extract is merged in) -------------------------------------
+# ---- the extractor ------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not HAS_EXTRACTOR, reason="cnf_jax.extract is not in this branch yet (after the merge)")
 def test_extract_non_image_file_is_named(tmp_path):
   from PIL import Image
   root = tmp_path / "imgs" / "train" / "cat"
@@ -271,7 +275,6 @@ def test_extract_non_image_file_is_named(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(not HAS_EXTRACTOR, reason="cnf_jax.data.feature_dataset is not in this branch yet (after the merge)")
 def test_truncated_feature_shard_is_named(tmp_path):
   from cnf_jax.data import feature_dataset as fd
   path = str(tmp_path / "ds")

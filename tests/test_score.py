@@ -2,77 +2,26 @@
 import csv
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from cli_util import ROOT
 from conftest import CONFIGS
-
-# Both extractor stages must be in this checkout: an editable install of another checkout
-# can make `cnf_jax.extract` importable from there while `cnf_jax.data.feature_dataset` is not.
-HAS_EXTRACTOR = all(os.path.exists(os.path.join(ROOT, "cnf_jax", p)) for p in ("extract", "data/feature_dataset.py"))
-
-
-def write_features(path, dim=3, n=200, seed=0):
-  rng = np.random.default_rng(seed)
-  np.savez(path, inliers=rng.normal(size=(n, dim)) * [1.0, 3.0, 0.5][:dim] + 2.0,
-           contrastive=rng.normal(size=(n, dim)),
-           test=rng.normal(size=(100, dim)) + np.repeat([[2.0], [0.0]], 50, axis=0),
-           test_is_anomaly=np.repeat([0, 1], 50))
-  return path
-
-
-def finished_run(tmp_path, normalize="standardize"):
-  """A finished npz runlocal run (all three methods) in tmp_path/run, trained in-process."""
-  sys.path.insert(0, CONFIGS)
-  import npz as npz_config
-  from cnf_jax.experiments import experiment
-  from cnf_jax.data import preprocessing
-  from cnf_jax.tasks import npz as npz_task
-
-  config = npz_config.get_config("runlocal")
-  config.data.path = str(write_features(tmp_path / "features.npz"))
-  config.preprocess.normalize = normalize
-  workdir = str(tmp_path / "run")
-  experiment.train_and_evaluate(config, workdir)
-  # The run records the statistics it used: preprocessing.fit on its training inliers.
-  inliers = npz_task.load_data(config).inliers.astype(np.float32)
-  method, stats = preprocessing.load(os.path.join(workdir, "preprocessing.json"))
-  assert method == normalize
-  for key, value in preprocessing.fit(inliers, normalize).items():
-    np.testing.assert_array_equal(stats[key], value)
-  return workdir, config
-
-
-_SHARED = {}
-
-
-def shared_run(tmp_path_factory):
-  """One finished run per test session, shared by the score tests and the bad-input catalogue."""
-  if "run" not in _SHARED:
-    _SHARED["run"] = finished_run(tmp_path_factory.mktemp("score"))
-  return _SHARED["run"]
+import score_util
+from score_util import read_scores, run_score
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  return shared_run(tmp_path_factory)
+def shared(tmp_path_factory):
+  return score_util.shared_run(tmp_path_factory)
 
 
-def read_scores(path):
-  with open(path, newline="") as f:
-    rows = list(csv.DictReader(f))
-  return ([r["id"] for r in rows], np.array([float(r["score"]) for r in rows]),
-          np.array([float(r["p_value"]) for r in rows]), np.array([int(r["is_anomaly"]) for r in rows]))
-
-
-def run_score(*args):
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.run([sys.executable, "-m", "cnf_jax.score", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def run(shared):
+  """The shared finished run; it must come back unchanged from every test."""
+  yield shared
+  score_util.assert_unchanged(shared[0])
 
 
 def test_cli_reproduces_the_runs_test_scores_with_conformal_pvalues(run, tmp_path):
@@ -82,10 +31,8 @@ def test_cli_reproduces_the_runs_test_scores_with_conformal_pvalues(run, tmp_pat
   proc = run_score(f"--workdir={workdir}", f"--input={tmp_path / 'new.npz'}", f"--out={tmp_path / 's.csv'}",
                    "--alpha=0.1")
   assert proc.returncode == 0, proc.stderr[-2000:]
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert summary == {"out": str(tmp_path / "s.csv"), "rows": 100, "method": "cf", "alpha": 0.1,
-                     "anomalies": summary["anomalies"], "calibration_inliers": 50}
   ids, scores, p, flagged = read_scores(tmp_path / "s.csv")
+  # The reference is what the run itself wrote at evaluation (scores.npz), not cnf_jax.score's code.
   ref = np.load(os.path.join(workdir, "scores.npz"))
   assert ids[:2] == ["row0", "row1"]
   np.testing.assert_array_equal(scores, ref["score_cf"])   # same models, same preprocessing
@@ -93,7 +40,19 @@ def test_cli_reproduces_the_runs_test_scores_with_conformal_pvalues(run, tmp_pat
   # and the k - 1 above it: p = (1 + k) / 51.
   inlier_p = np.sort(p[:50])
   np.testing.assert_allclose(inlier_p, np.arange(2, 52) / 51)
-  np.testing.assert_array_equal(flagged, (p <= 0.1).astype(int))
+  # Every row's p-value from the definition, p = (1 + #{calibration scores >= s}) / (n + 1),
+  # counted pairwise from the run's own scores.
+  calibration = ref["score_cf"][ref["is_anomaly"] == 0]
+  expected_p = (1 + (calibration[None, :] >= ref["score_cf"][:, None]).sum(1)) / (calibration.size + 1)
+  np.testing.assert_allclose(p, expected_p)
+  expected_flags = (expected_p <= 0.1).astype(int)
+  np.testing.assert_array_equal(flagged, expected_flags)
+  # 4 inliers have p <= 0.1 (2/51 ... 5/51); of the 50 anomalies the run flags 31 (measured). Scores
+  # that do not separate them would flag about 4, so a broken model fails the bound of 15.
+  assert expected_flags[50:].sum() >= 15, expected_flags
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary == {"out": str(tmp_path / "s.csv"), "rows": 100, "method": "cf", "alpha": 0.1,
+                     "anomalies": int(expected_flags.sum()), "calibration_inliers": 50}
 
 
 @pytest.mark.parametrize("method", ["flow", "flow_ratio"])
@@ -113,16 +72,15 @@ def test_csv_input_and_other_methods(run, tmp_path, method):
   np.testing.assert_array_equal(scores, np.load(os.path.join(workdir, "scores.npz"))[f"score_{method}"])
 
 
-def test_without_preprocessing_json_the_stats_are_recomputed_from_the_run_data(run, tmp_path):
+def test_without_preprocessing_json_the_stats_are_recomputed_from_the_run_data(run, tmp_path, capsys):
   from cnf_jax import score
   workdir, config = run
   np.savez(tmp_path / "new.npz", features=np.load(config.data.path)["test"])
   score.score(workdir, str(tmp_path / "new.npz"), str(tmp_path / "a.csv"))
-  os.rename(os.path.join(workdir, "preprocessing.json"), os.path.join(workdir, "p.json"))
-  try:
-    score.score(workdir, str(tmp_path / "new.npz"), str(tmp_path / "b.csv"))
-  finally:
-    os.rename(os.path.join(workdir, "p.json"), os.path.join(workdir, "preprocessing.json"))
+  old_run = score_util.copy_run(workdir, tmp_path / "old_run")   # a run from before preprocessing.json
+  os.remove(os.path.join(old_run, "preprocessing.json"))
+  score.score(old_run, str(tmp_path / "new.npz"), str(tmp_path / "b.csv"))
+  assert "preprocessing.json not found; recomputing" in capsys.readouterr().err   # the fallback ran
   assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
 
@@ -136,8 +94,6 @@ def test_preprocessing_save_load_round_trip(tmp_path):
   np.testing.assert_array_equal(preprocessing.apply(x, method, loaded), preprocessing.apply(x, "standardize", stats))
 
 
-@pytest.mark.skipif(not HAS_EXTRACTOR,
-                    reason="cnf_jax.extract is not in this branch yet (after the merge)")
 @pytest.mark.parametrize("backbone", ["pixels", "pixels_pca8"])
 def test_image_folder_and_zip_are_scored_through_the_runs_backbone(tmp_path, backbone):
   """A run on features of 4x4 images; images scored by path give the scores of their features.
