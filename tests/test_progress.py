@@ -25,7 +25,7 @@ def test_log_lines_off_a_terminal_are_throttled_and_end_with_the_total():
   lines = out.getvalue().splitlines()
   assert len(lines) == 2, lines
   assert lines[0].startswith("cf  150/300 steps") and "ETA " in lines[0] and "loss=1.5" in lines[0]
-  assert "300/300 steps" in lines[1] and "done in" in lines[1] and "steps/s" in lines[1]
+  assert "300/300 steps" in lines[1] and "took " in lines[1] and "steps/s" in lines[1]
 
 
 def test_a_terminal_gets_one_redrawn_bar():

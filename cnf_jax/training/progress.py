@@ -63,7 +63,8 @@ class Progress:
       filled = int(20 * self.done / max(1, self.total))
       parts.insert(1, "[" + "#" * filled + "-" * (20 - filled) + "]")
     parts.append(f"{rate:.3g} {self.unit}/s")
-    parts.append("done in " + format_seconds(elapsed) if self.done >= self.total
+    # "took", not "done": notebooks and logs grep run status lines for " done ".
+    parts.append("took " + format_seconds(elapsed) if self.done >= self.total
                  else "ETA " + (format_seconds(eta) if eta == eta else "?"))
     parts += [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()]
     return "  ".join(parts)
