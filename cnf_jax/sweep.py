@@ -11,10 +11,12 @@ import sys
 import time
 from typing import Sequence
 
+from cnf_jax import disk
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.experiments import config_lib
 from cnf_jax.experiments.sweep import run_declared_sweep
 from cnf_jax.training import host_memory
+from cnf_jax.training import preemption
 
 
 def main(argv: Sequence[str]) -> None:
@@ -29,16 +31,28 @@ def main(argv: Sequence[str]) -> None:
           file=sys.stderr)
     sys.exit(2)
   start = time.perf_counter()
+  preemption.install()   # SIGTERM: checkpoint every run at the next chunk end, exit 75
+  from cnf_jax.training.checkpoints import quiet_orbax_after_failures
+  quiet_orbax_after_failures()
   try:
     host_memory.configure(default="default")
     results = run_declared_sweep(FLAGS.config, FLAGS.workdir, FLAGS.arg, [r for r in FLAGS.runs if r],
-                                 config_lib.parse_assignments(FLAGS.set))
+                                 config_lib.parse_assignments(FLAGS.set), wait=FLAGS.wait)
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   except NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
+  except preemption.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_PREEMPTED)
+  except Exception as e:
+    if not disk.is_disk_full(e):
+      raise
+    print(f"error: no space left on the device ({getattr(e, 'filename', None) or FLAGS.workdir}); free some "
+          "space and rerun the same command (it resumes from the last checkpoints)", file=sys.stderr)
+    sys.exit(2)
   for name, r in results.items():
     print(json.dumps({"run": name, "auroc": r["auroc"]}))
   print(json.dumps({"runs": len(results), "seconds": round(time.perf_counter() - start, 1)}))
@@ -52,4 +66,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Sweep root; run r writes to <workdir>/<r.name>.")
   flags.DEFINE_list("runs", [], "Only these run names (default: all).")
   flags.DEFINE_multi_string("set", [], "KEY=VALUE set in every run's config, e.g. data.path=/x.npz.")
+  flags.DEFINE_bool("wait", False, "Wait for other processes that run in these workdirs instead of exiting 2.")
   app.run(main)

@@ -34,6 +34,7 @@ from cnf_jax.data.mixture import make_sampler
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow
 from cnf_jax.training import plan
+from cnf_jax.training import preemption
 from cnf_jax.training.checkpoints import Checkpoints
 from cnf_jax.training.train import (MetricsWriter, data_mesh, global_batch, make_optimizer, make_train_step,
                                     replicate, start_state, to_host)
@@ -167,6 +168,26 @@ def _common_start(ckpts: Sequence[Optional[Checkpoints]]) -> int:
   return start
 
 
+def _restore_common(ckpts: Sequence[Optional[Checkpoints]], states: List[Any], jobs: Sequence[Job],
+                    start: int) -> Tuple[int, List[Any]]:
+  """(step, states): every model restored at the newest step <= start that all of them can
+  restore (a damaged step is moved aside and an older one tried, see Checkpoints.restore_newest);
+  (0, states) to train from scratch when no common step restores."""
+  while start:
+    restored = [c.restore_newest(s, start, job.label) for c, s, job in zip(ckpts, states, jobs)]
+    steps = {step for step, _ in restored}
+    if steps == {start}:
+      return start, [state for _, state in restored]
+    start = min(steps)
+  return 0, states
+
+
+def _close(ckpts: Sequence[Optional[Checkpoints]]) -> None:
+  for ckpt in ckpts:
+    if ckpt is not None:
+      ckpt.close()
+
+
 def _check_finite(jobs: Sequence[Job], ckpts, losses: np.ndarray, first_step: int, hint: str) -> None:
   """NonFiniteLossError for the first model whose chunk losses [N, L] hold inf or NaN."""
   for job, ckpt, row in zip(jobs, ckpts, losses):
@@ -222,10 +243,13 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
   eps = replicate(jnp.asarray([job.inputs.objective.eps for job in jobs], jnp.float32), replicated)
   ckpts = [Checkpoints(job.checkpoint_dir, keep=tc.keep_checkpoints) if job.checkpoint_dir else None
            for job in jobs]
-  start = _common_start(ckpts)
+  start, states = _restore_common(ckpts, states, jobs, _common_start(ckpts))
   if start:
-    states = [c.restore(start, s) for c, s in zip(ckpts, states)]
     logger.info("model %s%s: resumed from step %d", name, f" of {len(jobs)} runs" if len(jobs) > 1 else "", start)
+  if preemption.requested() and start < steps:   # SIGTERM before this model started: nothing new to save
+    _close(ckpts)
+    raise preemption.Preempted(f"model {name}: stopped by SIGTERM at step {start} of {steps}; "
+                               "rerun the same command to resume")
   for job in jobs:
     if job.writer is not None:
       # Lines past the restored step (or all of them, when the first checkpoint never completed)
@@ -255,16 +279,19 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
       losses[i].append(row)
     pending.append(metrics)
     save = any(ckpts) and (b % tc.checkpoint_every == 0 or b == steps)
+    stop = preemption.requested() and b < steps   # SIGTERM: save this chunk end and stop
     if save or b % tc.log_every == 0 or b == steps:
       now = time.perf_counter()
       _log(name, jobs, pending, b, (b - tick_step) / max(now - tick, 1e-9))
       pending, tick, tick_step = [], now, b
-    if save:
+    if save or (stop and any(ckpts)):
       for i, ckpt in enumerate(ckpts):
         ckpt.save(b, _unstack(state, i))
-  for ckpt in ckpts:
-    if ckpt is not None:
-      ckpt.close()
+    if stop:
+      _close(ckpts)
+      raise preemption.Preempted(f"model {name}: stopped by SIGTERM at step {b} of {steps}, " + (
+          "checkpoint saved; rerun the same command to resume" if any(ckpts) else "nothing saved (no checkpoints)"))
+  _close(ckpts)
   return [Fitted(to_host({"params": _unstack(state.params, i), "constants": _unstack(state.constants, i)}),
                  np.concatenate(losses[i]) if losses[i] else np.zeros(0, np.float32), start)
           for i in range(len(jobs))]
