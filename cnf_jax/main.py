@@ -13,6 +13,11 @@ import re
 import sys
 import time
 
+from cnf_jax.training import preemption
+if __name__ == "__main__":
+  # Before the imports below (jax: seconds): a SIGTERM from here on stops before training, exit 75.
+  preemption.install()
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -21,7 +26,6 @@ from ml_collections import config_flags
 from cnf_jax import disk
 from cnf_jax.experiments import config_lib
 from cnf_jax.training import host_memory
-from cnf_jax.training import preemption
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/toy2d.py or configs/oneclass.py:deer.",
@@ -100,7 +104,6 @@ def main(argv):
   # Our progress at INFO; libraries (orbax logs every save) at WARNING.
   logging.set_verbosity(logging.WARNING)
   py_logging.getLogger("cnf_jax").setLevel(py_logging.INFO)
-  preemption.install()   # SIGTERM: checkpoint at the next chunk end, exit 75
   from cnf_jax.training.checkpoints import quiet_orbax_after_failures
   quiet_orbax_after_failures()
   if flags.FLAGS.distributed or flags.FLAGS.coordinator_address:

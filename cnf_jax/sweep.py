@@ -11,12 +11,16 @@ import sys
 import time
 from typing import Sequence
 
+from cnf_jax.training import preemption
+if __name__ == "__main__":
+  # Before the imports below (jax: seconds): SIGTERM checkpoints every run at the next chunk end, exit 75.
+  preemption.install()
+
 from cnf_jax import disk
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.experiments import config_lib
 from cnf_jax.experiments.sweep import run_declared_sweep
 from cnf_jax.training import host_memory
-from cnf_jax.training import preemption
 
 
 def main(argv: Sequence[str]) -> None:
@@ -31,7 +35,6 @@ def main(argv: Sequence[str]) -> None:
           file=sys.stderr)
     sys.exit(2)
   start = time.perf_counter()
-  preemption.install()   # SIGTERM: checkpoint every run at the next chunk end, exit 75
   from cnf_jax.training.checkpoints import quiet_orbax_after_failures
   quiet_orbax_after_failures()
   try:
