@@ -55,10 +55,12 @@ def _copy_unfinished(finished, tmp_path, name="run"):
   return workdir
 
 
-def _truncate_data_file(step_dir):
-  files = sorted(glob.glob(f"{step_dir}/default/ocdbt.process_0/d/*"), key=os.path.getsize)
-  blob = open(files[-1], "rb").read()
-  open(files[-1], "wb").write(blob[:len(blob) // 2])
+def _truncate_data_files(step_dir):
+  # Every data file: a step's files also hold superseded b-tree nodes, so one truncated file
+  # may be one the restore never reads.
+  for f in glob.glob(f"{step_dir}/default/**/d/*", recursive=True):
+    blob = open(f, "rb").read()
+    open(f, "wb").write(blob[:len(blob) // 2])
 
 
 def _empty_metadata(step_dir):
@@ -72,7 +74,7 @@ def _garble_manifest(step_dir):
     open(f, "wb").write(bytes(blob))
 
 
-CORRUPTIONS = {"truncated_data_file": _truncate_data_file, "empty_metadata": _empty_metadata,
+CORRUPTIONS = {"truncated_data_files": _truncate_data_files, "empty_metadata": _empty_metadata,
                "garbled_manifest": _garble_manifest}
 
 
@@ -98,7 +100,7 @@ def test_no_restorable_checkpoint_retrains_the_model_from_scratch(finished, tmp_
   from cnf_jax.experiments import experiment
   workdir = _copy_unfinished(finished, tmp_path)
   _empty_metadata(os.path.join(workdir, "checkpoints", "flow", "40"))
-  _truncate_data_file(os.path.join(workdir, "checkpoints", "flow", "20"))
+  _truncate_data_files(os.path.join(workdir, "checkpoints", "flow", "20"))
   with caplog.at_level(logging.INFO, logger="cnf_jax"):
     results = experiment.train_and_evaluate(_config(), workdir)
   assert results == finished[1]

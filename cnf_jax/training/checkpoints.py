@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 def _reason(error: BaseException) -> str:
   """The first line of an orbax / tensorstore error, short enough for one log line."""
   text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  text = text.split(" See full TensorStore details")[0]   # the rest is a repr of the whole spec
   return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
 
 
@@ -79,19 +80,33 @@ def _orbax_thread_errors_silenced() -> Iterator[None]:
     absl_logger.removeFilter(dropper)
 
 
+def _from_orbax(obj) -> bool:
+  code = getattr(obj, "cr_code", None)   # a coroutine
+  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
+class _DropOrbaxTaskErrors(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith("Task exception was never retrieved") and f"{os.sep}orbax{os.sep}" in message)
+
+
 def quiet_orbax_after_failures() -> None:
-  """For the CLIs: after a failed read or write, orbax's tensorstore callbacks still arrive on
-  its already closed event loop and each prints an ignored 'RuntimeError: Event loop is closed'
-  traceback; the failure itself is reported (one line), so those are dropped. Everything else
-  still reaches the previous hook."""
+  """For the CLIs: after a failed read or write (a damaged checkpoint, a full disk), orbax leaves
+  tasks and coroutines behind whose errors Python prints later, one traceback each, and its
+  tensorstore callbacks still arrive on its closed event loop ('Event loop is closed'). The
+  failure itself is reported (one line), so those copies are dropped; everything else still
+  reaches the previous hook and the asyncio logger."""
   previous = sys.unraisablehook
 
   def hook(unraisable):
-    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+    closed_loop = isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+    if closed_loop or _from_orbax(unraisable.object):
       return
     previous(unraisable)
 
   sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(_DropOrbaxTaskErrors())
 
 
 class Checkpoints:
