@@ -4,12 +4,15 @@
     np.savez(f, x=x)
   write_json_atomic(path, {"auroc": ...})
 
-On an exception inside the block the temporary file is removed and `path` is untouched.
+On an exception inside the block the temporary file is removed and `path` is untouched;
+a full disk becomes disk.DiskFullError (one line naming the path and the space it needs).
 """
 import contextlib
 import json
 import os
 from typing import IO, Iterator
+
+from cnf_jax import disk
 
 
 @contextlib.contextmanager
@@ -28,9 +31,12 @@ def atomic_write(path: str, mode: str = "w", suffix: str = "", fsync: bool = Fal
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
+    written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
+    if isinstance(e, Exception) and not isinstance(e, disk.DiskFullError) and disk.is_disk_full(e):
+      raise disk.full_error(path, written, os.path.basename(path), lower_bound=True) from None
     raise
 
 

@@ -1,7 +1,10 @@
 """Command line: python -m cnf_jax.main --config=configs/<x>.py[:arg] --workdir=<dir> [--config.a.b=v ...]
 
 Only parses flags; the work is `cnf_jax.experiments.experiment.train_and_evaluate`.
-Bad input (UserInputError) prints one line "error: ..." and exits with 2.
+
+Exit codes: 0 done; 2 bad input, a workdir in use by another process (without --wait),
+a read-only workdir without this finished run, or a full disk (one "error: ..." line);
+3 a non-finite loss; 75 stopped by SIGTERM after saving a checkpoint (rerun to resume).
 """
 import json
 import logging as py_logging
@@ -10,11 +13,17 @@ import re
 import sys
 import time
 
+from cnf_jax.training import preemption
+if __name__ == "__main__":
+  # Before the imports below (jax: seconds): a SIGTERM from here on stops before training, exit 75.
+  preemption.install()
+
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from cnf_jax import disk
 from cnf_jax.experiments import config_lib
 from cnf_jax.training import host_memory
 from cnf_jax.errors import NonFiniteLossError, UserInputError
@@ -22,6 +31,8 @@ from cnf_jax.errors import NonFiniteLossError, UserInputError
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/toy2d.py or configs/oneclass.py:deer.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results (resumes if it exists).")
+flags.DEFINE_bool("wait", False, "If another process runs in --workdir, wait for it to end instead of exiting "
+                  "with code 2.")
 # Multi-host data parallelism: every process runs the same command; the workdir must be one
 # directory all processes see (process 0 writes results and metrics, orbax coordinates checkpoints).
 flags.DEFINE_bool("quiet", False, "No progress bars (for scripts); errors and the final JSON line still print.")
@@ -97,16 +108,26 @@ def main(argv):
   if flags.FLAGS.quiet:
     from cnf_jax.training import progress
     progress.set_quiet(True)
+  from cnf_jax.training.checkpoints import quiet_orbax_after_failures
+  quiet_orbax_after_failures()
   if flags.FLAGS.distributed or flags.FLAGS.coordinator_address:
     start_distributed(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id)
   from cnf_jax.experiments import experiment  # imported late: flags parse fast, jax loads only for real runs.
   start = time.perf_counter()
   try:
-    results = experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    results = experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir, wait=flags.FLAGS.wait)
   except UserInputError as e:
     _fail(str(e))
   except NonFiniteLossError as e:
     _fail(str(e), EXIT_NON_FINITE)
+  except preemption.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_PREEMPTED)
+  except Exception as e:
+    if not disk.is_disk_full(e):   # a full disk where no writer expected it (a library's own files)
+      raise
+    _fail(f"no space left on the device ({getattr(e, 'filename', None) or flags.FLAGS.workdir}): "
+          "free some space and rerun the same command (it resumes from the last checkpoint)")
   seconds = time.perf_counter() - start
   summary = {"auroc": results["auroc"], "aupr": results["aupr"], "fpr95": results["fpr95"],
              "seconds": round(seconds, 1),

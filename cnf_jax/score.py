@@ -83,46 +83,68 @@ def load_run(workdir: str, method: Optional[str]):
     raise UserInputError(f"--method={method!r}: this run trained {', '.join(flow_methods) or 'no flow'}; "
                          "baselines are scored only inside runs")
   dim = int(results["feature_dim"])
-  log_prob_fns = {name: _restore(workdir, config, name, dim) for name in plan.METHODS[method].models}
+  log_prob_fns = {name: _restore(workdir, config, name, dim, int(config.train[plan.MODELS[name].steps_key]))
+                  for name in plan.METHODS[method].models}
 
   scores_path = os.path.join(workdir, "scores.npz")
+  from cnf_jax.data.npz_file import read_npz
+  if not os.path.exists(scores_path):
+    raise UserInputError(f"{scores_path} not found; rerun the run's cnf_jax.main command on this workdir to write it")
   try:
-    with np.load(scores_path, allow_pickle=False) as f:
-      calibration = f[f"score_{method}"][~f["is_anomaly"].astype(bool)]
-  except (OSError, KeyError, ValueError) as e:
-    raise UserInputError(f"{scores_path}: no readable scores of method {method!r} ({type(e).__name__})") from None
+    scores = read_npz(scores_path)
+  except UserInputError as e:
+    raise UserInputError(f"{e}; rerun the run's cnf_jax.main command on this workdir to rewrite it") from None
+  key = f"score_{method}"
+  if key not in scores or "is_anomaly" not in scores or scores[key].shape != scores["is_anomaly"].shape:
+    raise UserInputError(f"{scores_path}: no scores of method {method!r} with their is_anomaly labels; "
+                         "rerun the run's cnf_jax.main command on this workdir to rewrite it")
+  calibration = scores[key][~scores["is_anomaly"].astype(bool)]
   return config, method, dim, log_prob_fns, _preprocessing(workdir, config), calibration
 
 
-def _restore(workdir: str, config, name: str, dim: int):
-  """x [N, D] -> log p(x) [N] of model `name`, restored from its latest checkpoint."""
+def _restore(workdir: str, config, name: str, dim: int, final_step: int):
+  """x [N, D] -> log p(x) [N] of model `name`, restored from its final checkpoint.
+
+  Only the final step will do: the run's scores.npz (the p-value calibration) was made with
+  it. A damaged final step is a one-line error; rerunning the run's cnf_jax.main command
+  rebuilds it from the newest intact step (bit-identical), and nothing here writes.
+  """
   import jax
   import numpy as np
-  from flax import traverse_util
   from cnf_jax.evaluation import metrics
   from cnf_jax.flows import flow_from_config, init_flow
-  from cnf_jax.training.checkpoints import Checkpoints
+  from cnf_jax.training.checkpoints import Checkpoints, check_finite, check_shapes
 
   directory = os.path.join(workdir, "checkpoints", name)
-  if not os.path.isdir(directory):  # checked first: Checkpoints() would create it.
+  if not os.path.isdir(directory):
     raise UserInputError(f"model {name!r} has no checkpoints in {directory}")
   model = flow_from_config(config.flow, dim)
-  ckpts = Checkpoints(directory)
+  ckpts = Checkpoints(directory, read_only=True)
   step = ckpts.latest_step()
   if step is None:
     raise UserInputError(f"model {name!r} has no complete checkpoint in {directory}")
+  rerun = "rerun the run's cnf_jax.main command on this workdir: it rebuilds the final model from the newest intact step"
+  if step != final_step:
+    raise UserInputError(f"model {name!r}: the newest checkpoint in {directory} is step {step}, not the run's "
+                         f"final step {final_step}; {rerun}")
   try:
     variables = ckpts.restore_variables(step)
+  except Exception as e:  # orbax and tensorstore raise many types (even bare Exception) for damaged files
+    reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+    raise UserInputError(f"model {name!r}: checkpoint {directory}/{step} does not restore "
+                         f"({type(e).__name__}: {reason}); {rerun}") from None
   finally:
     ckpts.close()
-  # The saved shapes must be the ones the run's architecture has (an edited config.json would
-  # otherwise fail deep inside the flow, or silently score with a different model).
-  expected = jax.tree.map(np.shape, init_flow(model, jax.random.key(0)))
-  got = jax.tree.map(np.shape, variables)
-  if traverse_util.flatten_dict(got) != traverse_util.flatten_dict(expected):
+  # The saved shapes must be the run's architecture's (an edited config.json would otherwise fail
+  # deep inside the flow, or silently score with a different model).
+  wrong = check_shapes(variables, init_flow(model, jax.random.key(0)))
+  if wrong:
     raise UserInputError(f"checkpoint {directory}/{step} does not fit the architecture in config.json "
                          f"(flow {config.flow.block} x{config.flow.num_blocks}, hidden {tuple(config.flow.hidden)}, "
-                         f"{dim} features)")
+                         f"{dim} features: {wrong})")
+  damaged = check_finite(variables)
+  if damaged:
+    raise UserInputError(f"model {name!r}: checkpoint {directory}/{step} is damaged ({damaged}); {rerun}")
   log_prob = metrics.make_log_prob_fn(model, config.eval.batch_size)
   return lambda x: log_prob(variables, x)
 
@@ -145,12 +167,8 @@ def _preprocessing(workdir: str, config):
 # ---- inputs -----------------------------------------------------------------------------------
 
 def read_npz(path: str, run_backbone: Optional[str]) -> Tuple[List[str], "np.ndarray"]:
-  import numpy as np
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in f.files}
-  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-    raise UserInputError(f"{path} is not a readable .npz file ({type(e).__name__})") from None
+  from cnf_jax.data.npz_file import read_npz as read_arrays
+  arrays = read_arrays(path)
   if "backbone" in arrays:
     backbone = str(arrays["backbone"])
     if backbone != (run_backbone or ""):
@@ -291,6 +309,8 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
   if not 0 < alpha < 1:
     raise UserInputError(f"--alpha={alpha} must be in (0, 1)")
   out_dir = os.path.dirname(os.path.abspath(out))
+  if os.path.isdir(out):
+    raise UserInputError(f"--out {out} is a directory; give the path of the CSV file to write, e.g. {os.path.join(out, 'scores.csv')}")
   if not os.path.isdir(out_dir):
     raise UserInputError(f"--out {out}: directory {out_dir} does not exist")
   config, method, dim, log_prob_fns, (pre_method, stats), calibration = load_run(workdir, method)
@@ -305,7 +325,7 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
   pvalues = conformal_pvalues(calibration, scores)
   flagged = pvalues <= alpha
 
-  from cnf_jax.files import atomic_write
+  from cnf_jax.files import atomic_write   # a full disk: DiskFullError, no partial file
   with atomic_write(out, "w") as f:
     writer = csv.writer(f)
     writer.writerow(["id", "score", "p_value", "is_anomaly"])
@@ -335,6 +355,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 def main(argv: Sequence[str]) -> int:
   args, _ = cli.parse(define_flags, argv, __doc__, required=("workdir", "input", "out"))
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO.
+  from cnf_jax.training.checkpoints import quiet_orbax_after_failures
+  quiet_orbax_after_failures()
   host_memory.configure(default="default")
   summary = score(args.workdir, args.input, args.out, args.method, args.alpha, args.resolution, args.checkpoint)
   print(json.dumps(summary))

@@ -29,8 +29,10 @@ that; --parallel=N (N > 1) asks for processes and so means --novmap. --backend=t
 --novmap: one ssh command per run, each run synced to the bucket on its own, so a preempted
 spot VM or a failed command costs that run only.
 
-Bad flags and bad configs print one line `error: ...` and exit 2; a non-finite loss exits 3;
-a failed run of --novmap exits 1 after the others finished.
+Bad flags and bad configs, a workdir in use by another process (without --wait) and a full
+disk print one line `error: ...` and exit 2; a non-finite loss exits 3; SIGTERM saves every
+run's checkpoint at the next chunk end and exits 75 (rerun to resume); a failed run of
+--novmap exits 1 after the others finished.
 """
 import json
 import logging
@@ -40,10 +42,16 @@ import sys
 import time
 from typing import List, Sequence
 
+from cnf_jax.training import preemption
+if __name__ == "__main__":
+  # Before the imports below (jax: seconds): SIGTERM checkpoints every run at the next chunk end, exit 75.
+  preemption.install()
+
 from absl import flags
 from absl import logging as absl_logging
 
 from cnf_jax import cli
+from cnf_jax import disk
 from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.experiments import config_lib
 from cnf_jax.experiments import launch
@@ -69,6 +77,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("rerun", False, "Also run the runs that already have results.json.", flag_values=fv)
   flags.DEFINE_bool("quiet", False, "No progress bars (for scripts); errors and the results still print.",
                     flag_values=fv)
+  flags.DEFINE_bool("wait", False, "--vmap: wait for other processes that run in these workdirs instead of "
+                    "exiting 2.", flag_values=fv)
   flags.DEFINE_string("python", sys.executable, "local, --novmap: the Python that runs each run.", flag_values=fv)
   # Cloud TPU.
   flags.DEFINE_string("tpu", "cnf-jax", "tpu: TPU VM name (created if it does not exist).", flag_values=fv)
@@ -133,7 +143,7 @@ def run_here(fv: flags.FlagValues, spec: launch.SweepSpec, runs: List[config_lib
     return 0
   launch.write_declaration(root, spec)
   if vmap:
-    code = train_vmapped(spec, root, [r.name for r in todo])
+    code = train_vmapped(spec, root, [r.name for r in todo], fv.wait)
   else:
     code = 1 if launch.run_local(jobs, fv.parallel) else 0
   from cnf_jax.reports import summary  # imported late: the report's plotting stays out of training
@@ -141,7 +151,7 @@ def run_here(fv: flags.FlagValues, spec: launch.SweepSpec, runs: List[config_lib
   return code
 
 
-def train_vmapped(spec: launch.SweepSpec, root: str, names: List[str]) -> int:
+def train_vmapped(spec: launch.SweepSpec, root: str, names: List[str], wait: bool = False) -> int:
   """Trains the named runs with run_declared_sweep; prints one JSON line per run and one for the sweep."""
   if not names:
     print("nothing to train: every run has results.json (--rerun evaluates them again)")
@@ -150,11 +160,22 @@ def train_vmapped(spec: launch.SweepSpec, root: str, names: List[str]) -> int:
   from cnf_jax.training import host_memory
   host_memory.configure(default="default")   # before any compiled step runs (see host_memory)
   start = time.perf_counter()
+  from cnf_jax.training.checkpoints import quiet_orbax_after_failures
+  quiet_orbax_after_failures()
   try:
-    results = run_declared_sweep(spec.config, root, spec.arg, names, config_lib.parse_assignments(spec.settings))
+    results = run_declared_sweep(spec.config, root, spec.arg, names, config_lib.parse_assignments(spec.settings),
+                                 wait=wait)
   except NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_NON_FINITE
+  except preemption.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    return preemption.EXIT_PREEMPTED
+  except Exception as e:
+    if not disk.is_disk_full(e):
+      raise
+    raise UserInputError(f"no space left on the device ({getattr(e, 'filename', None) or root}); free some "
+                         "space and rerun the same command (it resumes from the last checkpoints)") from None
   for name, r in results.items():
     print(json.dumps({"run": name, "auroc": r["auroc"]}))
   print(json.dumps({"runs": len(results), "seconds": round(time.perf_counter() - start, 1)}), flush=True)

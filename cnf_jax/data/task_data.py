@@ -54,6 +54,9 @@ def check_features(name: str, x: np.ndarray, dim: Optional[int] = None) -> np.nd
     raise UserInputError(f"{name}: the set is empty (0 samples); check the data source and class filter")
   if not np.issubdtype(x.dtype, np.number):
     raise UserInputError(f"{name}: expected numbers, got dtype {x.dtype}")
+  if np.iscomplexobj(x):   # a cast to float32 would silently drop the imaginary parts
+    raise UserInputError(f"{name}: expected real numbers, got complex dtype {x.dtype}; pass the real "
+                         "features (e.g. np.real, np.abs, or real and imaginary parts as separate columns)")
   x = x.astype(np.float32)
   bad = ~np.isfinite(x)
   if bad.any():
@@ -65,6 +68,23 @@ def check_features(name: str, x: np.ndarray, dim: Optional[int] = None) -> np.nd
     raise UserInputError(f"{name}: has {x.shape[1]} features but the inliers have {dim}; "
                          "all sets must come from the same feature extractor")
   return x
+
+
+def check_labels(name: str, y: np.ndarray) -> np.ndarray:
+  """Anomaly labels as a bool vector [T]: bool, or numbers that are all 0 or 1; anything
+  else (NaN, 0.5, strings such as "yes"/"no") is a UserInputError, never a silent cast."""
+  y = np.asarray(y)
+  if y.dtype == bool:
+    return y.reshape(-1)
+  if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
+    raise UserInputError(f"{name}: expected bool or 0/1 labels (1 = anomaly), got dtype {y.dtype}"
+                         + (f" (e.g. {y.reshape(-1)[0]!r})" if y.size else ""))
+  flat = y.reshape(-1)
+  bad = np.flatnonzero(~np.isin(flat, (0, 1)))
+  if bad.size:
+    raise UserInputError(f"{name}: {bad.size} labels are not 0 or 1 (first: {flat[bad[0]].item()!r} at index "
+                         f"{int(bad[0])}); use 1 for anomalies and 0 for inliers")
+  return flat.astype(bool)
 
 
 def validate(data: TaskData, needs_contrastive: bool) -> TaskData:
@@ -81,7 +101,7 @@ def validate(data: TaskData, needs_contrastive: bool) -> TaskData:
     raise UserInputError("the chosen methods need contrastive data but the task provides none; "
                          "set config.methods to 'flow' or provide a contrastive set")
   test = check_features("test features", data.test, dim)
-  labels = np.asarray(data.test_is_anomaly).astype(bool).reshape(-1)
+  labels = check_labels("test labels (test_is_anomaly)", data.test_is_anomaly)
   if labels.shape[0] != test.shape[0]:
     raise UserInputError(f"test labels: {labels.shape[0]} labels for {test.shape[0]} test samples")
   if labels.all() or not labels.any():
@@ -89,7 +109,7 @@ def validate(data: TaskData, needs_contrastive: bool) -> TaskData:
                          f"got {int(labels.sum())} anomalies out of {labels.size}")
   extra = {}
   for name, (x, y) in data.extra_test_sets.items():
-    extra[name] = (check_features(f"test set {name!r}", x, dim), np.asarray(y).astype(bool))
+    extra[name] = (check_features(f"test set {name!r}", x, dim), check_labels(f"labels of test set {name!r}", y))
   return dataclasses.replace(data, inliers=inliers, contrastive=contrastive, test=test,
                              test_is_anomaly=labels, extra_test_sets=extra)
 

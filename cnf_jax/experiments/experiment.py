@@ -16,6 +16,7 @@ Outputs in <workdir>: config.json, metrics.jsonl, scores.npz, results.json
 (written last and atomically: its presence means the run finished).
 """
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from cnf_jax.evaluation import baselines
 from cnf_jax.evaluation import metrics
 from cnf_jax.experiments import ablation
 from cnf_jax.experiments import config_lib
+from cnf_jax.experiments import workdir_lock
 from cnf_jax.files import atomic_write, write_json_atomic
 from cnf_jax.flows import flow_from_config
 from cnf_jax.training import loop
@@ -54,16 +56,60 @@ def _identity(config: ml_collections.ConfigDict, dim: int) -> dict:
   return out
 
 
+def make_workdir(workdir: str) -> None:
+  """Creates `workdir` (and its parents) or raises a one-line UserInputError."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:   # exists as a file, no permission, read-only filesystem, full disk
+    raise UserInputError(f"--workdir {workdir} is not a usable directory ({e.strerror}); "
+                         "choose another path") from None
+
+
+def is_writable(workdir: str) -> bool:
+  """Whether files can be created in `workdir` (an existing directory). Tried, not looked up:
+  permission bits do not tell for root, nor for a read-only mount."""
+  probe = os.path.join(workdir, f".write-probe-{os.getpid()}")
+  try:
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+    return True
+  except OSError as e:
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+      return False
+    raise
+
+
+def finished_results(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]:
+  """The results of the finished run of exactly `config` in `workdir`, or None: results.json
+  exists and config.json equals this config (methods, steps, ... included)."""
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      same = json.load(f) == json.loads(config.to_json())
+    with open(os.path.join(workdir, "results.json")) as f:
+      return json.load(f) if same else None
+  except (OSError, ValueError):
+    return None
+
+
+def read_only_results(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """A read-only workdir: its finished run's results, read without writing anything, or a
+  UserInputError when it holds no finished run of this config (training needs to write)."""
+  results = finished_results(config, workdir)
+  if results is None:
+    raise UserInputError(f"workdir {workdir} is read-only and holds no finished run of this config; "
+                         "make it writable (or copy it somewhere writable) to train there, or use another --workdir")
+  logger.info("workdir %s is read-only and holds this finished run: its results are returned, nothing is written",
+              workdir)
+  return results
+
+
 def check_workdir(workdir: str, config: ml_collections.ConfigDict, dim: int, preprocess_stats: dict) -> None:
   """Refuses a workdir that holds a run of another model; records this run's identity otherwise.
 
   Also writes config.json and preprocessing.json (what `cnf_jax.score` applies to new inputs).
   """
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except (FileExistsError, NotADirectoryError, PermissionError) as e:
-    raise UserInputError(f"--workdir {workdir} is not a usable directory ({e.strerror}); "
-                         "choose another path") from None
+  make_workdir(workdir)
   path = os.path.join(workdir, "run_identity.json")
   identity = _identity(config, dim)
   if os.path.exists(path):
@@ -129,6 +175,7 @@ class Run:
     model_names: the models to train, in order (`plan.models_needed`).
     fit_data: what the models are trained on (`plan.FitData`).
     probe_held: the inliers held out of the eps probe (its quantile is taken on them), or None.
+    preprocess_stats: the preprocessing statistics fitted on the training inliers.
   """
   config: ml_collections.ConfigDict
   workdir: str
@@ -141,18 +188,19 @@ class Run:
   model_names: List[str]
   fit_data: plan.FitData
   probe_held: Optional[np.ndarray]
+  preprocess_stats: dict
   validation: Dict[str, dict] = dataclasses.field(default_factory=dict)   # model -> loop.Fitted.validation
 
 
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
-  """Validates the config, loads and preprocesses the data, claims the workdir."""
+  """Validates the config, loads and preprocesses the data; writes nothing (bad input leaves no
+  workdir behind; `check_workdir` claims it once it is locked)."""
   config_lib.validate(config)
   task = tasks.get(config.task)
   methods = config_lib.method_list(config)
   needs_contrastive = plan.uses_contrastive(methods) or any(m in baselines.USES_CONTRASTIVE for m in methods)
   data = task_data.validate(task.load_data(config), needs_contrastive)
   data, stats = _preprocess(config, data)
-  check_workdir(workdir, config, data.dim, stats)
   model = flow_from_config(config.flow, data.dim)
   oc = config.objective
   fit_data = plan.with_validation(
@@ -166,7 +214,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
              log_prob=metrics.make_log_prob_fn(model, config.eval.batch_size),
              writer=MetricsWriter(os.path.join(workdir, "metrics.jsonl")),
              model_names=plan.models_needed(methods, oc.eps_auto, oc.eps_holdout), fit_data=fit_data,
-             probe_held=held)
+             probe_held=held, preprocess_stats=stats)
 
 
 def clamp_eps(run: Run, trained: Dict[str, dict]) -> float:
@@ -210,25 +258,48 @@ def train_models(runs: Sequence[Run]) -> Tuple[List[Dict[str, dict]], List[Optio
   return variables, eps
 
 
-def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]) -> List[dict]:
+def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+                            wait: bool = False) -> List[dict]:
   """Runs that may differ only in seed, data and objective.eps (see `sweep.check_shared`),
   trained as one program per model; returns each run's results dict. Each workdir ends up
-  as its separate run leaves it."""
+  as its separate run leaves it.
+
+  Each workdir is locked for the whole run (`workdir_lock`: another process on it is an
+  error, or with `wait` a wait). A read-only workdir holding the finished run of the same
+  config is read, not written (`read_only_results`).
+  """
   if len(configs) != len(workdirs) or not configs:
     raise UserInputError(f"need one workdir per config, got {len(configs)} configs and {len(workdirs)} workdirs")
   if len(set(map(os.path.abspath, workdirs))) != len(workdirs):
     raise UserInputError("every run of a sweep needs its own workdir; two runs share one")
-  runs = [prepare_run(c, w) for c, w in zip(configs, workdirs)]
+  results: List[Optional[dict]] = [None] * len(configs)
+  todo = []
+  for i, (c, w) in enumerate(zip(configs, workdirs)):
+    if os.path.isdir(w) and not is_writable(w):
+      results[i] = read_only_results(c, w)
+    else:
+      todo.append(i)
+  if not todo:
+    return results
+  runs = [prepare_run(configs[i], workdirs[i]) for i in todo]
   dims = sorted({r.data.dim for r in runs})
   if len(dims) > 1:
     raise UserInputError(f"runs of one vmapped program need the same feature dimension; got {dims}")
-  variables, eps = train_models(runs)
-  return [evaluate_and_write(r, v, e) for r, v, e in zip(runs, variables, eps)]
+  for r in runs:
+    make_workdir(r.workdir)
+  with workdir_lock.hold([r.workdir for r in runs] if is_primary() else [], wait):
+    for r in runs:
+      check_workdir(r.workdir, r.config, r.data.dim, r.preprocess_stats)
+    variables, eps = train_models(runs)
+    for i, r, v, e in zip(todo, runs, variables, eps):
+      results[i] = evaluate_and_write(r, v, e)
+  return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the experiment `config` in `workdir` (resuming what is there); returns the results dict."""
-  return train_and_evaluate_many([config], [workdir])[0]
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, wait: bool = False) -> dict:
+  """Runs the experiment `config` in `workdir` (resuming what is there); returns the results dict.
+  wait: wait for another process that holds the workdir instead of raising UserInputError."""
+  return train_and_evaluate_many([config], [workdir], wait)[0]
 
 
 def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:

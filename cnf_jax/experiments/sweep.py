@@ -68,11 +68,12 @@ def check_shared(configs: Sequence[ml_collections.ConfigDict]) -> None:
           f"{', '.join(differing)}. Train them in separate groups (group_runs) or separately")
 
 
-def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]) -> List[dict]:
+def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+                            wait: bool = False) -> List[dict]:
   """`experiment.train_and_evaluate` for runs that differ only in seed / data / eps, as one program per
   model; returns each run's results dict. UserInputError naming the keys if they differ in more."""
   check_shared(configs)
-  return experiment.train_and_evaluate_many(configs, workdirs)
+  return experiment.train_and_evaluate_many(configs, workdirs, wait)
 
 
 def declared_configs(config_path: str, extra_arg: str = "", only: Sequence[str] = (),
@@ -98,7 +99,7 @@ def declared_configs(config_path: str, extra_arg: str = "", only: Sequence[str] 
 
 
 def run_declared_sweep(config_path: str, workdir: str, extra_arg: str = "", only: Sequence[str] = (),
-                       settings: Optional[Dict[str, str]] = None) -> Dict[str, dict]:
+                       settings: Optional[Dict[str, str]] = None, wait: bool = False) -> Dict[str, dict]:
   """Trains the sweep declared in `config_path`, each group of compatible runs as one program.
 
   Run r goes to <workdir>/<r.name>. Returns {run name: results}.
@@ -109,7 +110,7 @@ def run_declared_sweep(config_path: str, workdir: str, extra_arg: str = "", only
   for group in group_runs(configs):
     logger.info("training %d runs as one program: %s", len(group), ", ".join(runs[i].name for i in group))
     results = train_and_evaluate_many([configs[i] for i in group],
-                                      [os.path.join(workdir, runs[i].name) for i in group])
+                                      [os.path.join(workdir, runs[i].name) for i in group], wait)
     out.update({runs[i].name: r for i, r in zip(group, results)})
     bar.update(len(out))
   bar.close()

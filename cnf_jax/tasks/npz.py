@@ -8,8 +8,7 @@ Arrays (float, [num, D]; names fixed):
 """
 import os
 
-import numpy as np
-
+from cnf_jax.data.npz_file import read_npz
 from cnf_jax.data.task_data import TaskData
 from cnf_jax.errors import UserInputError
 
@@ -22,11 +21,7 @@ def load_data(config) -> TaskData:
     raise UserInputError("configs/npz.py needs the file: --config.data.path=/path/to/features.npz")
   if not os.path.isfile(path):
     raise UserInputError(f"feature file not found: {path}")
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in f.files}
-  except (ValueError, OSError) as e:
-    raise UserInputError(f"{path} is not a readable .npz file ({e})") from None
+  arrays = read_npz(path)
   missing = [k for k in REQUIRED if k not in arrays]
   if missing:
     raise UserInputError(f"{path} lacks the array(s) {', '.join(missing)}; it has {', '.join(arrays) or 'none'} "

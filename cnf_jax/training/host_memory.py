@@ -10,7 +10,11 @@ heap for the next call; the process's resident memory then stays at its peak.
 Chosen by the environment variable CNF_JAX_HOST_MALLOC = "keep" | "default":
 - the command-line tools (main, sweep, score) default to "default": glibc's own behaviour.
   The first CI run with "keep" as their default had one CLI run die with SIGABRT, not seen
-  in 150 reruns since and never before; until that is understood, "keep" is opt-in there.
+  in 150 reruns since, nor in the soak of benchmarks/results/soak (125 processes killed and
+  resumed at random, 65 with "keep", some under glibc's heap checker). With "keep" a large
+  block sits on the heap next to others, so a small overrun past its end, harmless in an
+  mmapped block's page padding, corrupts a neighbour and glibc aborts: the one mechanism
+  found that only "keep" has; none was caught. Until the cause is found, "keep" is opt-in there.
 - the benchmarks default to "keep", for both implementations they compare.
 
 The same can be had without code, before the process starts:

@@ -43,7 +43,8 @@ from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.flows import Flow
 from cnf_jax.training import objectives
 from cnf_jax.training import plan
-from cnf_jax.training.checkpoints import Checkpoints
+from cnf_jax.training import preemption
+from cnf_jax.training.checkpoints import Checkpoints, check_finite, check_shapes
 from cnf_jax.training.progress import Progress
 from cnf_jax.training.summaries import MetricsWriter
 from cnf_jax.training.train import (data_mesh, global_batch, is_primary, learning_rate_schedule, make_optimizer,
@@ -226,6 +227,50 @@ def _common_start(ckpts: Sequence[Optional[Checkpoints]]) -> int:
   return start
 
 
+def _stopping_problem(restored: Any, like: Any) -> Optional[str]:
+  """`Checkpoints.restore_newest`'s check for an early-stopping state: its best value may be
+  inf (no evaluation yet), its variables must be finite."""
+  return check_shapes(restored, like) or check_finite(restored["variables"])
+
+
+def _restore_common(ckpts: Sequence[Optional[Checkpoints]], stop_ckpts: Sequence[Optional[Checkpoints]],
+                    states: List[Any], jobs: Sequence[Job], start: int
+                    ) -> Tuple[int, List[Any], List[Optional[Dict[str, Any]]]]:
+  """(step, states, saved stopping states): every model (and its early-stopping state, when
+  it has a checkpoint of its own) restored at the newest step <= start that all of them can
+  restore; a damaged step is moved aside and an older one tried (Checkpoints.restore_newest).
+  (0, states, [None, ...]) to train from scratch when no common step restores. Steps newer
+  than the one returned are deleted, so that every model's checkpoints are the steps this
+  attempt writes (orbax silently skips saving a step that is not newer than its latest)."""
+  saved: List[Optional[Dict[str, Any]]] = [None] * len(jobs)
+  restored = [(0, s) for s in states]
+  while start:
+    restored = [c.restore_newest(s, start, job.label) for c, s, job in zip(ckpts, states, jobs)]
+    saved_steps = []
+    for i, (sc, (_, st), job) in enumerate(zip(stop_ckpts, restored, jobs)):
+      if sc is None:
+        continue
+      step, saved[i] = sc.restore_newest(_Stopping().saved(_variables(st)), start, f"{job.label} (validation)",
+                                         check=_stopping_problem)
+      saved_steps.append(step)
+    steps = {step for step, _ in restored} | set(saved_steps)
+    if steps == {start}:
+      break
+    start = min(steps)
+  for c in list(ckpts) + list(stop_ckpts):
+    if c is not None:
+      c.delete_after(start)
+  if not start:
+    return 0, states, [None] * len(jobs)
+  return start, [st for _, st in restored], saved
+
+
+def _close(ckpts: Sequence[Optional[Checkpoints]]) -> None:
+  for ckpt in ckpts:
+    if ckpt is not None:
+      ckpt.close()
+
+
 def _check_finite(jobs: Sequence[Job], ckpts, losses: np.ndarray, first_step: int, hint: str,
                   active: np.ndarray) -> None:
   """NonFiniteLossError for the first active model whose chunk losses [N, L] hold inf or NaN."""
@@ -289,17 +334,18 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
     raise ValueError(f"model {name!r}: either every model of one program has validation rows or none")
   eval_every = (int(tc.get("eval_every", 0)) or tc.log_every) if validate else 0
   patience = int(tc.get("patience", 0)) if validate else 0
-  stopping = [_Stopping() for _ in jobs]
   # The early-stopping state lives in its own checkpoints beside each model's, saved at the same steps.
   stop_ckpts = [Checkpoints(c.directory + ".validation", keep=tc.keep_checkpoints) if c and validate else None
                 for c in ckpts]
-  start = _common_start(ckpts + [c for c in stop_ckpts if c is not None])
+  start, states, saved = _restore_common(ckpts, stop_ckpts, states, jobs,
+                                         _common_start(ckpts + [c for c in stop_ckpts if c is not None]))
+  stopping = [_Stopping.from_saved(sv) if sv is not None else _Stopping() for sv in saved]
   if start:
-    states = [c.restore(start, s) for c, s in zip(ckpts, states)]
-    if validate:
-      stopping = [_Stopping.from_saved(c.restore(start, _Stopping().saved(_variables(st))))
-                  for c, st in zip(stop_ckpts, states)]
     logger.info("model %s%s: resumed from step %d", name, f" of {len(jobs)} runs" if len(jobs) > 1 else "", start)
+  if preemption.requested() and start < steps:   # SIGTERM before this model started: nothing new to save
+    _close(ckpts + stop_ckpts)
+    raise preemption.Preempted(f"model {name}: stopped by SIGTERM at step {start} of {steps}; "
+                               "rerun the same command to resume")
   for job in jobs:
     if job.writer is not None:
       # Lines past the restored step (or all of them, when the first checkpoint never completed)
@@ -358,18 +404,21 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
         _log(name, jobs, pending, b, (b - tick_step) / max(now - tick, 1e-9), float(schedule(b - 1)),
              was_active, val, stopping)
         pending, tick, tick_step = [], now, b
-      if save:
+      stop = preemption.requested() and b < steps and active.any()   # SIGTERM: save this chunk end and stop
+      if save or (stop and any(ckpts)):
         for i, ckpt in enumerate(ckpts):
           if stop_ckpts[i] is not None:
             stop_ckpts[i].save(b, stopping[i].saved(_variables(_unstack(state, i))))
           ckpt.save(b, _unstack(state, i))
-    for ckpt in ckpts + stop_ckpts:
-      if ckpt is not None:
-        ckpt.close()
+      if stop:
+        raise preemption.Preempted(f"model {name}: stopped by SIGTERM at step {b} of {steps}, " + (
+            "checkpoint saved; rerun the same command to resume" if any(ckpts) else
+            "nothing saved (no checkpoints)"))
+  finally:
+    _close(ckpts + stop_ckpts)
     for job in jobs:
       if job.writer is not None:
         job.writer.close()   # flush the event files
-  finally:
     if bar is not None:
       bar.close()
   fitted = []

@@ -56,16 +56,28 @@ class MetricsWriter:
     return jax.process_index() == 0
 
   def drop_after(self, model: str, step: int) -> None:
-    """Forgets what `model` logged past `step` (written after the checkpoint a resume starts from)."""
+    """Forgets what `model` logged past `step` (written after the checkpoint a resume starts
+    from), repeated (model, step) lines and torn lines (a write cut short), so a resumed run
+    never holds duplicates."""
     if not self.primary:
       return
     self._purge[model] = step + 1
     if not os.path.exists(self.path):
       return
     with open(self.path) as f:
-      lines = [json.loads(l) for l in f if l.strip()]
-    kept = [l for l in lines if not (l.get("model") == model and l.get("step", 0) > step)]
-    if len(kept) != len(lines):
+      raw = [l for l in f if l.strip()]
+    kept, seen = [], set()
+    for line in raw:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue   # torn
+      key = (record.get("model"), record.get("step"))
+      if (record.get("model") == model and record.get("step", 0) > step) or key in seen:
+        continue
+      seen.add(key)
+      kept.append(record)
+    if len(kept) != len(raw):
       with atomic_write(self.path) as f:
         f.writelines(json.dumps(l) + "\n" for l in kept)
 
@@ -80,7 +92,13 @@ class MetricsWriter:
     if not self.primary:
       return
     with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+      end = f.tell()
+      try:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+      except OSError:
+        f.truncate(end)   # no torn line (e.g. the disk filled up mid-write)
+        raise
     board = self._board(record["model"]) if self.tensorboard and "model" in record else None
     if board is not None:
       for key, value in record.items():
