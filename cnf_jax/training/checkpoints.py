@@ -140,6 +140,9 @@ class Checkpoints:
     leaves = jax.tree.leaves(state)
     needed = (disk.tree_size(os.path.join(self.directory, str(previous))) if previous is not None
               else sum(np.asarray(x).nbytes for x in leaves) + 3072 * len(leaves))
+    # With a margin (orbax's temporary directory and metadata): a check that passes by a few
+    # blocks would leave the failure to orbax's writer threads.
+    needed += needed // 10 + 16 * 1024
     disk.check_free(self.directory, needed, f"checkpoint step {step}")
     try:
       with _orbax_thread_errors_silenced():
@@ -149,7 +152,7 @@ class Checkpoints:
       if not disk.is_disk_full(e):
         raise
       written = self._remove_partial(step)
-      raise disk.full_error(os.path.join(self.directory, str(step)), max(needed, written),
+      raise disk.full_error(self.directory, max(needed, written),
                             f"checkpoint step {step}", lower_bound=previous is None) from None
 
   def _remove_partial(self, step: int) -> int:
