@@ -2,7 +2,7 @@
 
   python -m cnf_jax.report --workdir=/tmp/cnf/table                # <root>/report/report.md + PNGs
   python -m cnf_jax.report /tmp/cnf/table                          # the same (the root as an argument)
-  python -m cnf_jax.report --workdir=/tmp/cnf/table --json         # run counts and AUROC table as JSON
+  python -m cnf_jax.report --workdir=/tmp/cnf/table --json         # run counts and metric tables as JSON
   python -m cnf_jax.report --workdir=R/flows --also=R/baselines --config=configs/oneclass.py --out=DIR
   python -m cnf_jax.report --study=contamination --workdir=/tmp/cnf/contamination   # Fig. 6
 
@@ -10,7 +10,7 @@
 run. The report (cnf_jax.reports.tables) writes <out>/report.md, default out <root>/report:
 the AUROC table in the paper's shape, Table 2 for --method, the dataset-vs-dataset table,
 the runs and cells without results, and the PNG plots (score histograms, Fig. 5 images),
-and prints the markdown. --json prints {"runs": {done, running, empty}, "auroc": {setting:
+and prints the markdown. --json prints {"runs": {done, running, empty}, "auroc" | "aupr" | "fpr95": {setting:
 {method: {mean, std, n}}}} and writes nothing.
 
 --study=contamination|narrow|eps|tabular writes the ablation study's plots and table
@@ -49,7 +49,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("no_plots", False, "Same as --noplots.", flag_values=fv)
   flags.DEFINE_multi_string("also", [], "Another sweep root with the same runs and other methods (e.g. baselines "
                             "run separately); its AUROCs join the tables. Repeatable.", flag_values=fv)
-  flags.DEFINE_bool("json", False, "Print the run counts and the AUROC table as JSON; write nothing.",
+  flags.DEFINE_bool("json", False, "Print the run counts and the AUROC, AUPR and FPR95 tables as JSON; write nothing.",
                     flag_values=fv)
   flags.DEFINE_enum("study", None, list(STUDIES), "An ablation study's plots and table instead of the sweep "
                     "report (paper 5.3, 5.4).", flag_values=fv)

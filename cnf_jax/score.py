@@ -10,12 +10,15 @@ line is a JSON summary. Bad input prints one line "error: ..." and exits 2.
 
 Inputs:
   .npz   a 2-D float array named `features` (or the only 2-D array in the file),
-         optional `ids` [N]; an optional string `backbone` must match the run's.
-  .csv   a header row; numeric columns in the training feature order; an optional
-         column named `id`.
+         optional `ids` [N] and `is_anomaly` [N] (bool or 0/1); an optional string
+         `backbone` must match the run's.
+  .csv   a header row; numeric columns in the training feature order; optional
+         columns named `id` and `is_anomaly` (0/1).
   folder / .zip of images: features are computed with the run's backbone
          (config.data.backbone), which needs the extractor (`pip install -e ".[extract]"`).
-Every input must have the run's feature dimension.
+Every input must have the run's feature dimension. With is_anomaly labels the summary
+also holds auroc, aupr and fpr95 (FPR at 95% TPR) of the scores, and the false-alarm and
+detection rates of is_anomaly at --alpha. Long inputs show a progress bar (--quiet: none).
 
 The run's preprocessing is read from <workdir>/preprocessing.json; a run that
 predates that file gets its statistics recomputed from the run's own training
@@ -46,6 +49,7 @@ from cnf_jax.data import csv_table
 from cnf_jax.errors import UserInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+LABEL = "is_anomaly"   # the optional label array / column of an input (1 = anomaly)
 
 
 # ---- the run ----------------------------------------------------------------------------------
@@ -166,8 +170,11 @@ def _preprocessing(workdir: str, config):
 
 # ---- inputs -----------------------------------------------------------------------------------
 
-def read_npz(path: str, run_backbone: Optional[str]) -> Tuple[List[str], "np.ndarray"]:
+def read_npz(path: str, run_backbone: Optional[str]) -> Tuple[List[str], "np.ndarray", Optional["np.ndarray"]]:
+  """(ids, features [N, D], is_anomaly [N] bool or None) of a .npz: `features` (or its only
+  2-D numeric array), optional `ids` and optional `is_anomaly` labels (bool or 0/1)."""
   from cnf_jax.data.npz_file import read_npz as read_arrays
+  from cnf_jax.data.task_data import check_labels
   arrays = read_arrays(path)
   if "backbone" in arrays:
     backbone = str(arrays["backbone"])
@@ -184,14 +191,19 @@ def read_npz(path: str, run_backbone: Optional[str]) -> Tuple[List[str], "np.nda
   ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [str(i) for i in range(len(x))]
   if len(ids) != len(x):
     raise UserInputError(f"{path}: {len(ids)} ids for {len(x)} feature rows")
-  return ids, x
+  labels = check_labels(f"{path}: is_anomaly", arrays[LABEL]) if LABEL in arrays else None
+  return ids, x, labels
 
 
-def read_csv(path: str) -> Tuple[List[str], "np.ndarray"]:
+def read_csv(path: str) -> Tuple[List[str], "np.ndarray", Optional["np.ndarray"]]:
+  """(ids, features [N, D], is_anomaly [N] bool or None): an optional `id` column, an optional
+  `is_anomaly` column (0/1), every other column a feature."""
   import numpy as np
+  from cnf_jax.data.task_data import check_labels
   header, body = csv_table.read_rows(path)
   id_col = header.index("id") if "id" in header else None
-  cols = [j for j in range(len(header)) if j != id_col]
+  label_col = header.index(LABEL) if LABEL in header else None
+  cols = [j for j in range(len(header)) if j not in (id_col, label_col)]
   x = np.empty((len(body), len(cols)), np.float64)
   ids = []
   for i, row in enumerate(body):
@@ -203,7 +215,15 @@ def read_csv(path: str) -> Tuple[List[str], "np.ndarray"]:
         x[i, k] = float(row[j])
       except ValueError:
         raise UserInputError(f"{path}: line {i + 2}, column {header[j]!r}: {row[j]!r} is not a number") from None
-  return ids, x
+  labels = None
+  if label_col is not None:
+    cells = [row[label_col].strip() for row in body]
+    bad = [(i, c) for i, c in enumerate(cells) if c not in ("0", "1")]
+    if bad:
+      raise UserInputError(f"{path}: line {bad[0][0] + 2}, column {LABEL!r}: {bad[0][1]!r} is not 0 or 1 "
+                           "(1 = anomaly)")
+    labels = check_labels(f"{path}: {LABEL}", np.array([c == "1" for c in cells]))
+  return ids, x, labels
 
 
 def _image_names(path: str) -> Tuple[List[str], callable]:
@@ -243,6 +263,8 @@ def read_images(path: str, config, workdir: str, resolution: int = 0,
   resolution = resolution or _training_resolution(config)
   backbone = backbones.build(base, resolution=resolution or None, checkpoint=checkpoint)
   names, read = _image_names(path)
+  from cnf_jax.training.progress import Progress
+  bar = Progress(len(names), "features", unit="images")
   images = []
   for name in names:
     try:
@@ -251,8 +273,12 @@ def read_images(path: str, config, workdir: str, resolution: int = 0,
     except Exception as e:  # PIL raises several types for non-images and truncated files.
       raise UserInputError(f"{path}: {name} is not a readable image ({type(e).__name__}); remove it") from None
     images.append(sources.to_rgb_array(image, backbone.resolution))
-  feats = np.concatenate([backbone.forward(torch.from_numpy(np.stack(images[i:i + 64]))).numpy()
-                          for i in range(0, len(images), 64)])
+  feats = []
+  for i in range(0, len(images), 64):
+    feats.append(backbone.forward(torch.from_numpy(np.stack(images[i:i + 64]))).numpy())
+    bar.update(i + len(feats[-1]))
+  bar.close()
+  feats = np.concatenate(feats)
   if pca:
     from cnf_jax.data import feature_dataset
     from cnf_jax.extract.pca import apply_pca
@@ -262,7 +288,7 @@ def read_images(path: str, config, workdir: str, resolution: int = 0,
       raise UserInputError(f"backbone {backbone_name!r} needs the PCA of the run's training features "
                            f"({train_dir or 'config.data has no features_root'}/transform.npz), not found")
     feats = apply_pca(feats, transform)
-  return names, feats
+  return names, feats, None
 
 
 def _training_features_dir(config) -> Optional[str]:
@@ -283,6 +309,7 @@ def _training_resolution(config) -> int:
 
 
 def read_input(path: str, config, workdir: str, resolution: int = 0, checkpoint: Optional[str] = None):
+  """(ids, features or images' features [N, D], is_anomaly [N] or None) of --input."""
   if not os.path.exists(path):
     raise UserInputError(f"--input {path} does not exist")
   lower = path.lower()
@@ -314,14 +341,16 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
   if not os.path.isdir(out_dir):
     raise UserInputError(f"--out {out}: directory {out_dir} does not exist")
   config, method, dim, log_prob_fns, (pre_method, stats), calibration = load_run(workdir, method)
-  ids, x = read_input(input_path, config, workdir, resolution, checkpoint)
+  ids, x, labels = read_input(input_path, config, workdir, resolution, checkpoint)
   x = np.asarray(x)
   if x.ndim == 2 and x.shape[1] != dim:
     raise UserInputError(f"{input_path}: {x.shape[1]} features per row, but the run was trained on {dim}; "
                          "use features from the run's extractor and backbone")
   x = check_features(f"{input_path}", x, dim)
   x = preprocessing.apply(x, pre_method, stats, input_path)
-  scores = plan.anomaly_scores(method, {name: fn(x) for name, fn in log_prob_fns.items()})
+  # Blocks of whole eval batches: every batch the flows see has the shape the run's own scoring used.
+  block = max(1, SCORE_BLOCK // config.eval.batch_size) * config.eval.batch_size
+  scores = score_rows(method, log_prob_fns, x, block)
   pvalues = conformal_pvalues(calibration, scores)
   flagged = pvalues <= alpha
 
@@ -331,8 +360,44 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
     writer.writerow(["id", "score", "p_value", "is_anomaly"])
     for row in zip(ids, scores, pvalues, flagged):
       writer.writerow([row[0], repr(float(row[1])), repr(float(row[2])), int(row[3])])
-  return {"out": out, "rows": len(ids), "method": method, "alpha": alpha, "anomalies": int(flagged.sum()),
-          "calibration_inliers": int(calibration.size)}
+  summary = {"out": out, "rows": len(ids), "method": method, "alpha": alpha, "anomalies": int(flagged.sum()),
+             "calibration_inliers": int(calibration.size)}
+  if labels is not None:
+    summary.update(label_metrics(scores, labels, flagged))
+  return summary
+
+
+SCORE_BLOCK = 8192   # rows per progress update
+
+
+def score_rows(method: str, log_prob_fns, x: "np.ndarray", block: int = SCORE_BLOCK) -> "np.ndarray":
+  """Anomaly scores [N] of `method` for rows x [N, D], `block` rows at a time, with a progress bar."""
+  import numpy as np
+  from cnf_jax.training import plan
+  from cnf_jax.training.progress import Progress
+  bar = Progress(len(x), f"score {method}", unit="rows")
+  parts = []
+  for i in range(0, len(x), block):
+    rows = x[i:i + block]
+    parts.append(plan.anomaly_scores(method, {name: fn(rows) for name, fn in log_prob_fns.items()}))
+    bar.update(i + len(rows))
+  bar.close()
+  return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def label_metrics(scores: "np.ndarray", is_anomaly: "np.ndarray", flagged: "np.ndarray") -> dict:
+  """What labelled input adds to the summary: AUROC, AUPR, FPR at 95% TPR (None when the labels
+  hold one class only) and the false-alarm / detection rates of is_anomaly at --alpha."""
+  import numpy as np
+  from cnf_jax.evaluation import metrics
+  if len(is_anomaly) != len(scores):
+    raise UserInputError(f"{len(is_anomaly)} is_anomaly labels for {len(scores)} rows")
+  both = bool(is_anomaly.any() and (~is_anomaly).any())
+  out = {name: (float(fn(scores, is_anomaly)) if both else None) for name, fn in metrics.METRICS.items()}
+  out["labelled_anomalies"] = int(is_anomaly.sum())
+  out["false_alarm_rate"] = float(flagged[~is_anomaly].mean()) if (~is_anomaly).any() else None
+  out["detection_rate"] = float(flagged[is_anomaly].mean()) if is_anomaly.any() else None
+  return out
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -349,12 +414,17 @@ def define_flags(fv: flags.FlagValues) -> None:
                        "dataset metadata, else the backbone's own).", flag_values=fv)
   flags.DEFINE_string("checkpoint", None, "Images with backbone moco_v2: the MoCo checkpoint the run's features "
                       "used.", flag_values=fv)
+  flags.DEFINE_bool("quiet", False, "No progress bars (for scripts); errors and the JSON summary still print.",
+                    flag_values=fv)
 
 
 @cli.command
 def main(argv: Sequence[str]) -> int:
   args, _ = cli.parse(define_flags, argv, __doc__, required=("workdir", "input", "out"))
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO.
+  if args.quiet:
+    from cnf_jax.training import progress
+    progress.set_quiet(True)
   from cnf_jax.training.checkpoints import quiet_orbax_after_failures
   quiet_orbax_after_failures()
   host_memory.configure(default="default")

@@ -177,7 +177,7 @@ def train_vmapped(spec: launch.SweepSpec, root: str, names: List[str], wait: boo
     raise UserInputError(f"no space left on the device ({getattr(e, 'filename', None) or root}); free some "
                          "space and rerun the same command (it resumes from the last checkpoints)") from None
   for name, r in results.items():
-    print(json.dumps({"run": name, "auroc": r["auroc"]}))
+    print(json.dumps({"run": name, **{m: r[m] for m in ("auroc", "aupr", "fpr95") if m in r}}))
   print(json.dumps({"runs": len(results), "seconds": round(time.perf_counter() - start, 1)}), flush=True)
   return 0
 

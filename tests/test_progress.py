@@ -99,3 +99,16 @@ def test_a_cli_run_writes_event_files_for_every_model_and_its_hparams(tmp_path):
     assert {"loss", "lr", "grad_norm", "nll_inlier"} <= set(scalars)
     assert [s for s, _ in scalars["loss"]] == list(range(10, config.train.steps + 1, 10))
   assert glob.glob(str(tmp_path / "tensorboard" / "hparams" / "**" / "events.out.tfevents.*"), recursive=True)
+
+
+def test_baseline_scoring_shows_one_progress_line_per_run_of_baselines(capsys):
+  # Not a TTY (pytest's capture): the line shows at the end, with what it took.
+  from cnf_jax.evaluation import baselines
+  rng = np.random.default_rng(0)
+  inliers, test = rng.normal(size=(60, 3)), rng.normal(size=(20, 3))
+  scores, _ = baselines.score_sets(["knn", "kde"], inliers, None, {"test": test})
+  err = capsys.readouterr().err
+  assert "baselines  2/2 methods" in err and "took" in err and "last=kde" in err, err
+  assert set(scores["test"]) == {"knn", "kde"} and scores["test"]["knn"].shape == (20,)
+  baselines.score_sets(["knn"], inliers, None, {"test": test}, progress=False)
+  assert "baselines" not in capsys.readouterr().err

@@ -124,6 +124,27 @@ def test_cli_writes_markdown_and_readable_histograms(tmp_path):
   assert bad.returncode == 2 and bad.stderr.startswith("error: sweep root") and "Traceback" not in bad.stderr
 
 
+def test_aupr_and_fpr95_tables_mark_their_own_best(tmp_path):
+  # FPR95: lower is better, so the bold cell is the smallest; runs written before the metric was
+  # recorded (no "fpr95" in results.json) leave their cells empty instead of failing.
+  root = tmp_path / "sweep"
+  root.mkdir()
+  for k, (a_cf, a_knn, f_cf, f_knn) in enumerate([(0.60, 0.80, 0.10, 0.50), (0.62, 0.82, 0.12, 0.52)]):
+    _run(root, f"a-seed={k}", k, auroc={"cf": 0.9, "knn": 0.8}, aupr={"cf": a_cf, "knn": a_knn},
+         fpr95={"cf": f_cf, "knn": f_knn})
+  _run(root, "old-seed=0", 0, auroc={"cf": 0.7})
+  rep = tables.build_report(str(root))
+  aupr, fpr = _table(rep["markdown"]["aupr"]), _table(rep["markdown"]["fpr95"])
+  assert aupr["header"] == fpr["header"] == ["a", "old", "mean"]
+  assert aupr["KNN"][0] == "**81.0 ± 1.0**" and aupr["CF"][0] == "61.0 ± 1.0" and aupr["CF"][1] == "–"
+  assert fpr["CF"][0] == "**11.0 ± 1.0**" and fpr["KNN"][0] == "51.0 ± 1.0"
+  text = tables.report_markdown(str(root), rep)
+  assert "## AUPR (%), anomalies the positive class" in text and "(lower is better)" in text
+  status = tables.summarize(tables.load_runs(str(root)), "fpr95")
+  assert status["a"]["cf"] == {"mean": pytest.approx(0.11), "std": pytest.approx(0.01), "n": 2}
+  assert "old" not in status   # its run has no fpr95
+
+
 def test_cli_flags_json_and_bad_flags(tmp_path, capsys):
   root = _sweep(tmp_path / "sweep")
   md = _report_cli(f"--workdir={root}", "--out", str(tmp_path / "md"), "--method=flow", "--noplots")
@@ -137,6 +158,7 @@ def test_cli_flags_json_and_bad_flags(tmp_path, capsys):
   summary = json.loads(as_json.stdout)
   assert summary["runs"] == {"done": 4, "running": 1, "empty": 1}
   assert summary["auroc"]["a"]["cf"]["n"] == 3 and summary["auroc"]["a"]["cf"]["mean"] == pytest.approx(0.92)
+  assert summary["aupr"] == {} and summary["fpr95"] == {}   # these made-up runs record AUROC only
   assert not (root / "report").exists()   # --json writes nothing
 
   for args, message in [((), "--workdir is required"),

@@ -55,6 +55,43 @@ def test_cli_reproduces_the_runs_test_scores_with_conformal_pvalues(run, tmp_pat
                      "anomalies": int(expected_flags.sum()), "calibration_inliers": 50}
 
 
+def test_labelled_input_adds_the_runs_auroc_aupr_and_fpr95(run, tmp_path):
+  # The run's own test set with its labels: the summary's metrics are the run's results.json ones.
+  workdir, config = run
+  data = np.load(config.data.path)
+  np.savez(tmp_path / "labelled.npz", features=data["test"], is_anomaly=data["test_is_anomaly"].astype(np.int8))
+  proc = run_score(f"--workdir={workdir}", f"--input={tmp_path / 'labelled.npz'}", f"--out={tmp_path / 's.csv'}",
+                   "--alpha=0.1", "--quiet")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "score cf" not in proc.stderr   # --quiet: no progress line
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  for metric in ("auroc", "aupr", "fpr95"):
+    assert summary[metric] == pytest.approx(results[metric]["cf"], abs=1e-9), metric
+  _, _, _, flagged = read_scores(tmp_path / "s.csv")
+  is_anomaly = data["test_is_anomaly"].astype(bool)
+  assert summary["labelled_anomalies"] == int(is_anomaly.sum())
+  assert summary["false_alarm_rate"] == pytest.approx(flagged[~is_anomaly].mean())
+  assert summary["detection_rate"] == pytest.approx(flagged[is_anomaly].mean()) and summary["detection_rate"] > 0.3
+  # Without --quiet the (non-TTY) progress line ends with the time it took.
+  loud = run_score(f"--workdir={workdir}", f"--input={tmp_path / 'labelled.npz'}", f"--out={tmp_path / 't.csv'}")
+  assert loud.returncode == 0 and "score cf  100/100 rows" in loud.stderr and "took" in loud.stderr, loud.stderr
+
+
+def test_bad_labels_in_a_csv_are_one_line(run, tmp_path):
+  workdir, config = run
+  test = np.load(config.data.path)["test"][:3]
+  rows = "\n".join(",".join(map(str, r)) + f",{label}" for r, label in zip(test, ["0", "yes", "1"]))
+  header = ",".join(f"x{j}" for j in range(test.shape[1])) + ",is_anomaly"
+  (tmp_path / "bad.csv").write_text(header + "\n" + rows + "\n")
+  proc = run_score(f"--workdir={workdir}", f"--input={tmp_path / 'bad.csv'}", f"--out={tmp_path / 's.csv'}")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'bad.csv'}: line 3, column 'is_anomaly': "
+                                                  "'yes' is not 0 or 1 (1 = anomaly)")
+  assert not (tmp_path / "s.csv").exists()
+
+
 @pytest.mark.parametrize("method", ["flow", "flow_ratio"])
 def test_csv_input_and_other_methods(run, tmp_path, method):
   from cnf_jax import score

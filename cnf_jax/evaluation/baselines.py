@@ -245,17 +245,24 @@ def fit(name: str, inliers: np.ndarray, contrastive: Optional[np.ndarray] = None
 
 
 def score_sets(names, inliers: np.ndarray, contrastive: Optional[np.ndarray], sets: Dict[str, np.ndarray],
-               cfg: Optional[ml_collections.ConfigDict] = None, seed: int = 0):
+               cfg: Optional[ml_collections.ConfigDict] = None, seed: int = 0, progress: bool = True):
   """Fits each baseline once and scores every named set.
 
   Returns ({set name: {baseline: scores [T]}}, {baseline: seconds to fit and score}).
+  progress: a progress line per baseline (`training.progress`; silenced by its set_quiet).
   """
+  from cnf_jax.training.progress import Progress
   scores: Dict[str, Dict[str, np.ndarray]] = {s: {} for s in sets}
   seconds = {}
-  for name in names:
+  bar = Progress(len(names), "baselines", unit="methods") if progress and names else None
+  for i, name in enumerate(names):
     start = time.perf_counter()
     score_fn = fit(name, inliers, contrastive, cfg, seed)
     for set_name, x in sets.items():
       scores[set_name][name] = score_fn(x)
     seconds[name] = round(time.perf_counter() - start, 3)
+    if bar is not None:
+      bar.update(i + 1, last=name)
+  if bar is not None:
+    bar.close()
   return scores, seconds

@@ -1,4 +1,4 @@
-"""The short summary of a sweep: how many runs are done and the AUROC table.
+"""The short summary of a sweep: how many runs are done and the AUROC table (AUPR and FPR95 in --json).
 
 Printed at the end of `python -m cnf_jax.sweep`; `python -m cnf_jax.report --json`
 prints `status` as JSON. The full report (every table, plots) is tables.write_report.
@@ -9,10 +9,11 @@ from cnf_jax.reports import tables
 
 
 def status(root: str) -> Dict:
-  """{"runs": {"done": n, "running": n, "empty": n}, "auroc": {setting: {method: {mean, std, n}}}}."""
+  """{"runs": {"done": n, "running": n, "empty": n}, metric: {setting: {method: {mean, std, n}}}}
+  for each metric of tables.METRICS (auroc, aupr, fpr95; empty where no run recorded it)."""
   rows = tables.load_runs(root)
   counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "running", "empty")}
-  return {"runs": counts, "auroc": tables.summarize(rows)}
+  return {"runs": counts, **{metric: tables.summarize(rows, metric) for metric in tables.METRICS}}
 
 
 def summary_text(root: str) -> str:

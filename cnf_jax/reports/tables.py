@@ -88,7 +88,14 @@ def load_runs(root: str) -> List[Dict]:
   return rows
 
 
-MERGED_KEYS = ("auroc", "auroc_by_group", "auroc_excluding", "auroc_extra")
+MERGED_KEYS = ("auroc", "aupr", "fpr95", "auroc_by_group", "auroc_excluding", "auroc_extra")
+
+# The per-method metrics of results.json, in report order, with their headings; FPR at 95% TPR
+# is the only one where lower is better.
+METRICS = ("auroc", "aupr", "fpr95")
+METRIC_TITLES = {"auroc": "AUROC (%)", "aupr": "AUPR (%), anomalies the positive class",
+                 "fpr95": "FPR at 95% TPR (%): inliers flagged when 95% of anomalies are (lower is better)"}
+LOWER_IS_BETTER = ("fpr95",)
 
 
 def _merge_methods(into: Dict, other: Dict, where: str) -> None:
@@ -139,20 +146,24 @@ def load_metrics(workdir: str) -> List[Dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def summarize(rows: Sequence[Dict]) -> Dict[str, Dict[str, Dict[str, float]]]:
-  """{setting: {method: {"mean", "std", "n"}}} of the finished runs' AUROCs over seeds.
+def summarize(rows: Sequence[Dict], metric: str = "auroc") -> Dict[str, Dict[str, Dict[str, float]]]:
+  """{setting: {method: {"mean", "std", "n"}}} of the finished runs' `metric` (results.json's
+  auroc, aupr or fpr95) over seeds.
 
   A final setting "mean" averages the per-setting means (the last row of Table 1).
   """
   done = [r for r in rows if r["status"] == "done"]
-  methods = sorted({k[len("auroc_"):] for r in done for k in r if k.startswith("auroc_")})
+  by_run = [(r, r["results"].get(metric, {})) for r in done]
+  methods = sorted({m for _, values in by_run for m in values})
   table: Dict[str, Dict[str, Dict[str, float]]] = {}
   for setting in dict.fromkeys(r["setting"] for r in done):
     table[setting] = {}
     for m in methods:
-      values = [r[f"auroc_{m}"] for r in done if r["setting"] == setting and f"auroc_{m}" in r]
+      values = [v[m] for r, v in by_run if r["setting"] == setting and m in v]
       if values:
         table[setting][m] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+    if not table[setting]:
+      del table[setting]   # none of its runs recorded `metric`
   if len(table) > 1:
     table["mean"] = {m: {"mean": float(np.mean([t[m]["mean"] for t in table.values() if m in t])),
                          "std": float("nan"), "n": sum(t[m]["n"] for t in table.values() if m in t)}
@@ -195,10 +206,15 @@ def collect(runs: Sequence[Dict], cells: Callable[[Dict], Iterable[Tuple[str, st
   return out
 
 
-def auroc_cells(run: Dict):
-  """Table 1 / 3 / 4 / 12: (method, setting, AUROC)."""
-  for m, v in run["results"].get("auroc", {}).items():
-    yield m, run["setting"], v
+def metric_cells(metric: str):
+  """Table 1 / 3 / 4 / 12 and their AUPR / FPR95 twins: (method, setting, value of `metric`)."""
+  def cells(run: Dict):
+    for m, v in run["results"].get(metric, {}).items():
+      yield m, run["setting"], v
+  return cells
+
+
+auroc_cells = metric_cells("auroc")
 
 
 def confusion_cells(method: str):
@@ -248,22 +264,25 @@ def _format(mean: float, std: float, n: int, expected: int = 0) -> str:
   return text
 
 
-def _best_rows(stats: Dict[str, Tuple[float, float, int]]) -> List[str]:
+def _best_rows(stats: Dict[str, Tuple[float, float, int]], lower_is_better: bool = False) -> List[str]:
   """Rows within one std of the best mean (the best's std), the paper's highlighting rule."""
   if not stats:
     return []
-  best = max(stats, key=lambda r: stats[r][0])
+  sign = -1.0 if lower_is_better else 1.0
+  best = max(stats, key=lambda r: sign * stats[r][0])
   mean, std, _ = stats[best]
-  threshold = mean - (std if np.isfinite(std) else 0.0) - 1e-12
-  return [r for r, (m, _, _) in stats.items() if m >= threshold]
+  margin = (std if np.isfinite(std) else 0.0) + 1e-12
+  return [r for r, (m, _, _) in stats.items() if sign * (m - mean) >= -margin]
 
 
 def render_table(values: Values, rows: Sequence[str], columns: Sequence[str], *, row_header: str,
                  row_label: Callable[[str], str] = str, mark: str = "best",
-                 expected: Optional[Dict[str, int]] = None, mean_column: bool = True) -> str:
-  """Markdown: one line per row, one column per column plus "mean"; AUROC in %.
+                 expected: Optional[Dict[str, int]] = None, mean_column: bool = True,
+                 lower_is_better: bool = False) -> str:
+  """Markdown: one line per row, one column per column plus "mean"; values in %.
 
-  mark='best' bolds, per column, the best row and those within one std of it;
+  mark='best' bolds, per column, the best row (the lowest with lower_is_better) and those
+  within one std of it;
   mark='hard' bolds cells below 90 (Table 2's hard pairs). `expected[column]`
   seeds: a cell with fewer shows (n/expected). Empty cells are '–'.
   """
@@ -292,7 +311,7 @@ def render_table(values: Values, rows: Sequence[str], columns: Sequence[str], *,
       continue
     if c == "mean":  # means over fewer columns are not comparable: only the most complete rows compete
       stats = {r: st for r, st in stats.items() if mean_columns[r] == max(mean_columns.values())}
-    bold = _best_rows(stats) if mark == "best" else [r for r, s in stats.items() if s[0] < 0.9]
+    bold = _best_rows(stats, lower_is_better) if mark == "best" else [r for r, s in stats.items() if s[0] < 0.9]
     for r in bold:
       text[r, c] = f"**{text[r, c]}**"
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -361,8 +380,9 @@ def build_report(root: str, *, declared: Optional[Sequence[str]] = None, method:
   """Every table of the report as markdown plus what the plots need; no files are written.
 
   also: further sweep roots holding the same runs with other methods (see `merge_roots`).
-  Returns {"runs", "methods", "settings", "auroc" (Values), "markdown": {section: text},
-  "missing": [lines], "confusion_method"}.
+  Returns {"runs", "methods", "settings", "auroc" (Values), "metrics": {metric: Values} (auroc,
+  and aupr / fpr95 where the runs have them), "markdown": {section: text}, "missing": [lines],
+  "confusion_method"}.
   """
   runs = merge_roots(load_runs(root), [load_runs(a) for a in also])
   done = [r for r in runs if r["status"] == "done"]
@@ -372,9 +392,17 @@ def build_report(root: str, *, declared: Optional[Sequence[str]] = None, method:
                       [r["setting"] for r in runs])
   expected = expected_seeds(runs, declared)
   md: Dict[str, str] = {}
+  by_metric = {"auroc": values}
   if methods:
     md["auroc"] = render_table(values, methods, settings, row_header="method", row_label=method_label,
                                expected=expected)
+    for metric in METRICS[1:]:   # runs written before AUPR / FPR95 were recorded have none
+      other = collect(runs, metric_cells(metric))
+      if other:
+        by_metric[metric] = other
+        md[metric] = render_table(other, order_methods(other), settings, row_header="method",
+                                  row_label=method_label, expected=expected,
+                                  lower_is_better=metric in LOWER_IS_BETTER)
   by_group = [r for r in done if r["results"].get("auroc_by_group")]
   confusion_method = method
   if by_group:
@@ -391,7 +419,8 @@ def build_report(root: str, *, declared: Optional[Sequence[str]] = None, method:
   if extra:
     columns = list(dict.fromkeys(c for r in done for c in r["results"].get("auroc_extra", {})))
     md["extra"] = render_table(extra, order_methods(extra), columns, row_header="method", row_label=method_label)
-  return {"runs": runs, "methods": methods, "settings": settings, "auroc": values, "markdown": md,
+  return {"runs": runs, "methods": methods, "settings": settings, "auroc": values, "metrics": by_metric,
+          "markdown": md,
           "missing": missing(root, runs, declared, values, methods, settings, expected),
           "confusion_method": confusion_method}
 
@@ -405,13 +434,17 @@ def report_markdown(root: str, report: Dict, plots: Sequence[Tuple[str, str]] = 
   lines = [f"# Report: {root}", "",
            f"{len(runs)} run directories: {status['done']} done, {status['running']} running or interrupted, "
            f"{status['empty']} not started" + (f"; {never} declared runs never launched" if never else "") + ".",
-           "AUROC in %, mean ± std over seeds (population std); (n/N): only n of the N seeds have results; "
+           "AUROC, AUPR and FPR95 in %, mean ± std over seeds (population std); (n/N): only n of the N seeds have results; "
            "–: no result; *: mean over the columns that have results.", ""]
   md = report["markdown"]
   if "auroc" in md:
     lines += ["## AUROC (%): methods × settings", "",
               "Bold: the best method of the column and every method within one std of it (the paper's rule).",
               "", md["auroc"], ""]
+  for metric in METRICS[1:]:
+    if metric in md:
+      lines += [f"## {METRIC_TITLES[metric]}: methods × settings", "",
+                "Bold: the best method of the column and every method within one std of it.", "", md[metric], ""]
   if "confusion" in md:
     lines += [f"## Per anomaly class (Table 2 shape), method {method_label(report['confusion_method'])}", "",
               "Row: the inlier class the model was trained on; column: the anomaly class scored against the "
