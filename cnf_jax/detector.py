@@ -4,6 +4,16 @@
   det.decision_function(X)                             # [M] anomaly scores, higher = more anomalous
   det.pvalues(X)                                       # [M] conformal p-values
   det.predict(X, alpha=0.01)                           # [M] 0 = inlier, 1 = anomaly
+  det.predict(X, fdr=0.1)                              # [M] Benjamini-Hochberg on the p-values
+
+PyOD's BaseDetector API, with pyod 3.6.7's semantics and no pyod at run time
+(tests/test_pyod_parity.py compares the two when pyod is installed):
+`predict(X, return_confidence=True)`, `predict_proba(X, method='linear'|'unify')`
+[M, 2], `predict_confidence(X)` (Perini et al.'s ExCeeD), `predict_with_rejection(X,
+T=32, return_stats=False, ...)` (-2 = rejected), `compute_rejection_stats`,
+`fit_predict(X)` (= labels_) and the deprecated `fit_predict_score(X, y)`. All of them
+work from the training scores decision_scores_, threshold_ and contamination. Pickling a
+fitted detector works: it holds numpy weights, nothing compiled.
 
 Conventions (PyOD's): `decision_function` is an anomaly score (higher = more
 anomalous), `predict` returns 0/1 with 1 = anomaly, `decision_scores_` are the
@@ -25,6 +35,9 @@ Conformal p-values: a `calibration_fraction` of X is held out of training; for
 a new x, p(x) = (1 + #{calibration scores >= score(x)}) / (n_cal + 1). If x is
 exchangeable with the calibration inliers, P(p(x) <= alpha) <= alpha, so
 `predict(X, alpha=a)` flags at most a fraction a of such inliers on average.
+`predict(X, fdr=q)` tests all rows of X together instead: Benjamini-Hochberg at
+level q keeps the expected fraction of inliers among the flagged rows at or
+below q (conformal p-values sharing a calibration set are PRDS, Bates et al. 2023).
 Nothing else is fitted on the calibration split (not even the preprocessing),
 so the score function is independent of it, which the guarantee needs.
 
@@ -38,7 +51,9 @@ refitting on new data of the same width does not recompile.
 import dataclasses
 import json
 import math
+import numbers
 import os
+import warnings
 import zipfile
 from typing import Optional
 
@@ -46,13 +61,17 @@ import flax
 import jax
 import ml_collections
 import numpy as np
+from scipy.optimize import brentq
+from scipy.special import erf
+from scipy.stats import binom
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.metrics import precision_score, roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from cnf_jax.data import preprocessing
 from cnf_jax.errors import UserInputError
 from cnf_jax.evaluation import metrics
-from cnf_jax.evaluation.conformal import conformal_pvalues
+from cnf_jax.evaluation.conformal import benjamini_hochberg, conformal_pvalues
 from cnf_jax.experiments import config_lib
 from cnf_jax.files import atomic_write
 from cnf_jax.flows import BLOCK_TYPES, Flow, flow_from_config, init_flow
@@ -69,10 +88,20 @@ SCORE_CHUNK = 1024
 # Fraction of the training split held out to set eps="auto" (the quantile is taken on it).
 EPS_HOLDOUT = 0.1
 DIVERGED_HINT = "Lower lr, raise noise_std, or check the data for extreme values."
+PROBA_METHODS = ("linear", "unify")
+SCORINGS = ("roc_auc_score", "prc_n_score")
 
 
 class NonNumericInputError(UserInputError, TypeError):
   """Non-numeric cells; also a TypeError, as scikit-learn raises for them."""
+
+
+class UnsupportedScoringError(UserInputError, NotImplementedError):
+  """fit_predict_score with an unknown metric; also a NotImplementedError, as PyOD raises for it."""
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
@@ -103,7 +132,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       permutations; a fit is deterministic given it.
 
   Fitted attributes: n_features_in_, decision_scores_ [N], threshold_, labels_
-  [N], eps_ (float or None), calibration_scores_ [n_cal], loss_history_
+  [N] (and PyOD's private _mu, _sigma: the training scores' mean and std), eps_ (float or None), calibration_scores_ [n_cal], loss_history_
   {model: [steps trained]}, variables_ {model: flax variables}, preprocessing_
   (method, stats), validation_ {model: early-stopping record} (empty without
   validation_fraction).
@@ -329,11 +358,17 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     self.eps_ = eps
     self.preprocessing_ = (self.normalize, stats)
     self.calibration_scores_ = np.sort(self.decision_function(x_cal_raw)) if n_cal else np.zeros(0)
-    self.decision_scores_ = self.decision_function(X)
+    scores = self.decision_function(X)
     # PyOD: threshold at the (1 - contamination) quantile of the training scores.
-    self.threshold_ = float(np.percentile(self.decision_scores_, 100 * (1 - self.contamination)))
-    self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+    self._set_training_scores(scores, float(np.percentile(scores, 100 * (1 - self.contamination))))
     return self
+
+  def _set_training_scores(self, scores: np.ndarray, threshold: float) -> None:
+    """decision_scores_ [N], threshold_, labels_ [N] and, as PyOD keeps them for predict_proba's
+    'unify', the scores' mean _mu and standard deviation _sigma."""
+    self.decision_scores_, self.threshold_ = scores, threshold
+    self.labels_ = (scores > threshold).astype(int)
+    self._mu, self._sigma = np.mean(scores), np.std(scores)
 
   def calibrate(self, X_inliers):
     """Replaces the calibration scores by those of new inliers X_inliers [n, D]; returns self.
@@ -369,17 +404,178 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
                            "calibrate(X_inliers) first")
     return conformal_pvalues(self.calibration_scores_, self.decision_function(X))
 
-  def predict(self, X, alpha: Optional[float] = None) -> np.ndarray:
-    """0/1 labels [N] (1 = anomaly, PyOD's convention).
+  def predict(self, X, return_confidence=False, *, alpha: Optional[float] = None, fdr: Optional[float] = None):
+    """0/1 labels [N] of X [N, D] (1 = anomaly, PyOD's convention); with return_confidence=True,
+    (labels [N], predict_confidence(X) [N]) as PyOD returns them.
 
-    alpha=None: score > threshold_ (from contamination). alpha in (0, 1):
-    p-value <= alpha, which flags at most a fraction alpha of exchangeable inliers.
+    One rule flags:
+      default   score > threshold_ (the (1 - contamination) quantile of the training scores);
+      alpha=a   conformal p-value <= a: flags at most a fraction a of exchangeable inliers;
+      fdr=q     Benjamini-Hochberg at level q on the conformal p-values of X: on average at
+                most a fraction q of the flagged rows are inliers (the false discovery rate).
+    The confidence is about the threshold_ labels, so it goes with the default rule only.
     """
-    if alpha is None:
-      return (self.decision_function(X) > self.threshold_).astype(int)
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-      raise UserInputError(f"predict(alpha={alpha!r}): alpha must be a number in (0, 1)")
-    return (self.pvalues(X) <= alpha).astype(int)
+    # predict(X, 0.01) meant alpha before return_confidence took the second place: refuse it.
+    if not isinstance(return_confidence, (bool, np.bool_)):
+      raise UserInputError(f"predict(return_confidence={return_confidence!r}): must be True or False; "
+                           "pass alpha= and fdr= by keyword")
+    if alpha is not None and fdr is not None:
+      raise UserInputError(f"predict(alpha={alpha!r}, fdr={fdr!r}): give alpha (false-alarm rate) or fdr "
+                           "(false discovery rate), not both")
+    if return_confidence and (alpha is not None or fdr is not None):
+      raise UserInputError("predict(return_confidence=True) is PyOD's confidence in the threshold_ labels: "
+                           "drop alpha=/fdr=, or call predict_confidence(X) on its own")
+    if alpha is not None:
+      if not (_is_number(alpha) and 0 < alpha < 1):
+        raise UserInputError(f"predict(alpha={alpha!r}): alpha must be a number in (0, 1)")
+      return (self.pvalues(X) <= alpha).astype(int)
+    if fdr is not None:
+      if not (_is_number(fdr) and 0 < fdr < 1):
+        raise UserInputError(f"predict(fdr={fdr!r}): fdr must be a number in (0, 1), e.g. 0.1")
+      return benjamini_hochberg(self.pvalues(X), float(fdr)).astype(int)
+    scores = self.decision_function(X)
+    labels = (scores > self.threshold_).astype(int)
+    return (labels, self._confidence(scores)) if return_confidence else labels
+
+  # ---- PyOD's BaseDetector API (pyod 3.6.7 semantics, implemented here: no pyod at run time) --
+
+  def predict_proba(self, X, method: str = "linear", return_confidence: bool = False):
+    """PyOD's score-to-probability conversions: [N, 2] columns [1 - p, p] for X [N, D]; with
+    return_confidence=True, (that, predict_confidence(X) [N]).
+
+      linear  p = min-max scaling of the score by the training scores' min and max, clipped to [0, 1];
+      unify   p = erf((score - mean) / (std sqrt 2)) with the training scores' mean and std,
+              clipped to [0, 1] (Kriegel et al. 2011, "Interpreting and unifying outlier scores").
+    Both rescale the score; they are not calibrated probabilities (pvalues(X) are calibrated).
+    """
+    if not (isinstance(method, str) and method in PROBA_METHODS):
+      raise UserInputError(f"predict_proba(method={method!r}): not a probability conversion method; "
+                           f"choose one of {', '.join(PROBA_METHODS)}")
+    check_is_fitted(self)
+    scores, train = self.decision_function(X), self.decision_scores_
+    if method == "linear":
+      # MinMaxScaler's arithmetic (x * scale + offset; a range under 10 eps counts as 1), so the
+      # values are PyOD's to the last bit.
+      span = train.max() - train.min()
+      scale = 1.0 / (1.0 if span < 10 * np.finfo(np.float64).eps else span)
+      p = scores * scale + (0.0 - train.min() * scale)
+    else:
+      p = erf((scores - self._mu) / (self._sigma * np.sqrt(2)))
+    p = p.clip(0, 1)
+    probs = np.stack([1 - p, p], axis=1)
+    return (probs, self._confidence(scores)) if return_confidence else probs
+
+  def predict_confidence(self, X) -> np.ndarray:
+    """PyOD's confidence [N] in [0, 1] that the threshold_ label of each row of X [N, D] would stay
+    the same under a slightly different training set (Perini et al. 2020, ExCeeD)."""
+    check_is_fitted(self)
+    return self._confidence(self.decision_function(X))
+
+  def _confidence(self, scores: np.ndarray) -> np.ndarray:
+    """predict_confidence from the scores [N] of the rows.
+
+    With n training scores of which k are <= s, p = (1 + k) / (2 + n) is the posterior chance
+    (uniform prior) that a fresh training score falls below s; the confidence that s is an
+    outlier is the chance that s would rank among the top floor(n contamination) of a new
+    training set, i.e. that more than n - floor(n contamination) of n such draws fall below
+    it: 1 - BinomCDF(n - floor(n contamination); n, p). Rows labelled 0 get 1 minus that.
+    """
+    train = self.decision_scores_
+    n = train.size
+    below = np.searchsorted(np.sort(train), scores, side="right")
+    posterior = (1 + below) / (2 + n)
+    outlier = 1 - binom.cdf(n - int(n * self.contamination), n, posterior)
+    return np.where(scores > self.threshold_, outlier, 1 - outlier)
+
+  def predict_with_rejection(self, X, T=32, return_stats=False, delta=0.1, c_fp=1, c_fn=1, c_r=-1):
+    """PyOD's labels with a reject option: [N] of 0, 1 or -2 (rejected: the threshold_ label is not
+    confident enough, 2 |confidence - 1/2| <= 1 - 2 exp(-T)); with return_stats=True,
+    (labels, [expected rejection rate, upper bound of the rejection rate (holds with probability
+    1 - delta), upper bound of the cost]) from compute_rejection_stats (Perini et al. 2023).
+
+    c_fp, c_fn, c_r: costs of a false positive, a false negative and a rejection; c_r < 0 (the
+    default) means the contamination, as in PyOD. Sets rejection_threshold_ = 1 - 2 exp(-T), as PyOD.
+    """
+    self._check_rejection_args(T, delta, c_fp, c_fn, c_r)
+    check_is_fitted(self)
+    scores = self.decision_function(X)
+    labels = (scores > self.threshold_).astype(int)
+    self.rejection_threshold_ = 1 - 2 * np.exp(-T)
+    labels[2 * np.abs(self._confidence(scores) - 0.5) <= self.rejection_threshold_] = -2
+    if return_stats:
+      return labels, list(self.compute_rejection_stats(T=T, delta=delta, c_fp=c_fp, c_fn=c_fn, c_r=c_r))
+    return labels
+
+  def _check_rejection_args(self, T, delta, c_fp, c_fn, c_r) -> None:
+    # PyOD warns and substitutes 0.1 for a delta outside (0, 1); a wrong argument is an error here.
+    if not (_is_number(T) and T > 0):
+      raise UserInputError(f"T={T!r}: must be a number > 0 (rejection threshold 1 - 2 exp(-T); PyOD's default 32)")
+    if not (_is_number(delta) and 0 < delta < 1):
+      raise UserInputError(f"delta={delta!r}: must be in (0, 1) (the bound holds with probability 1 - delta)")
+    for name, cost in (("c_fp", c_fp), ("c_fn", c_fn), ("c_r", c_r)):
+      if not _is_number(cost):
+        raise UserInputError(f"{name}={cost!r}: must be a number (a cost)")
+
+  def compute_rejection_stats(self, T=32, delta=0.1, c_fp=1, c_fn=1, c_r=-1, verbose=False):
+    """PyOD's guarantees for predict_with_rejection, from the n training scores and the
+    contamination g alone: (expected rejection rate, upper bound of the rejection rate that holds
+    with probability 1 - delta, upper bound of the cost) as floats. c_r < 0 means g."""
+    self._check_rejection_args(T, delta, c_fp, c_fn, c_r)
+    check_is_fitted(self)
+    g = self.contamination
+    c_r = g if c_r < 0 else c_r
+    n = int(self.decision_scores_.size)
+    k = int(n * g) - 1
+    if k < 0:
+      raise UserInputError(f"rejection stats need n * contamination >= 1 (n = {n} training rows, "
+                           f"contamination = {g}): fit on more rows or raise contamination")
+
+    def quantile(level):   # the p with BinomCDF(k; n, p) = level (decreasing in p, so one root in [0, 1])
+      return brentq(lambda p: binom.cdf(k, n, p) - level, 0, 1)
+
+    q_low, q_high = quantile(1 - np.exp(-T)), quantile(np.exp(-T))
+    expected_rate = q_high - q_low
+    # PyOD's closed-form margins, in its order of operations; a negative radicand (small T) gives
+    # NaN and max(0, NaN) is 0, as there.
+    right = min(1, (-g * (n + 2) + n + 1) / n + (T * (n + 2)) / np.sqrt(2 * n ** 3 * T))
+    with np.errstate(invalid="ignore"):
+      left = max(0, (2 + n * (1 - g) * (n + 1)) / n ** 2 - np.sqrt(
+          0.5 * n ** 5 * (2 * n * (-3 * g ** 2 - 2 * n * (1 - g) ** 2 + 4 * g - 3) + T * (n + 2) ** 2 - 8)) / n ** 4)
+    upper_rate = right - left + 2 * np.sqrt(np.log(2 / delta) / (2 * n))
+    upper_cost = min(g, q_low) * c_fp + min(1 - q_high, g) * c_fn + (q_high - q_low) * c_r
+    if verbose:
+      print(f"Expected rejection rate: {expected_rate:.4f}, upper bound rejection rate: {upper_rate:.4f}, "
+            f"upper bound cost: {upper_cost:.4f}")
+    return float(expected_rate), float(upper_rate), float(upper_cost)
+
+  def _predict_rank(self, X, normalized: bool = False) -> np.ndarray:
+    """PyOD's outlyingness rank [N] of X [N, D]: how many training scores are below each score
+    (normalized: divided by the largest rank), for score combination."""
+    check_is_fitted(self)
+    ranks = np.searchsorted(np.sort(self.decision_scores_), self.decision_function(X))
+    return ranks / ranks.max() if normalized else ranks
+
+  def fit_predict(self, X, y=None, **fit_params) -> np.ndarray:
+    """fit(X, y, **fit_params) then labels_ [N] (PyOD and scikit-learn's OutlierMixin agree)."""
+    return self.fit(X, y, **fit_params).labels_
+
+  def fit_predict_score(self, X, y, scoring: str = "roc_auc_score") -> float:
+    """Deprecated in PyOD (a FutureWarning, kept as there): fits on X [N, D] and scores the training
+    scores against the 0/1 labels y [N] by 'roc_auc_score' or 'prc_n_score' (precision at rank
+    n = #anomalies in y)."""
+    warnings.warn("Function fit_predict_score is deprecated (as in PyOD): fit, then score "
+                  "decision_scores_ with sklearn.metrics", FutureWarning, stacklevel=2)
+    if not (isinstance(scoring, str) and scoring in SCORINGS):
+      raise UnsupportedScoringError(f"fit_predict_score(scoring={scoring!r}): choose one of {', '.join(SCORINGS)}")
+    y = np.asarray(y).ravel()
+    self.fit(X)
+    if y.shape != self.decision_scores_.shape:
+      raise UserInputError(f"y has {y.size} labels for {self.decision_scores_.size} rows of X: give one 0/1 label a row")
+    if scoring == "roc_auc_score":
+      return float(roc_auc_score(y, self.decision_scores_))
+    # PyOD's precision @ rank n: flag the scores above the (1 - fraction of anomalies in y) percentile.
+    cut = np.percentile(self.decision_scores_, 100 * (1 - np.count_nonzero(y) / y.size))
+    return float(precision_score(y, (self.decision_scores_ > cut).astype(int)))
 
   def __sklearn_tags__(self):
     tags = super().__sklearn_tags__()
@@ -432,11 +628,10 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     params["hidden"] = tuple(params["hidden"])
     det = cls(**params)
     det.n_features_in_ = meta["n_features_in"]
-    det.eps_, det.threshold_ = meta["eps"], meta["threshold"]
+    det.eps_ = meta["eps"]
     det.preprocessing_ = preprocessing.from_json_dict(meta["preprocessing"], path)
     det.calibration_scores_ = arrays["calibration_scores"]
-    det.decision_scores_ = arrays["decision_scores"]
-    det.labels_ = (det.decision_scores_ > det.threshold_).astype(int)
+    det._set_training_scores(arrays["decision_scores"], meta["threshold"])
     det.validation_ = {}
     det.loss_history_ = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("loss_history/")}
     like = init_flow(det._model(det.n_features_in_), jax.random.key(0))
