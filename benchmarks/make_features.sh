@@ -8,6 +8,10 @@
 #     ROOT        where the datasets go   (default ~/.cache/cnf_jax/features; keep it outside the repo)
 #     DATA_DIR    folder with the zips    (default ../shared/data)
 #     RESOLUTION  backbone input pixels   (default 128; the paper upsamples to 224, 4x slower here)
+#     BOTTLENECK  env: pixels the Tiny ImageNet images pass through first (default 32, the CIFAR
+#                 inliers' own size, with a JPEG q75 round trip like the CIFAR zip's; 0: none).
+#                 The paper shrinks its contrastive ImageNet images to 32 x 32 the same way; the
+#                 one-class configs refuse contrastive features of another resolution.
 #
 # It writes ROOT/{cifar10-train,cifar10-test,tiny_imagenet-train}-effnet_lite0, the names
 # cnf_jax.data.feature_dataset.dataset_dir(ROOT, source, split, 'effnet_lite0') gives, which
@@ -21,16 +25,18 @@ DATA="${2:-../shared/data}"
 RES="${3:-128}"
 PY="${PYTHON:-python}"
 EXTRA="${EXTRA:-}"
+BOTTLENECK="${BOTTLENECK:-32}"
 mkdir -p "$ROOT"
 LOG="$ROOT/make_features.log"
 
-run() {  # run <source name> <zip> <split>
+run() {  # run <source name> <zip> <split> [extractor flags]
   local name=$1 zip=$2 split=$3
+  shift 3
   local out="$ROOT/$name-$split-effnet_lite0"
   echo "== $name $split -> $out" >&2
   local start=$(date +%s)
   "$PY" -m cnf_jax.extract --source="$DATA/$zip" --split="$split" --source_name="$name" \
-    --backbone=effnet_lite0 --resolution="$RES" --batch_size=64 --out="$out" $EXTRA \
+    --backbone=effnet_lite0 --resolution="$RES" --batch_size=64 --out="$out" "$@" $EXTRA \
     | tail -n 1 | tee -a "$LOG"
   echo "   wall $(( $(date +%s) - start )) s" >&2
 }
@@ -38,5 +44,5 @@ run() {  # run <source name> <zip> <split>
 total_start=$(date +%s)
 run cifar10 cifar10-jpeg.zip test
 run cifar10 cifar10-jpeg.zip train
-run tiny_imagenet tiny-imagenet-200-subset-jpeg.zip train
-echo "{\"total_wall_s\": $(( $(date +%s) - total_start )), \"root\": \"$ROOT\", \"resolution\": $RES}" | tee -a "$LOG"
+run tiny_imagenet tiny-imagenet-200-subset-jpeg.zip train --bottleneck="$BOTTLENECK" --bottleneck_jpeg_quality=75
+echo "{\"total_wall_s\": $(( $(date +%s) - total_start )), \"root\": \"$ROOT\", \"resolution\": $RES, \"bottleneck\": $BOTTLENECK}" | tee -a "$LOG"

@@ -56,6 +56,9 @@ def get_config(arg=None):
   c.data.train_limit = 0        # 0 = all; >0 keeps the first N inliers.
   c.data.contrastive_limit = 0  # 0 = all; >0 draws N contrastive vectors.
   c.data.test_limit = 0         # 0 = all; >0 draws N test vectors.
+  # Inliers and contrastive data must reach the backbone at one resolution (metadata.json's
+  # effective_pixels; the extractor's --bottleneck): else the flow tells them apart by blur.
+  c.data.check_pixels = True
 
   c.preprocess.normalize = "sphere"
   c.preprocess.noise_std = 0.02

@@ -284,3 +284,37 @@ def test_inception_v3_gives_a_clear_error_without_torchvision():
     pass
   with pytest.raises(UserInputError, match="inception_v3 needs torchvision"):
     backbones.build("inception_v3")
+
+
+def test_bottleneck_passes_every_image_through_the_small_size_and_records_it(tmp_path, capsys):
+  # 40 x 40 images through an 8 px bottleneck (with its JPEG q75 round trip), then 16 px for the
+  # pixels backbone: the features are those of the bottlenecked images, written out by hand here.
+  rng = np.random.default_rng(3)
+  folder = tmp_path / "imgs"
+  for label in ("a", "b"):
+    os.makedirs(folder / "train" / label)
+    for i in range(3):
+      Image.fromarray(rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)).save(folder / "train" / label / f"{i}.png")
+  out, plain = str(tmp_path / "small-train-pixels"), str(tmp_path / "plain-train-pixels")
+  code, _, err = run_cli([f"--source={folder}", "--split=train", "--backbone=pixels", "--resolution=16",
+                          "--bottleneck=8", f"--out={out}"], capsys)
+  assert code == 0, err
+  fs = fd.load(out)
+  paths = sorted(str(p) for p in (folder / "train").rglob("*.png"))
+  bottleneck = sources.Bottleneck(8, 75)
+  expected = np.stack([sources.to_rgb_array(bottleneck.apply(Image.open(p).convert("RGB")), 16) for p in paths])
+  np.testing.assert_allclose(fs.features, expected.transpose(0, 3, 1, 2).reshape(6, -1) / 255.0, atol=1e-6)
+  assert fs.metadata["bottleneck"] == {"pixels": 8, "jpeg_quality": 75}
+  assert fs.metadata["source_pixels"] == 40 and fs.metadata["effective_pixels"] == 8
+  # The JPEG round trip changes pixels (a plain 8 px resize would not match the features above).
+  no_jpeg = np.stack([sources.to_rgb_array(sources.Bottleneck(8, 0).apply(Image.open(p).convert("RGB")), 16)
+                      for p in paths])
+  assert np.abs(no_jpeg.astype(int) - expected.astype(int)).max() > 5
+  code, _, err = run_cli([f"--source={folder}", "--split=train", "--backbone=pixels", "--resolution=16",
+                          f"--out={plain}"], capsys)
+  assert code == 0, err
+  meta = fd.load(plain).metadata
+  assert meta["bottleneck"] is None and meta["source_pixels"] == meta["effective_pixels"] == 40
+  code, _, err = run_cli([f"--source={folder}", "--split=train", "--backbone=pixels", "--bottleneck=-1",
+                          f"--out={tmp_path / 'bad'}"], capsys)
+  assert code == 2 and "--bottleneck=-1 must be >= 0" in err and not (tmp_path / "bad").exists()

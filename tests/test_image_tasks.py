@@ -6,10 +6,12 @@ CIFAR-100 one on features the extractor made from `tfds.testing.mock_data`.
 """
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
+from cnf_jax.errors import UserInputError
 from cnf_jax.experiments import config_lib
 from cnf_jax.experiments import experiment
 from cnf_jax.experiments import sweep
@@ -158,3 +160,28 @@ def test_bad_config_args():
     _config("celeba", "runlocal")
   with pytest.raises(UserInputError, match="needs the anomaly dataset"):
     _config("dataset_vs_dataset", "runlocal")
+
+
+def test_contrastive_features_of_another_resolution_are_refused(tmp_path):
+  # 64 px Tiny ImageNet against 32 px CIFAR inliers: one line saying which set to rebuild and how.
+  from cnf_jax.tasks import oneclass
+  root = tmp_path / "features"
+  rng = np.random.default_rng(0)
+  names = ["airplane", "deer"]
+  for split in ("train", "test"):
+    y = np.repeat([0, 1], 12)
+    feature_util.write(root, "cifar10", split, feature_util.clusters(rng, y), y, class_names=names,
+                       extra_metadata={"effective_pixels": 32})
+  feature_util.write_tiny_imagenet(root, extra_metadata={"effective_pixels": 64})
+  config = feature_util.configure(_config("oneclass", "deer,runlocal"), root)
+  with pytest.raises(UserInputError, match=r"tiny_imagenet-train-toy come from 64 px images, the inliers .* from "
+                                           r"32 px ones: rebuild the contrastive set .*--bottleneck=32"):
+    oneclass.load_data(config)
+  config.data.check_pixels = False   # the user's explicit choice
+  assert len(oneclass.load_data(config).contrastive) == 300
+  config.data.check_pixels = True
+  feature_util.write_tiny_imagenet(root / "same", extra_metadata={"effective_pixels": 32})
+  for split in ("train", "test"):
+    shutil.copytree(root / f"cifar10-{split}-toy", root / "same" / f"cifar10-{split}-toy")
+  config.data.features_root = str(root / "same")
+  assert len(oneclass.load_data(config).contrastive) == 300

@@ -34,6 +34,11 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "--source)", flag_values=fv)
   flags.DEFINE_integer("resolution", None, "input size in pixels (default: 224 for CNNs, 32 for pixels); images "
                        "are resized (small ones upsampled) and centre-cropped to it", flag_values=fv)
+  flags.DEFINE_integer("bottleneck", 0, "pass every image through this many pixels (shorter side, centre "
+                       "crop) before resizing it for the backbone, e.g. 32 for contrastive images that must look "
+                       "like 32 px CIFAR inliers (paper: ImageNet shrunk to 32 x 32); 0: none", flag_values=fv)
+  flags.DEFINE_integer("bottleneck_jpeg_quality", 75, "with --bottleneck: JPEG quality of the round trip at that "
+                       "size (75: the CIFAR zip's; 0: no JPEG)", flag_values=fv)
   flags.DEFINE_integer("batch_size", 64, "images per forward pass", flag_values=fv)
   flags.DEFINE_integer("limit", None, "only the first N images (quick runs)", flag_values=fv)
   flags.DEFINE_string("checkpoint", None, "MoCo v2 checkpoint (.pth.tar) for moco_v2", flag_values=fv)
@@ -80,13 +85,17 @@ def run(args: flags.FlagValues) -> int:
     torch.set_num_threads(args.threads)
   device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
   bf16 = pipeline.resolve_precision(args.precision, device)
+  if args.bottleneck < 0 or not 0 <= args.bottleneck_jpeg_quality <= 95:
+    raise UserInputError(f"--bottleneck={args.bottleneck} must be >= 0 pixels and --bottleneck_jpeg_quality="
+                         f"{args.bottleneck_jpeg_quality} in [0, 95]")
+  bottleneck = sources.Bottleneck(args.bottleneck, args.bottleneck_jpeg_quality) if args.bottleneck else None
   source = sources.open_source(os.path.expanduser(args.source), args.split, data_dir=args.data_dir)
   backbone = backbones.build(args.backbone, resolution=args.resolution, checkpoint=args.checkpoint)
   result = pipeline.extract(
       source, backbone, out, split=args.split, source_name=args.source_name or default_source_name(args.source),
       batch_size=args.batch_size, limit=args.limit, bf16=bf16, device=device,
       examples_per_shard=args.examples_per_shard, bad_files=args.bad_files, overwrite=args.overwrite,
-      workers=args.workers, progress=not args.no_progress)
+      workers=args.workers, progress=not args.no_progress, bottleneck=bottleneck)
   result.update(backbone=backbone.name, resolution=backbone.resolution, bf16=bf16, device=device)
   print(pipeline.result_line(result))
   return 0

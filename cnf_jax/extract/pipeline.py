@@ -43,8 +43,10 @@ def resolve_precision(precision: str, device: str) -> bool:
   return precision == "bf16"
 
 
-def _decode_batch(source: sources_lib.Source, indices: range, resolution: int, bad_files: str) -> Dict[str, Any]:
-  """Loads and resizes the images of `indices`; unreadable files are skipped or raise."""
+def _decode_batch(source: sources_lib.Source, indices: range, resolution: int, bad_files: str,
+                  bottleneck: Optional[sources_lib.Bottleneck] = None) -> Dict[str, Any]:
+  """Loads and resizes the images of `indices` (through `bottleneck` first, if any);
+  unreadable files are skipped or raise."""
   images, labels, coarse, attrs, index, skipped = [], [], [], [], [], []
   for i in indices:
     try:
@@ -54,7 +56,7 @@ def _decode_batch(source: sources_lib.Source, indices: range, resolution: int, b
         raise UserInputError(f"{e}; remove it or pass --bad_files=skip") from None
       skipped.append(str(e).split(" is not a readable image")[0])
       continue
-    images.append(sources_lib.to_rgb_array(image, resolution))
+    images.append(sources_lib.to_rgb_array(image, resolution, bottleneck))
     labels.append(label)
     coarse.append(coarse_label)
     attrs.append(attributes)
@@ -89,8 +91,14 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
             source_name: str, batch_size: int = 64, limit: Optional[int] = None, bf16: bool = False,
             device: str = "cpu", examples_per_shard: int = 5000, bad_files: str = "skip",
             overwrite: bool = False, workers: int = 2, progress: bool = True,
-            stop_after_shards: Optional[int] = None) -> Dict[str, Any]:
+            stop_after_shards: Optional[int] = None,
+            bottleneck: Optional[sources_lib.Bottleneck] = None) -> Dict[str, Any]:
   """Extracts features of the first `limit` examples of `source` into the dataset dir `out`.
+
+  bottleneck: a resolution (and JPEG quality) every image passes through before it is
+  resized for the backbone (`sources.Bottleneck`). metadata.json records it, the images'
+  native resolution (`source_pixels`) and the smaller of the two (`effective_pixels`),
+  which the one-class task compares between inliers and contrastive data.
 
   Returns the run's figures: images (computed in this run), seconds, images_per_s,
   skipped_files, shards_written, shards_reused. `stop_after_shards` stops after
@@ -107,7 +115,8 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
   plan = {"source": source.describe, "split": split, "backbone": backbone.name,
           "resolution": backbone.resolution, "dim": backbone.dim, "num_examples": n,
           "num_shards": num_shards, "batch_size": batch_size, "bf16": bf16,
-          "bad_files": bad_files, "format_version": fd.FORMAT_VERSION}
+          "bad_files": bad_files, "format_version": fd.FORMAT_VERSION,
+          "bottleneck": bottleneck.describe() if bottleneck else None}
   stage = fd.begin(out, plan, overwrite=overwrite)
   spec = fd.feature_spec(backbone.dim, source.class_names, coarse_class_names=source.coarse_class_names,
                          attribute_names=list(source.attribute_names) or None)
@@ -122,7 +131,7 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
   try:
     computed, skipped_total, written = _run_batches(
         source, backbone, stage, spec, split, num_shards, bounds, batches, bar, bf16=bf16, device=device,
-        bad_files=bad_files, workers=workers, stop_after_shards=stop_after_shards)
+        bad_files=bad_files, workers=workers, stop_after_shards=stop_after_shards, bottleneck=bottleneck)
   except UserInputError:
     # Bad input found before any shard was finished: leave nothing behind. Otherwise keep the
     # finished shards, so that a rerun after fixing the input resumes.
@@ -143,14 +152,24 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
               "resolution": backbone.resolution, "dim": backbone.dim, "bf16": bf16,
               "class_names": source.class_names, "coarse_class_names": source.coarse_class_names,
               "attribute_names": list(source.attribute_names) or None, "transform": None,
-              "ignored_files": source.ignored}
+              "ignored_files": source.ignored, **pixel_record(source, bottleneck)}
   fd.finish(out, spec, split, num_shards, metadata, overwrite=overwrite)
   result["complete"] = True
   return result
 
 
+def pixel_record(source: sources_lib.Source, bottleneck: Optional[sources_lib.Bottleneck]) -> Dict[str, Any]:
+  """metadata.json's resolution record: {"bottleneck": {pixels, jpeg_quality} or None,
+  "source_pixels": native shorter side (median of a sample) or None, "effective_pixels": the
+  smaller of the two, the finest detail that reaches the backbone}."""
+  native = sources_lib.native_pixels(source)
+  limits = [p for p in (native, bottleneck.pixels if bottleneck else None) if p]
+  return {"bottleneck": bottleneck.describe() if bottleneck else None, "source_pixels": native,
+          "effective_pixels": min(limits) if limits else None}
+
+
 def _run_batches(source, backbone, stage, spec, split, num_shards, bounds, batches, bar, *, bf16, device,
-                 bad_files, workers, stop_after_shards):
+                 bad_files, workers, stop_after_shards, bottleneck=None):
   """Decodes ahead in a thread pool, runs the backbone, writes each shard when its last batch is in."""
   computed, skipped_total, written = 0, 0, 0
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -161,7 +180,8 @@ def _run_batches(source, backbone, stage, spec, split, num_shards, bounds, batch
       nonlocal next_batch
       while next_batch < len(batches) and len(pending) < 2 * max(1, workers):
         shard, idx = batches[next_batch]
-        pending.append((shard, idx, pool.submit(_decode_batch, source, idx, backbone.resolution, bad_files)))
+        pending.append((shard, idx, pool.submit(_decode_batch, source, idx, backbone.resolution, bad_files,
+                                                bottleneck)))
         next_batch += 1
 
     fill()

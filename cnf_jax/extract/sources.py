@@ -241,13 +241,42 @@ def _tfds_source(name: str, split: str, data_dir: Optional[str]) -> Source:
 # Image conversion
 
 
-def to_rgb_array(image, resolution: int) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Bottleneck:
+  """A resolution every image passes through before the backbone's: the shorter side resized
+  to `pixels` and the centre square cropped (as `to_rgb_array`), then, with jpeg_quality > 0,
+  a JPEG encode / decode at that quality.
+
+  Why: the paper shrinks its contrastive ImageNet images to 32 x 32 before upsampling them for
+  MoCo, so that they reach the backbone as blurred, compressed and upsampled as the 32 px CIFAR
+  inliers (the CIFAR zip here holds JPEGs of quality 75). Without it a flow can tell the two sets
+  apart by resolution alone, and the contrastive term stops shaping the inlier density.
+  """
+  pixels: int
+  jpeg_quality: int = 75
+
+  def apply(self, image: "Image.Image") -> "Image.Image":
+    """RGB PIL image -> RGB PIL image of pixels x pixels."""
+    small = Image.fromarray(_resize_and_crop(image, self.pixels))
+    if self.jpeg_quality <= 0:
+      return small
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=self.jpeg_quality)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+  def describe(self) -> Dict[str, int]:
+    return {"pixels": self.pixels, "jpeg_quality": self.jpeg_quality}
+
+
+def to_rgb_array(image, resolution: int, bottleneck: Optional[Bottleneck] = None) -> np.ndarray:
   """PIL image or uint8 array -> uint8 [resolution, resolution, 3].
 
   Grayscale, palette, RGBA/LA (composited on white, so transparent areas do not
-  turn black), CMYK and 16-bit images become RGB. The shorter side is resized
-  to `resolution` (bilinear: small images are upsampled, as the paper does) and
-  the centre square is cropped.
+  turn black), CMYK and 16-bit images become RGB. With a `bottleneck`, the image
+  first goes through it (`Bottleneck.apply`). The shorter side is resized to
+  `resolution` (bilinear: small images are upsampled, as the paper does) and the
+  centre square is cropped.
   """
   if isinstance(image, np.ndarray):
     arr = image
@@ -268,6 +297,14 @@ def to_rgb_array(image, resolution: int) -> np.ndarray:
     image = Image.fromarray(np.clip(arr / scale * 255.0, 0, 255).astype(np.uint8))
   if image.mode != "RGB":
     image = image.convert("RGB")  # L, 1, CMYK, YCbCr, F, ...
+  if bottleneck is not None:
+    image = bottleneck.apply(image)
+  return _resize_and_crop(image, resolution)
+
+
+def _resize_and_crop(image: "Image.Image", resolution: int) -> np.ndarray:
+  """RGB PIL image -> uint8 [resolution, resolution, 3]: shorter side to `resolution`
+  (bilinear), centre square."""
   w, h = image.size
   scale = resolution / min(w, h)
   new_w, new_h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
@@ -277,3 +314,18 @@ def to_rgb_array(image, resolution: int) -> np.ndarray:
   if (new_w, new_h) != (resolution, resolution):
     image = image.crop((left, top, left + resolution, top + resolution))
   return np.asarray(image, dtype=np.uint8)
+
+
+def native_pixels(source: "Source", sample: int = 64) -> Optional[int]:
+  """The median shorter side of up to `sample` images spread over `source` (their native
+  resolution, before any resize), or None when none of them is readable."""
+  n = source.num_examples
+  sides = []
+  for i in sorted({int(i) for i in np.linspace(0, n - 1, min(sample, n))}):
+    try:
+      image = source.load(i)[0]
+    except BadImage:
+      continue
+    size = image.shape[:2] if isinstance(image, np.ndarray) else image.size
+    sides.append(min(size))
+  return int(np.median(sides)) if sides else None

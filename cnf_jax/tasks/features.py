@@ -11,6 +11,7 @@ Every run of these tasks writes <workdir>/test_index.npz (`write_test_index`):
 for each row of scores.npz, the dataset it came from and its position in that
 dataset's image source, so that the report can show the test images themselves.
 """
+import json
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -64,6 +65,39 @@ def require(config, pairs: Sequence[Tuple[str, str]]) -> None:
 
 def load(config, source: str, split: str) -> feature_dataset.FeatureSet:
   return feature_dataset.load(dataset_path(config, source, split))
+
+
+def effective_pixels(config, source: str, split: str) -> Optional[int]:
+  """The finest resolution the images of a feature dataset had on their way to the backbone
+  (metadata.json's effective_pixels: their native size or the extractor's --bottleneck), or
+  None for datasets written before the extractor recorded it."""
+  path = os.path.join(dataset_path(config, source, split), feature_dataset.METADATA_FILE)
+  try:
+    with open(path) as f:
+      return json.load(f).get("effective_pixels")
+  except (OSError, ValueError):
+    return None
+
+
+def check_same_pixels(config, inliers: Tuple[str, str], contrastive: Sequence[Tuple[str, str]]) -> None:
+  """UserInputError when a contrastive dataset reached the backbone at another resolution than
+  the inliers (e.g. 64 px Tiny ImageNet against 32 px CIFAR): a flow then separates the two by
+  blur and JPEG artefacts instead of content, and CF learns little. Datasets without the record
+  (older extractions) are not checked. data.check_pixels=False turns the check off."""
+  if not config.data.get("check_pixels", True):
+    return
+  want = effective_pixels(config, *inliers)
+  if want is None:
+    return
+  for source, split in contrastive:
+    got = effective_pixels(config, source, split)
+    if got is not None and got != want:
+      finer = "contrastive" if got > want else "inlier"
+      raise UserInputError(
+          f"contrastive features {dataset_path(config, source, split)} come from {got} px images, the inliers "
+          f"{dataset_path(config, *inliers)} from {want} px ones: rebuild the {finer} set through the coarser "
+          f"resolution (python -m cnf_jax.extract ... --bottleneck={min(got, want)}; benchmarks/make_features.sh "
+          "does it for Tiny ImageNet), or set --config.data.check_pixels=False to compare them anyway")
 
 
 def labels_and_names(fs: feature_dataset.FeatureSet, field: str, names_if_numeric: Sequence[str] = (),

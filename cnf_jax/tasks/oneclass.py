@@ -48,6 +48,8 @@ def load_data(config) -> TaskData:
   contrastive_sets = ([(dataset, "train") for dataset, _, _ in features.mixture_sources(config)] if mixed
                       else [(d.contrastive_source, d.contrastive_split)])
   features.require(config, [(d.inlier_source, "train"), (d.inlier_source, test_split)] + contrastive_sets)
+  features.check_same_pixels(config, (d.inlier_source, "train"),
+                             [pair for pair in contrastive_sets if pair[0] != d.inlier_source])
   train = features.load(config, d.inlier_source, "train")
   test = features.load(config, d.inlier_source, test_split)
   names_if_numeric = tuple(d.get("class_names", ()))
