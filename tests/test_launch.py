@@ -69,7 +69,8 @@ def test_vmapped_in_this_process_by_default(tmp_path, capsys, in_repo):
   proc = _sweep(*TOY, f"--workdir={root}", "--runs=seed=0,seed=1")
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
-  assert lines[:2] == [{"run": f"seed={s}", "auroc": _results(root, s)["auroc"]} for s in (0, 1)]
+  assert lines[:2] == [{"run": f"seed={s}", **{m: _results(root, s)[m] for m in ("auroc", "aupr", "fpr95")}}
+                       for s in (0, 1)]
   assert lines[2]["runs"] == 2
   assert "[start]" not in proc.stdout and not (root / "seed=0" / "launch.log").exists()   # no processes
   assert "| KNN |" in proc.stdout
