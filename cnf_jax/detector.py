@@ -131,7 +131,9 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     random_state: int seed of the split, initialisation, batches, noise and
       permutations; a fit is deterministic given it.
 
-  Fitted attributes: n_features_in_, decision_scores_ [N], threshold_, labels_
+  Fitted attributes: n_features_in_, constant_columns_ (indices of the columns constant in
+  the training rows: dropped, the flow models the others, new rows are scored without them),
+  kept_columns_, decision_scores_ [N], threshold_, labels_
   [N] (and PyOD's private _mu, _sigma: the training scores' mean and std), eps_ (float or None), calibration_scores_ [n_cal], loss_history_
   {model: [steps trained]}, variables_ {model: flax variables}, preprocessing_
   (method, stats), validation_ {model: early-stopping record} (empty without
@@ -311,22 +313,29 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     order = plan.split_rng(seed, "calibration").permutation(n)
     x_train_raw, x_cal_raw = X[np.sort(order[n_cal:])], X[order[:n_cal]]
 
+    # Columns constant in the training rows (dead ReLU units of an embedding, a stuck sensor) carry
+    # no information and would make the density degenerate: the flow models the others, and new
+    # rows are scored on the same columns (constant_columns_ records which were dropped).
+    constant = np.flatnonzero(np.ptp(x_train_raw, axis=0) == 0)
+    self.constant_columns_ = constant
+    self.kept_columns_ = np.setdiff1d(np.arange(dim), constant)
+    if self.kept_columns_.size < 2:
+      raise UserInputError(f"X: {constant.size} of its {dim} columns are constant in the training rows; "
+                           f"the flow needs at least 2 that vary, {self.kept_columns_.size} do")
+    x_train_raw = x_train_raw[:, self.kept_columns_]   # x_cal_raw stays whole: decision_function drops them
+    dim = self.kept_columns_.size
     stats = preprocessing.fit(x_train_raw, self.normalize)
     x_train = preprocessing.apply(x_train_raw, self.normalize, stats, "X")
-    constant = np.flatnonzero(x_train.std(axis=0) == 0)
-    if constant.size:
-      raise UserInputError(f"X: column(s) {constant[:10].tolist()} are constant in the training rows; they "
-                           "carry no information and make a density degenerate: drop them")
 
     permute, con = False, None
     if plan.uses_contrastive([self.method]):
       if contrastive is None or (isinstance(contrastive, str) and contrastive == "permute"):
         permute = True
       elif isinstance(contrastive, str):
-        raise UserInputError(f"contrastive={contrastive!r}: pass an array [M, {dim}] or 'permute'")
+        raise UserInputError(f"contrastive={contrastive!r}: pass an array [M, {self.n_features_in_}] or 'permute'")
       else:
-        con = preprocessing.apply(self._check_X(contrastive, "contrastive"), self.normalize, stats,
-                                  "contrastive")
+        con = preprocessing.apply(self._check_X(contrastive, "contrastive")[:, self.kept_columns_],
+                                  self.normalize, stats, "contrastive")
 
     config = self.config()
     config.seed = seed
@@ -387,7 +396,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     cf / flow: -log p(x) of the normalised x; flow_ratio: log p_contrastive(x) - log p_flow(x).
     """
     check_is_fitted(self)
-    X = self._check_X(X)
+    X = self._check_X(X)[:, self.kept_columns_]
     method, stats = self.preprocessing_
     x = preprocessing.apply(X, method, stats, "X")
     return plan.anomaly_scores(self.method, {m: self._log_prob(v, x) for m, v in self.variables_.items()})
@@ -593,6 +602,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
         "format": FORMAT,
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
         "n_features_in": int(self.n_features_in_),
+        "constant_columns": self.constant_columns_.tolist(),
         "eps": self.eps_,
         "threshold": self.threshold_,
         "preprocessing": preprocessing.to_json_dict(method, stats),
@@ -628,13 +638,15 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     params["hidden"] = tuple(params["hidden"])
     det = cls(**params)
     det.n_features_in_ = meta["n_features_in"]
+    det.constant_columns_ = np.asarray(meta.get("constant_columns", []), np.int64)   # older files: none
+    det.kept_columns_ = np.setdiff1d(np.arange(det.n_features_in_), det.constant_columns_)
     det.eps_ = meta["eps"]
     det.preprocessing_ = preprocessing.from_json_dict(meta["preprocessing"], path)
     det.calibration_scores_ = arrays["calibration_scores"]
     det._set_training_scores(arrays["decision_scores"], meta["threshold"])
     det.validation_ = {}
     det.loss_history_ = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("loss_history/")}
-    like = init_flow(det._model(det.n_features_in_), jax.random.key(0))
+    like = init_flow(det._model(det.kept_columns_.size), jax.random.key(0))
     expected = {k: v.shape for k, v in flax.traverse_util.flatten_dict(like, sep="/").items()}
     det.variables_ = {}
     for model in meta["models"]:
@@ -643,6 +655,6 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       if {k: v.shape for k, v in got.items()} != expected:
         raise UserInputError(f"{path}: the weights of model {model!r} do not fit the recorded architecture "
                              f"(block={det.block}, num_blocks={det.num_blocks}, hidden={det.hidden}, "
-                             f"{det.n_features_in_} features); the file is corrupt or was edited")
+                             f"{det.kept_columns_.size} features); the file is corrupt or was edited")
       det.variables_[model] = flax.traverse_util.unflatten_dict(got, sep="/")
     return det

@@ -150,3 +150,25 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path):
   assert (loaded.threshold_, loaded.eps_) == (det.threshold_, det.eps_)
   for name in ("mean", "std"):
     np.testing.assert_array_equal(loaded.preprocessing_[1][name], det.preprocessing_[1][name])
+
+
+@pytest.mark.parametrize("normalize", ["standardize", "sphere"])
+def test_constant_columns_are_dropped_recorded_and_scored_the_same_way(tmp_path, normalize):
+  # A dead ReLU unit (always 0) and a stuck sensor (always 3.5): the detector models the other
+  # columns, so it scores exactly as one fitted on the table without them, also after save/load.
+  rng = np.random.default_rng(0)
+  X = rng.normal(size=(300, 4)) + 2.0
+  with_constant = np.insert(np.insert(X, 1, 0.0, axis=1), 4, 3.5, axis=1)   # columns 1 and 4 constant
+  test = rng.normal(size=(40, 4)) + 2.0
+  test_with = np.insert(np.insert(test, 1, 0.0, axis=1), 4, 3.5, axis=1)
+  test_with[:5, 1] = 9.0   # new rows may differ there: those columns are not scored
+  kwargs = dict(steps=50, num_blocks=2, hidden=(16,), batch_size=64, normalize=normalize)
+  det = ContrastiveFlowDetector(method="flow", **kwargs).fit(with_constant)
+  plain = ContrastiveFlowDetector(method="flow", **kwargs).fit(X)
+  np.testing.assert_array_equal(det.constant_columns_, [1, 4])
+  assert det.n_features_in_ == 6 and plain.constant_columns_.size == 0
+  np.testing.assert_allclose(det.decision_function(test_with), plain.decision_function(test), rtol=1e-6)
+  det.save(str(tmp_path / "det.npz"))
+  again = ContrastiveFlowDetector.load(str(tmp_path / "det.npz"))
+  np.testing.assert_array_equal(again.constant_columns_, [1, 4])
+  np.testing.assert_array_equal(again.decision_function(test_with), det.decision_function(test_with))

@@ -46,8 +46,9 @@ ESTIMATOR_CASES = [
     ("empty_array", lambda d, t: ContrastiveFlowDetector(**TINY).fit(np.zeros((0, 3))), "X: 0 samples (empty array)"),
     ("single_sample", lambda d, t: ContrastiveFlowDetector(**TINY).fit(_data(1)), "needs at least 2 samples to fit, got 1"),
     ("one_dimensional", lambda d, t: d.decision_function(np.ones(3)), "expected a 2-D array"),
-    ("constant_column", lambda d, t: ContrastiveFlowDetector(**TINY).fit(_with(_data(), slice(None), 2, 7.0)),
-     "column(s) [2] are constant"),
+    ("all_but_one_column_constant", lambda d, t: ContrastiveFlowDetector(**TINY).fit(
+        _with(_with(_data(), slice(None), 2, 7.0), slice(None), 0, 0.0)),
+     "2 of its 3 columns are constant in the training rows; the flow needs at least 2 that vary, 1 do"),
     ("non_numeric_cell", lambda d, t: ContrastiveFlowDetector(**TINY).fit(_with(_data(), 4, 0, "n/a")),
      "X has non-numeric entries"),
     ("unknown_method", lambda d, t: ContrastiveFlowDetector(method="glow").fit(_data()),
