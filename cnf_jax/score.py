@@ -117,7 +117,7 @@ def _restore(workdir: str, config, name: str, dim: int, final_step: int):
   import numpy as np
   from cnf_jax.evaluation import metrics
   from cnf_jax.flows import flow_from_config, init_flow
-  from cnf_jax.training.checkpoints import Checkpoints, check_finite, check_shapes
+  from cnf_jax.training.checkpoints import Checkpoints, check_finite, check_shapes, describe_error
 
   directory = os.path.join(workdir, "checkpoints", name)
   if not os.path.isdir(directory):
@@ -134,9 +134,8 @@ def _restore(workdir: str, config, name: str, dim: int, final_step: int):
   try:
     variables = ckpts.restore_variables(step)
   except Exception as e:  # orbax and tensorstore raise many types (even bare Exception) for damaged files
-    reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
     raise UserInputError(f"model {name!r}: checkpoint {directory}/{step} does not restore "
-                         f"({type(e).__name__}: {reason}); {rerun}") from None
+                         f"({describe_error(e)}); {rerun}") from None
   finally:
     ckpts.close()
   # The saved shapes must be the run's architecture's (an edited config.json would otherwise fail
@@ -191,7 +190,9 @@ def read_npz(path: str, run_backbone: Optional[str]) -> Tuple[List[str], "np.nda
   ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [str(i) for i in range(len(x))]
   if len(ids) != len(x):
     raise UserInputError(f"{path}: {len(ids)} ids for {len(x)} feature rows")
-  labels = check_labels(f"{path}: is_anomaly", arrays[LABEL]) if LABEL in arrays else None
+  labels = check_labels(f"{path}: {LABEL}", arrays[LABEL]) if LABEL in arrays else None
+  if labels is not None and len(labels) != len(x):
+    raise UserInputError(f"{path}: {len(labels)} {LABEL} labels for {len(x)} feature rows")
   return ids, x, labels
 
 
@@ -386,12 +387,10 @@ def score_rows(method: str, log_prob_fns, x: "np.ndarray", block: int = SCORE_BL
 
 
 def label_metrics(scores: "np.ndarray", is_anomaly: "np.ndarray", flagged: "np.ndarray") -> dict:
-  """What labelled input adds to the summary: AUROC, AUPR, FPR at 95% TPR (None when the labels
+  """For scores, is_anomaly and flagged of the same rows [N], what labelled input adds to the summary: AUROC, AUPR, FPR at 95% TPR (None when the labels
   hold one class only) and the false-alarm / detection rates of is_anomaly at --alpha."""
   import numpy as np
   from cnf_jax.evaluation import metrics
-  if len(is_anomaly) != len(scores):
-    raise UserInputError(f"{len(is_anomaly)} is_anomaly labels for {len(scores)} rows")
   both = bool(is_anomaly.any() and (~is_anomaly).any())
   out = {name: (float(fn(scores, is_anomaly)) if both else None) for name, fn in metrics.METRICS.items()}
   out["labelled_anomalies"] = int(is_anomaly.sum())

@@ -10,18 +10,7 @@ import pytest
 from conftest import CONFIGS
 import score_util
 from score_util import read_scores, run_score
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-  return score_util.shared_run(tmp_path_factory)
-
-
-@pytest.fixture
-def run(shared):
-  """The shared finished run; it must come back unchanged from every test."""
-  yield shared
-  score_util.assert_unchanged(shared[0])
+from score_util import run, shared  # noqa: F401 (pytest fixtures: the shared finished run)
 
 
 def test_cli_reproduces_the_runs_test_scores_with_conformal_pvalues(run, tmp_path):
@@ -89,6 +78,12 @@ def test_bad_labels_in_a_csv_are_one_line(run, tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'bad.csv'}: line 3, column 'is_anomaly': "
                                                   "'yes' is not 0 or 1 (1 = anomaly)")
+  assert not (tmp_path / "s.csv").exists()
+  # Labels of another length than the features: refused before anything is written.
+  np.savez(tmp_path / "short.npz", features=test, is_anomaly=np.array([0, 1]))
+  proc = run_score(f"--workdir={workdir}", f"--input={tmp_path / 'short.npz'}", f"--out={tmp_path / 's.csv'}")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'short.npz'}: 2 is_anomaly labels for 3 feature rows"
   assert not (tmp_path / "s.csv").exists()
 
 

@@ -23,7 +23,7 @@ from cnf_jax import disk
 logger = logging.getLogger(__name__)
 
 
-def _reason(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
   """The first line of an orbax / tensorstore error, short enough for one log line."""
   text = str(error).strip().splitlines()[0] if str(error).strip() else ""
   text = text.split(" See full TensorStore details")[0]   # the rest is a repr of the whole spec
@@ -183,7 +183,7 @@ class Checkpoints:
         if problem is None and hasattr(state, "step") and int(state.step) != step:
           problem = f"its step counter is {int(state.step)}"
       except Exception as e:  # orbax and tensorstore raise many types (even bare Exception) for damaged files
-        problem = _reason(e)
+        problem = describe_error(e)
       if problem is None:
         return step, state
       moved = self._move_aside(step)
