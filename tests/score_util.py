@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from cli_util import ROOT
 from conftest import CONFIGS
@@ -75,6 +76,19 @@ def assert_unchanged(workdir):
   now, then = _fingerprint(workdir), _SHARED["fingerprint"]
   changed = sorted(p for p in set(now) | set(then) if now.get(p) != then.get(p))
   assert not changed, f"a test changed the shared run {workdir}: {changed[:5]}; give it a copy_run"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+  """(workdir, config) of the session's shared finished run (`shared_run`)."""
+  return shared_run(tmp_path_factory)
+
+
+@pytest.fixture
+def run(shared):
+  """The shared finished run; it must come back unchanged from every test (`assert_unchanged`)."""
+  yield shared
+  assert_unchanged(shared[0])
 
 
 def copy_run(workdir, dest):

@@ -16,6 +16,7 @@ import pytest
 
 from cli_util import ROOT, run_main
 import score_util
+from score_util import run, shared  # noqa: F401 (pytest fixtures: the finished run shared with test_score.py)
 from cnf_jax.detector import ContrastiveFlowDetector
 from cnf_jax.errors import UserInputError
 
@@ -102,17 +103,6 @@ def test_estimator_bad_input(fitted, tmp_path, case, call, message):
 
 
 # ---- the score CLI ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-  return score_util.shared_run(tmp_path_factory)
-
-
-@pytest.fixture
-def run(shared):
-  """The finished run shared with test_score.py (score_util); it must come back unchanged from every test."""
-  yield shared
-  score_util.assert_unchanged(shared[0])
 
 
 def _features(tmp_path, x, **extra):
