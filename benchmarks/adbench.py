@@ -1,0 +1,293 @@
+"""ADBench on the shared data: the detector's methods against classical and PyOD baselines.
+
+  python benchmarks/adbench.py --out=benchmarks/results/adbench/runs.jsonl \
+      [--protocols=semi,unsup] [--seeds=0,1,2] [--methods=cf,flow,flow_ratio,knn5,...] \
+      [--sets=<comma list or 'dev' / 'holdout' / 'all'>] [--config=default] [--detector='{"noise_std": 0.1}']
+  python benchmarks/adbench.py --summarize --out=benchmarks/results/adbench/runs.jsonl
+
+Data: ADBench's own .npz files (`X` [N, D], `y` [N], 1 = anomaly) under --data_root
+(`classical/` tables, `cv_resnet18/` image embeddings). A set of more than --max_rows rows
+is first subsampled to --max_rows random rows (the seed picks them; stratified by y), so that
+a run fits on two CPU cores.
+
+Protocols (each seed splits afresh):
+  semi    fit on a random half of the normal rows; test on the other half plus every anomaly.
+  unsup   ADBench's unsupervised setting: a stratified 70/30 split; fit on the 70% with its
+          anomalies (labels unused), test on the 30%.
+
+Methods:
+  cf, flow, flow_ratio   ContrastiveFlowDetector(method=..., random_state=seed, **--detector);
+                         cf and flow_ratio contrast against permuted columns (paper 5.4).
+  knn5                   the 5-nearest-neighbour baseline: mean distance to the 5 nearest
+                         training rows in standardised columns.
+  kde, pca, knn, lof, abod, mcd, pyod:<Name>
+                         cnf_jax.evaluation.baselines with PyOD's defaults, on standardised
+                         columns (mean and std of the training rows; constant columns get std 1).
+
+Every (set, protocol, seed, method, config) is one JSON line in --out, appended as soon as it
+is measured: a rerun skips what is there, so an interrupted benchmark resumes. A method that
+raises or gives a non-finite score is recorded with `error` (and counts as a failure in the
+summary), never skipped silently. --summarize writes results.md and adbench.png next to --out.
+"""
+import glob
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+from absl import app
+from absl import flags
+
+import numpy as np
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_root", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "adbench"),
+                    "folder with classical/*.npz and cv_resnet18/*.npz")
+flags.DEFINE_string("out", "benchmarks/results/adbench/runs.jsonl", "JSON lines, one per measurement (appended)")
+flags.DEFINE_list("protocols", ["semi", "unsup"], "semi and/or unsup")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds (each splits and initialises afresh)")
+flags.DEFINE_list("methods", ["cf", "flow", "flow_ratio", "knn5"], "methods to run")
+flags.DEFINE_string("sets", "all", "'all', 'dev', 'holdout' or a comma list of set names (file stems)")
+flags.DEFINE_string("config", "default", "a name for the detector settings of this run (part of each key)")
+flags.DEFINE_string("detector", "{}", "JSON of ContrastiveFlowDetector arguments for this config")
+flags.DEFINE_integer("max_rows", 10000, "subsample larger sets to this many rows (stratified)")
+flags.DEFINE_float("minutes", 0, "stop starting new measurements after this many minutes (0: no limit)")
+flags.DEFINE_bool("summarize", False, "write results.md and adbench.png from --out instead of running")
+flags.DEFINE_string("summary_config", "default", "with --summarize: the detector config to tabulate")
+
+FLOW_METHODS = ("cf", "flow", "flow_ratio")
+PROTOCOLS = ("semi", "unsup")
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def set_paths(root: str) -> dict:
+  """{set name: path} of every .npz under root/*/, sorted by name."""
+  paths = sorted(glob.glob(os.path.join(root, "*", "*.npz")))
+  if not paths:
+    raise SystemExit(f"error: no ADBench .npz files under {root}/*/ (see ../shared/data/README.md)")
+  return {os.path.splitext(os.path.basename(p))[0]: p for p in paths}
+
+
+def dev_holdout(names) -> tuple:
+  """The sets the defaults are chosen on (every second name in sorted order) and the rest."""
+  names = sorted(names)
+  return names[0::2], names[1::2]
+
+
+def select_sets(spec: str, names) -> list:
+  dev, holdout = dev_holdout(names)
+  if spec in ("all", "dev", "holdout"):
+    return {"all": sorted(names), "dev": dev, "holdout": holdout}[spec]
+  chosen = [s.strip() for s in spec.split(",") if s.strip()]
+  unknown = sorted(set(chosen) - set(names))
+  if unknown:
+    raise SystemExit(f"error: unknown set(s) {unknown}; known: {', '.join(sorted(names))}")
+  return chosen
+
+
+def stratified_pick(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+  """Sorted indices of a random `fraction` of each class of y [N] (at least one row per class)."""
+  picked = []
+  for label in np.unique(y):
+    rows = np.flatnonzero(y == label)
+    picked.append(rng.choice(rows, max(1, int(round(fraction * len(rows)))), replace=False))
+  return np.sort(np.concatenate(picked))
+
+
+def split(x: np.ndarray, y: np.ndarray, protocol: str, seed: int, max_rows: int):
+  """(train [n, D], test [m, D], test labels [m]) of one set under a protocol and seed."""
+  rng = np.random.default_rng([seed, 16])
+  if len(y) > max_rows:
+    keep = stratified_pick(y, max_rows / len(y), rng)
+    x, y = x[keep], y[keep]
+  if protocol == "semi":
+    normal = rng.permutation(np.flatnonzero(y == 0))
+    train = np.sort(normal[: len(normal) // 2])
+    test = np.sort(np.concatenate([normal[len(normal) // 2:], np.flatnonzero(y == 1)]))
+  else:
+    train = stratified_pick(y, 0.7, rng)
+    test = np.setdiff1d(np.arange(len(y)), train)
+  return x[train], x[test], y[test]
+
+
+# ---- methods ---------------------------------------------------------------------------------
+
+def standardizer(train: np.ndarray):
+  mean, std = train.mean(axis=0), train.std(axis=0)
+  std = np.where(std > 0, std, 1.0)
+  return lambda v: (v - mean) / std
+
+
+def run_method(method: str, train: np.ndarray, test: np.ndarray, seed: int, detector_args: dict):
+  """(test scores [m], fit seconds, score seconds); higher score = more anomalous."""
+  start = time.perf_counter()
+  if method in FLOW_METHODS:
+    import cnf_jax
+    det = cnf_jax.ContrastiveFlowDetector(method=method, random_state=seed, **detector_args).fit(train)
+    fitted = time.perf_counter()
+    scores = det.decision_function(test)
+  else:
+    from cnf_jax.evaluation import baselines
+    scale = standardizer(train)
+    cfg = baselines.default_config()
+    name = method
+    if method == "knn5":
+      name, cfg.knn_k, cfg.knn_method = "knn", 5, "mean"
+    score_fn = baselines.fit(name, scale(train), None, cfg, seed)
+    fitted = time.perf_counter()
+    scores = score_fn(scale(test))
+  return np.asarray(scores, np.float64), fitted - start, time.perf_counter() - fitted
+
+
+def measure(set_name, family, x, y, protocol, seed, method, config, detector_args, max_rows) -> dict:
+  from cnf_jax.evaluation import metrics
+  train, test, labels = split(x, y, protocol, seed, max_rows)
+  record = {"set": set_name, "family": family, "protocol": protocol, "seed": seed, "method": method,
+            "config": config, "n_train": len(train), "n_test": len(test), "dim": x.shape[1],
+            "test_anomalies": int(labels.sum())}
+  try:
+    scores, fit_s, score_s = run_method(method, train, test, seed, detector_args)
+    record.update(fit_s=round(fit_s, 3), score_s=round(score_s, 3))
+    if not np.all(np.isfinite(scores)):
+      record["error"] = f"{int((~np.isfinite(scores)).sum())} non-finite scores"
+    else:
+      record.update(auroc=float(metrics.auroc(scores, labels)), aupr=float(metrics.aupr(scores, labels)))
+  except Exception as e:  # a benchmark records failures instead of stopping at the first one
+    record["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    traceback.print_exc(file=sys.stderr)
+  return record
+
+
+def key(r: dict) -> tuple:
+  return (r["set"], r["protocol"], int(r["seed"]), r["method"], r["config"])
+
+
+def read_records(path: str) -> list:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run(paths: dict) -> None:
+  done = {key(r) for r in read_records(FLAGS.out)}
+  detector_args = json.loads(FLAGS.detector)
+  names = select_sets(FLAGS.sets, paths)
+  deadline = time.time() + 60 * FLAGS.minutes if FLAGS.minutes else math.inf
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  for protocol in FLAGS.protocols:
+    if protocol not in PROTOCOLS:
+      raise SystemExit(f"error: --protocols: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+  todo = [(s, p, int(seed), m) for s in names for p in FLAGS.protocols for seed in FLAGS.seeds
+          for m in FLAGS.methods if (s, p, int(seed), m, FLAGS.config) not in done]
+  print(json.dumps({"todo": len(todo), "done_before": len(done), "sets": len(names)}), flush=True)
+  loaded = {}
+  for set_name, protocol, seed, method in todo:
+    if time.time() > deadline:
+      print(json.dumps({"stopped": "time budget", "left": "rerun the same command to go on"}), flush=True)
+      return
+    if set_name not in loaded:
+      with np.load(paths[set_name]) as f:
+        loaded = {set_name: (np.asarray(f["X"], np.float64), np.asarray(f["y"]).astype(int))}
+    x, y = loaded[set_name]
+    family = os.path.basename(os.path.dirname(paths[set_name]))
+    record = measure(set_name, family, x, y, protocol, seed, method, FLAGS.config, detector_args, FLAGS.max_rows)
+    with open(FLAGS.out, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+
+
+# ---- summary ---------------------------------------------------------------------------------
+
+def summarize(records: list, config: str, out_dir: str) -> str:
+  """Markdown tables (per protocol: AUROC per set and method, means, mean rank, failures, times)."""
+  import collections
+  rows = [r for r in records if r["config"] == config or r["method"] not in FLOW_METHODS]
+  lines = [f"# ADBench on the shared data (detector config `{config}`)", ""]
+  figures = {}
+  for protocol in PROTOCOLS:
+    cell = collections.defaultdict(list)
+    fails = collections.Counter()
+    times = collections.defaultdict(list)
+    for r in rows:
+      if r["protocol"] != protocol:
+        continue
+      if "error" in r:
+        fails[r["method"]] += 1
+        continue
+      cell[(r["set"], r["method"])].append((r["auroc"], r["aupr"]))
+      times[r["method"]].append(r["fit_s"] + r["score_s"])
+    if not cell:
+      continue
+    methods = sorted({m for _, m in cell}, key=lambda m: (m not in FLOW_METHODS, m))
+    # Only sets every method finished (on every seed it ran) enter the means and ranks.
+    sets = sorted({s for s, _ in cell})
+    complete = [s for s in sets if all((s, m) in cell for m in methods)]
+    mean = {k: np.mean(v, axis=0) for k, v in cell.items()}
+    lines += [f"## Protocol `{protocol}`", "",
+              f"{len(complete)} sets with every method ({len(sets)} with any); AUROC x 100, mean over seeds.", "",
+              "| set | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    ranks = {m: [] for m in methods}
+    for s in complete:
+      values = np.array([mean[(s, m)][0] for m in methods])
+      order = (-values).argsort().argsort() + 1.0
+      for m, rank in zip(methods, order):
+        ranks[m].append(rank)
+      best = values.max()
+      lines.append(f"| {s} | " + " | ".join(
+          (f"**{100 * v:.1f}**" if v == best else f"{100 * v:.1f}") for v in values) + " |")
+    summary = {m: {"auroc": float(np.mean([mean[(s, m)][0] for s in complete])) if complete else float("nan"),
+                   "aupr": float(np.mean([mean[(s, m)][1] for s in complete])) if complete else float("nan"),
+                   "rank": float(np.mean(ranks[m])) if complete else float("nan"),
+                   "failures": int(fails[m]),
+                   "seconds": float(np.median(times[m])) if times[m] else float("nan")} for m in methods}
+    for what, fmt in (("auroc", "mean AUROC"), ("aupr", "mean AUPR")):
+      lines.append(f"| **{fmt}** | " + " | ".join(f"{100 * summary[m][what]:.1f}" for m in methods) + " |")
+    lines.append("| **mean rank** | " + " | ".join(f"{summary[m]['rank']:.2f}" for m in methods) + " |")
+    lines.append("| failures (raised / non-finite) | " + " | ".join(str(summary[m]["failures"]) for m in methods) + " |")
+    lines.append("| median fit + score s | " + " | ".join(f"{summary[m]['seconds']:.1f}" for m in methods) + " |")
+    lines.append("")
+    figures[protocol] = summary
+  if figures:
+    _plot(figures, os.path.join(out_dir, "adbench.png"))
+    lines += ["![mean AUROC and rank per method](adbench.png)", ""]
+  return "\n".join(lines)
+
+
+def _plot(figures: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(figures), figsize=(6 * len(figures), 4), squeeze=False)
+  for ax, (protocol, summary) in zip(axes[0], figures.items()):
+    methods = sorted(summary, key=lambda m: summary[m]["rank"])
+    ax.barh(range(len(methods)), [summary[m]["rank"] for m in methods],
+            color=["tab:red" if m in FLOW_METHODS else "tab:gray" for m in methods])
+    ax.set_yticks(range(len(methods)), [f"{m} ({100 * summary[m]['auroc']:.1f})" for m in methods])
+    ax.invert_yaxis()
+    ax.set_xlabel("mean rank over sets (lower is better); label: mean AUROC")
+    ax.set_title(f"ADBench, protocol {protocol}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  if FLAGS.summarize:
+    out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
+    text = summarize(read_records(FLAGS.out), FLAGS.summary_config, out_dir)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+      f.write(text + "\n")
+    print(text)
+    return
+  from cnf_jax.training import host_memory
+  host_memory.configure("default")   # what a user of the detector gets (CNF_JAX_HOST_MALLOC overrides)
+  run(set_paths(FLAGS.data_root))
+
+
+if __name__ == "__main__":
+  app.run(main)
