@@ -27,7 +27,7 @@ and scikit-learn):
   lof        local outlier factor against the inliers (sklearn LocalOutlierFactor,
              novelty=True), k = `lof_k` (PyOD: 20).
   abod       fast angle-based outlier detection (Kriegel et al. 2008; PyOD's 'fast'
-             method, k = `abod_k`, PyOD: 10): minus the variance of
+             method, k = `abod_k`, PyOD: 5): minus the variance of
              <a - x, b - x> / (|a - x|^2 |b - x|^2) over all pairs (a, b) of x's k
              nearest inliers. Outliers see their neighbours within a narrow cone, so
              the variance is small and the score high.
@@ -68,7 +68,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.knn_k = 5                 # neighbours (PyOD KNN: 5).
   c.knn_method = "largest"    # largest (k-th distance, PyOD's default) | mean | median of the k distances.
   c.lof_k = 20                # neighbours (PyOD LOF: 20).
-  c.abod_k = 10               # neighbours of fast ABOD (PyOD: 10).
+  c.abod_k = 5                # neighbours of fast ABOD (PyOD: 5).
   # Fit MCD on a random subsample of at most this many inliers (0 = all; the seed picks them).
   # All 5,000 x 128 inliers of a CIFAR-10 class take ~10 s (single-threaded LAPACK, see _mcd).
   c.mcd_max_samples = 0
