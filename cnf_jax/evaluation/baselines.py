@@ -19,9 +19,17 @@ and scikit-learn):
              and a constant (paper 5.2.2, "MSE-ratio").
   kde        -log density of a Gaussian kernel density estimate on the inliers
              (sklearn KernelDensity); bandwidth `kde_bandwidth` (PyOD: 1.0), or the
-             median pairwise distance of the inliers when it is 0.
-  pca        squared reconstruction error of x from the leading principal components
-             of the inliers, as many as explain `pca_variance` of their variance.
+             median pairwise distance of the inliers when it is 0. Far from the inliers
+             sklearn's tree evaluation is approximate (in PyOD too; see _kde).
+  pca        PyOD's PCA detector: x is z-scored with the inliers' mean and standard
+             deviation (`pca_standardize`), then scored sum_j |z - v_j| / r_j over all
+             principal components v_j of the z-scored inliers, r_j the fraction of variance
+             v_j explains (`pca_weighted`; else r_j = 1). |z - v_j| is the distance of z to
+             the unit vector v_j, not to a subspace: PyOD's formula, kept for parity, so it
+             depends on sklearn's sign of each v_j (largest entry positive).
+  pca_recon  squared reconstruction error of x from the leading principal components
+             of the inliers, as many as explain `pca_variance` of their variance (not
+             PyOD's; this repository's `pca` until issue 16).
   knn        distance to the k-th nearest inlier (`knn_method`='largest', PyOD's
              default; 'mean' or 'median' of the k distances), k = `knn_k` (PyOD: 5).
   lof        local outlier factor against the inliers (sklearn LocalOutlierFactor,
@@ -42,16 +50,18 @@ from typing import Callable, Dict, Optional
 
 import ml_collections
 import numpy as np
+from scipy.spatial import distance as spatial_distance
 from sklearn import covariance as sk_covariance
 from sklearn import decomposition as sk_decomposition
 from sklearn import neighbors as sk_neighbors
+from sklearn import preprocessing as sk_preprocessing
 from threadpoolctl import threadpool_limits
 
 from cnf_jax.errors import UserInputError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
-NAMES = ("mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd")
+NAMES = ("mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd", "pca_recon")
 # Baselines that use the contrastive (auxiliary) data.
 USES_CONTRASTIVE = ("mse_ratio",)
 KNN_METHODS = ("largest", "mean", "median")
@@ -64,7 +74,9 @@ def default_config() -> ml_collections.ConfigDict:
   """config.baselines: the options of every baseline (PyOD's defaults where PyOD has one)."""
   c = ml_collections.ConfigDict()
   c.kde_bandwidth = 1.0       # Gaussian kernel width (PyOD KDE: 1.0); 0 = median pairwise inlier distance.
-  c.pca_variance = 0.9        # keep the leading components that explain this fraction of variance, in (0, 1).
+  c.pca_standardize = True    # z-score with the inliers' mean and std before the PCA (PyOD: True).
+  c.pca_weighted = True       # divide each component's distance by its explained variance ratio (PyOD: True).
+  c.pca_variance = 0.9        # pca_recon: keep the leading components that explain this fraction, in (0, 1).
   c.knn_k = 5                 # neighbours (PyOD KNN: 5).
   c.knn_method = "largest"    # largest (k-th distance, PyOD's default) | mean | median of the k distances.
   c.lof_k = 20                # neighbours (PyOD LOF: 20).
@@ -89,7 +101,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise UserInputError(f"config baselines.kde_bandwidth={cfg.kde_bandwidth} must be > 0 (or 0 for the median rule)")
   if not 0 < cfg.pca_variance < 1:
     raise UserInputError(f"config baselines.pca_variance={cfg.pca_variance} must be in (0, 1); "
-                         "with 1 every component is kept and the reconstruction error is 0")
+                         "with 1 pca_recon keeps every component and its reconstruction error is 0")
   if cfg.knn_method not in KNN_METHODS:
     raise UserInputError(f"config baselines.knn_method={cfg.knn_method!r} is not valid; "
                          f"choose one of {', '.join(KNN_METHODS)}")
@@ -139,11 +151,28 @@ def median_pairwise_distance(x: np.ndarray, max_points: int = 2000, seed: int = 
 
 def _kde(inliers, contrastive, cfg, seed) -> ScoreFn:
   bandwidth = cfg.kde_bandwidth or median_pairwise_distance(inliers, seed=seed)
-  kde = sk_neighbors.KernelDensity(kernel="gaussian", bandwidth=bandwidth).fit(inliers)
+  # PyOD's leaf_size (sklearn's default is 40): sklearn's tree sums are not exact far from the
+  # inliers (scikit-learn issues #7492, #27186: a -log density above ~30 can be off by nats),
+  # and there the value depends on the tree's leaves; the same tree gives PyOD's numbers.
+  kde = sk_neighbors.KernelDensity(kernel="gaussian", bandwidth=bandwidth, leaf_size=30).fit(inliers)
   return lambda x: -kde.score_samples(_as64(x))
 
 
 def _pca(inliers, contrastive, cfg, seed) -> ScoreFn:
+  # PyOD's PCA() step by step: its standardizer is a StandardScaler, and sklearn's PCA with
+  # PyOD's arguments (all components, svd_solver 'auto') picks the same solver and signs.
+  scaler = sk_preprocessing.StandardScaler().fit(inliers) if cfg.pca_standardize else None
+  pca = sk_decomposition.PCA(random_state=seed).fit(scaler.transform(inliers) if scaler else inliers)
+  weights = pca.explained_variance_ratio_ if cfg.pca_weighted else np.ones(pca.n_components_)
+
+  def score(x):
+    z = scaler.transform(x) if scaler else x
+    return np.sum(spatial_distance.cdist(z, pca.components_) / weights, axis=1)
+
+  return lambda x: score(_as64(x))
+
+
+def _pca_recon(inliers, contrastive, cfg, seed) -> ScoreFn:
   pca = sk_decomposition.PCA(n_components=cfg.pca_variance, svd_solver="full").fit(inliers)
   return lambda x: np.sum((_as64(x) - pca.inverse_transform(pca.transform(_as64(x)))) ** 2, axis=1)
 
@@ -168,7 +197,8 @@ def abod_scores(x: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
 
   The weighted cosine of a pair (a, b) is <a - x, b - x> / (|a - x|^2 |b - x|^2), over the
   k (k - 1) / 2 pairs a < b. A neighbour equal to x forms no angle; its pairs are skipped
-  (PyOD does the same). A point with no valid pair gets variance 0 (score 0, the maximum).
+  (PyOD does the same). A point with no valid pair (k - 1 of its neighbours equal to it) gets
+  variance 0 (score 0, the maximum), where PyOD's is NaN.
   """
   diff = neighbours - x[:, None, :]                         # [T, k, D]
   gram = np.einsum("tid,tjd->tij", diff, diff)              # [T, k, k]
@@ -226,7 +256,7 @@ def _mcd(inliers, contrastive, cfg, seed) -> ScoreFn:
 
 
 _FITS = {"mse": _mse, "mse_ratio": _mse_ratio, "kde": _kde, "pca": _pca, "knn": _knn, "lof": _lof,
-         "abod": _abod, "mcd": _mcd}
+         "abod": _abod, "mcd": _mcd, "pca_recon": _pca_recon}
 
 
 def fit(name: str, inliers: np.ndarray, contrastive: Optional[np.ndarray] = None,
