@@ -1,4 +1,6 @@
 """The classical baselines on tiny data where the answer is known; fast ABOD against a direct loop."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,22 @@ def test_score_sets_fits_once_and_scores_every_set():
   scores, seconds = baselines.score_sets(["mse", "knn"], inliers, None, {"a": test, "b": test[:7]})
   assert set(scores) == {"a", "b"} and set(seconds) == {"mse", "knn"}
   np.testing.assert_array_equal(scores["b"]["knn"], scores["a"]["knn"][:7])
+
+
+def test_pyod_methods_without_pyod_are_a_one_line_config_error(monkeypatch):
+  # As if pyod were not installed: importing it (or a module of it) raises ImportError.
+  for module in ("pyod", "pyod.models", "pyod.models.base"):
+    monkeypatch.setitem(sys.modules, module, None)
+  config = config_lib.default_config()
+  config.methods = "cf,knn,pyod:IForest"
+  with pytest.raises(UserInputError) as e:
+    config_lib.validate(config)
+  assert str(e.value) == "method 'pyod:IForest' needs PyOD, which is not installed: pip install -e '.[pyod]'"
+  with pytest.raises(UserInputError, match="needs PyOD"):
+    baselines.fit("pyod:ECOD", np.zeros((5, 2)))
+  # Other unknown methods name the pyod:<Name> form too.
+  config.methods = "cf,svm"
+  with pytest.raises(UserInputError, match=r"entry='svm' is not valid; choose one of cf, .*, mcd, pca_recon, "
+                                           r"or pyod:<Name> for a PyOD detector \(e.g. pyod:IForest\)$"):
+    config_lib.validate(config)
+  assert baselines.is_baseline("pyod:ECOD") and baselines.is_baseline("knn") and not baselines.is_baseline("cf")

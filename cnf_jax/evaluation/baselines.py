@@ -8,9 +8,11 @@ One interface for all of them:
 Each is fitted on the preprocessed training inliers (and, for mse_ratio, the
 contrastive data) of a run and evaluated, not trained: `experiment.evaluate_and_write`
 scores the test sets with them next to the flow methods. `cfg` is `config.baselines`
-(see `config_lib.default_config`). Options follow PyOD's defaults (the library the
-paper used; PyOD itself is not a dependency, these are re-implementations on numpy
-and scikit-learn):
+(see `config_lib.default_config`). With their default options kde, pca, knn, lof,
+abod and mcd compute what PyOD's detector of that name computes with its defaults
+(PyOD is the library the paper used; tests/test_baselines_pyod_parity.py compares them
+on new rows). They are re-implementations on numpy and scikit-learn: PyOD is not
+needed to run them.
 
   mse        mean over features of (x - mean_in)^2: a normal distribution with
              identity covariance around the inlier mean (paper 5.2.2).
@@ -42,9 +44,19 @@ and scikit-learn):
   mcd        squared Mahalanobis distance under the minimum covariance determinant
              estimate of the inliers' location and covariance (sklearn MinCovDet).
 
+  pyod:<Name> the installed PyOD's detector class <Name> (pyod:IForest, pyod:ECOD, ...)
+             with its defaults, random_state = the run's seed where it takes one:
+             decision_function of the fitted detector. Needs the optional extra
+             (pip install -e '.[pyod]').
+
 Neighbour searches are exact and brute force: in 128 dimensions trees prune nothing.
 """
+import contextlib
+import importlib
+import inspect
+import io
 import itertools
+import pkgutil
 import time
 from typing import Callable, Dict, Optional
 
@@ -65,6 +77,8 @@ NAMES = ("mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd", "pca_rec
 # Baselines that use the contrastive (auxiliary) data.
 USES_CONTRASTIVE = ("mse_ratio",)
 KNN_METHODS = ("largest", "mean", "median")
+# A method "pyod:<Name>" runs PyOD's detector class <Name>.
+PYOD_PREFIX = "pyod:"
 
 # Rows of x scored at once by the neighbour-based methods: bounds the [chunk, N] distance matrix.
 _CHUNK = 2048
@@ -255,6 +269,53 @@ def _mcd(inliers, contrastive, cfg, seed) -> ScoreFn:
   return lambda x: mcd.mahalanobis(_as64(x))
 
 
+def is_baseline(name: str) -> bool:
+  """Whether method `name` is a baseline (one of NAMES or pyod:<Name>), not a flow method."""
+  return name in NAMES or name.startswith(PYOD_PREFIX)
+
+
+def pyod_detector(name: str, seed: int = 0):
+  """An unfitted PyOD detector for method name 'pyod:<Name>': class <Name> with its defaults,
+  random_state=seed where it takes one. UserInputError (one line) without pyod or such a class."""
+  class_name = name[len(PYOD_PREFIX):]
+  try:
+    import pyod.models
+    from pyod.models.base import BaseDetector
+  except ImportError:
+    raise UserInputError(f"method {name!r} needs PyOD, which is not installed: pip install -e '.[pyod]'") from None
+  # Most classes live in pyod.models.<name in lower case> (IForest in iforest); the others
+  # (AutoEncoder in auto_encoder, ...) are looked for in every module, similar names first.
+  modules = sorted((m.name for m in pkgutil.iter_modules(pyod.models.__path__)),
+                   key=lambda m: m.replace("_", "") != class_name.lower().replace("_", ""))
+  unimported = []
+  for module_name in modules:
+    try:
+      # Some modules print an install hint for their own optional dependency (combo, xgboost).
+      with contextlib.redirect_stdout(io.StringIO()):
+        module = importlib.import_module(f"pyod.models.{module_name}")
+    except ImportError as e:
+      unimported.append(f"{module_name} ({e})")
+      continue
+    cls = getattr(module, class_name, None)
+    if isinstance(cls, type) and issubclass(cls, BaseDetector) and cls is not BaseDetector:
+      break
+  else:
+    raise UserInputError(f"method {name!r}: PyOD {pyod.__version__} has no detector class {class_name!r} in "
+                         "pyod.models (case-sensitive, e.g. pyod:IForest, pyod:ECOD, pyod:OCSVM)"
+                         + (f"; modules that did not import: {', '.join(unimported)}" if unimported else ""))
+  kwargs = {"random_state": seed} if "random_state" in inspect.signature(cls).parameters else {}
+  try:
+    return cls(**kwargs)
+  except (TypeError, ValueError) as e:
+    raise UserInputError(f"method {name!r}: PyOD's {class_name} cannot be built with its defaults: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _pyod(name, inliers, seed) -> ScoreFn:
+  detector = pyod_detector(name, seed).fit(inliers)
+  return lambda x: np.asarray(detector.decision_function(_as64(x)), np.float64)
+
+
 _FITS = {"mse": _mse, "mse_ratio": _mse_ratio, "kde": _kde, "pca": _pca, "knn": _knn, "lof": _lof,
          "abod": _abod, "mcd": _mcd, "pca_recon": _pca_recon}
 
@@ -266,8 +327,10 @@ def fit(name: str, inliers: np.ndarray, contrastive: Optional[np.ndarray] = None
   Scores are float64; higher means more anomalous. `seed` fixes the random parts
   (MCD's subsample and starts, the KDE median rule's subset).
   """
+  if name.startswith(PYOD_PREFIX):
+    return _pyod(name, _as64(inliers), seed)
   if name not in _FITS:
-    raise UserInputError(f"unknown baseline {name!r}; choose one of {', '.join(NAMES)}")
+    raise UserInputError(f"unknown baseline {name!r}; choose one of {', '.join(NAMES)}, or pyod:<Name>")
   cfg = default_config() if cfg is None else cfg
   if name in USES_CONTRASTIVE and contrastive is None:
     raise UserInputError(f"baseline {name} needs contrastive data but the task provides none; drop it from config.methods")
