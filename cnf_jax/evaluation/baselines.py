@@ -10,9 +10,11 @@ contrastive data) of a run and evaluated, not trained: `experiment.evaluate_and_
 scores the test sets with them next to the flow methods. `cfg` is `config.baselines`
 (see `config_lib.default_config`). With their default options kde, pca, knn, lof,
 abod and mcd compute what PyOD's detector of that name computes with its defaults
-(PyOD is the library the paper used; tests/test_baselines_pyod_parity.py compares them
-on new rows). They are re-implementations on numpy and scikit-learn: PyOD is not
-needed to run them.
+(MCD with random_state = the seed) on new rows, up to rounding; the one exception is
+a point that equals k - 1 of its k ABOD neighbours, NaN in PyOD (see abod_scores).
+PyOD is the library the paper used; tests/test_baselines_pyod_parity.py compares
+them. They are re-implementations on numpy and scikit-learn: PyOD is not needed to
+run them.
 
   mse        mean over features of (x - mean_in)^2: a normal distribution with
              identity covariance around the inlier mean (paper 5.2.2).
