@@ -202,19 +202,22 @@ def run(paths: dict) -> None:
 
 # ---- summary ---------------------------------------------------------------------------------
 
-def summarize(records: list, config: str, out_dir: str) -> str:
-  """Markdown tables (per protocol: AUROC per set and method, means, mean rank, failures, times)."""
+def summarize(records: list, config: str, out_dir: str, all_sets) -> str:
+  """Markdown: per protocol, AUROC and AUPR per set and method (mean over seeds), their means over
+  all sets, the dev and the holdout sets (of all_sets, the names of every set), mean rank,
+  failures and median time."""
   import collections
   rows = [r for r in records if r["config"] == config or r["method"] not in FLOW_METHODS]
+  dev, _ = dev_holdout(all_sets)
   lines = [f"# ADBench on the shared data (detector config `{config}`)", ""]
   figures = {}
   for protocol in PROTOCOLS:
-    cell = collections.defaultdict(list)
-    fails = collections.Counter()
-    times = collections.defaultdict(list)
+    cell, fails, times, seeds = (collections.defaultdict(list), collections.Counter(),
+                                 collections.defaultdict(list), set())
     for r in rows:
       if r["protocol"] != protocol:
         continue
+      seeds.add(r["seed"])
       if "error" in r:
         fails[r["method"]] += 1
         continue
@@ -223,38 +226,56 @@ def summarize(records: list, config: str, out_dir: str) -> str:
     if not cell:
       continue
     methods = sorted({m for _, m in cell}, key=lambda m: (m not in FLOW_METHODS, m))
-    # Only sets every method finished (on every seed it ran) enter the means and ranks.
+    # Means and ranks over the sets every method finished (a failure leaves its set out).
     sets = sorted({s for s, _ in cell})
     complete = [s for s in sets if all((s, m) in cell for m in methods)]
     mean = {k: np.mean(v, axis=0) for k, v in cell.items()}
-    lines += [f"## Protocol `{protocol}`", "",
-              f"{len(complete)} sets with every method ({len(sets)} with any); AUROC x 100, mean over seeds.", "",
-              "| set | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     ranks = {m: [] for m in methods}
     for s in complete:
       values = np.array([mean[(s, m)][0] for m in methods])
-      order = (-values).argsort().argsort() + 1.0
-      for m, rank in zip(methods, order):
+      for m, rank in zip(methods, _ranks(values)):
         ranks[m].append(rank)
-      best = values.max()
-      lines.append(f"| {s} | " + " | ".join(
-          (f"**{100 * v:.1f}**" if v == best else f"{100 * v:.1f}") for v in values) + " |")
-    summary = {m: {"auroc": float(np.mean([mean[(s, m)][0] for s in complete])) if complete else float("nan"),
-                   "aupr": float(np.mean([mean[(s, m)][1] for s in complete])) if complete else float("nan"),
-                   "rank": float(np.mean(ranks[m])) if complete else float("nan"),
-                   "failures": int(fails[m]),
+
+    def average(m, metric, names):
+      names = [s for s in complete if s in names]
+      return float(np.mean([mean[(s, m)][metric] for s in names])) if names else float("nan")
+
+    summary = {m: {"auroc": average(m, 0, complete), "aupr": average(m, 1, complete),
+                   "auroc_dev": average(m, 0, dev), "auroc_holdout": average(m, 0, set(complete) - set(dev)),
+                   "rank": float(np.mean(ranks[m])) if complete else float("nan"), "failures": int(fails[m]),
                    "seconds": float(np.median(times[m])) if times[m] else float("nan")} for m in methods}
-    for what, fmt in (("auroc", "mean AUROC"), ("aupr", "mean AUPR")):
-      lines.append(f"| **{fmt}** | " + " | ".join(f"{100 * summary[m][what]:.1f}" for m in methods) + " |")
-    lines.append("| **mean rank** | " + " | ".join(f"{summary[m]['rank']:.2f}" for m in methods) + " |")
-    lines.append("| failures (raised / non-finite) | " + " | ".join(str(summary[m]["failures"]) for m in methods) + " |")
-    lines.append("| median fit + score s | " + " | ".join(f"{summary[m]['seconds']:.1f}" for m in methods) + " |")
-    lines.append("")
+    lines += [f"## Protocol `{protocol}`", "",
+              f"Seeds {sorted(seeds)}; {len(complete)} sets with every method ({len(sets)} with any). "
+              "x 100, mean over seeds; the best per row in bold; dev = the sets the defaults were chosen on.", ""]
+    header = ["| set | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for metric, label in ((0, "AUROC"), (1, "AUPR")):
+      lines += [f"### {label}", ""] + header
+      for s in complete:
+        values = [mean[(s, m)][metric] for m in methods]
+        lines.append(f"| {s}{' (dev)' if s in dev else ''} | " + " | ".join(
+            (f"**{100 * v:.1f}**" if v == max(values) else f"{100 * v:.1f}") for v in values) + " |")
+      key_name = ("auroc", "aupr")[metric]
+      lines.append(f"| **mean {label}** | " + " | ".join(f"{100 * summary[m][key_name]:.1f}" for m in methods) + " |")
+      if metric == 0:
+        for part in ("dev", "holdout"):
+          lines.append(f"| mean AUROC, {part} sets | " + " | ".join(
+              f"{100 * summary[m]['auroc_' + part]:.1f}" for m in methods) + " |")
+        lines.append("| **mean rank** (AUROC) | " + " | ".join(f"{summary[m]['rank']:.2f}" for m in methods) + " |")
+        lines.append("| failures (raised / non-finite) | " + " | ".join(
+            str(summary[m]["failures"]) for m in methods) + " |")
+        lines.append("| median fit + score s | " + " | ".join(f"{summary[m]['seconds']:.1f}" for m in methods) + " |")
+      lines.append("")
     figures[protocol] = summary
   if figures:
     _plot(figures, os.path.join(out_dir, "adbench.png"))
-    lines += ["![mean AUROC and rank per method](adbench.png)", ""]
+    lines += ["![mean rank and AUROC per method](adbench.png)", ""]
   return "\n".join(lines)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+  """Ranks [K] of values [K], 1 = highest; ties share their mean rank."""
+  from scipy.stats import rankdata
+  return rankdata(-np.asarray(values), method="average")
 
 
 def _plot(figures: dict, path: str) -> None:
@@ -279,7 +300,10 @@ def main(argv):
   del argv
   if FLAGS.summarize:
     out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
-    text = summarize(read_records(FLAGS.out), FLAGS.summary_config, out_dir)
+    records = read_records(FLAGS.out)
+    # dev / holdout are halves of all the sets on disk (or, without the data, of those measured).
+    names = set_paths(FLAGS.data_root) if glob.glob(os.path.join(FLAGS.data_root, "*", "*.npz")) else {}
+    text = summarize(records, FLAGS.summary_config, out_dir, names or {r["set"] for r in records})
     with open(os.path.join(out_dir, "results.md"), "w") as f:
       f.write(text + "\n")
     print(text)
