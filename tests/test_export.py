@@ -1,5 +1,6 @@
 """ContrastiveFlowDetector.export: one jax.export program that scores as decision_function, runs with
-only numpy and jax, and is read back by cnf_jax.exported."""
+only numpy and jax, is read back by cnf_jax.exported and by `python -m cnf_jax.score --detector`."""
+import csv
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ from cnf_jax.detector import ContrastiveFlowDetector
 from cnf_jax.errors import UserInputError
 from cnf_jax.evaluation import metrics
 from cnf_jax.evaluation.conformal import conformal_pvalues
+from score_util import read_scores, run_score
 
 METHODS = ("cf", "flow", "flow_ratio")
 TINY = dict(num_blocks=2, hidden=(16,), steps=30, batch_size=64)
@@ -192,3 +194,89 @@ def test_damaged_or_foreign_files_are_one_line(tmp_path):
     with pytest.raises(UserInputError, match=message) as e:
       exported.load(path)
     assert "\n" not in str(e.value), name
+
+
+# ---- python -m cnf_jax.score --detector ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scorer_file(tmp_path_factory):
+  path = tmp_path_factory.mktemp("export") / "scorer.npz"
+  fitted("cf").export(str(path))
+  return path
+
+
+def test_score_cli_with_an_exported_detector(scorer_file, tmp_path):
+  det = fitted("cf")
+  x, labels = TEST[1400:1700], IS_ANOMALY[1400:1700]   # 100 inliers, 200 anomalies
+  # A `backbone` entry is not checked: the exported scorer does not know its features' backbone.
+  np.savez(tmp_path / "new.npz", features=x, ids=np.array([f"r{i}" for i in range(len(x))]),
+           is_anomaly=labels.astype(np.int8), backbone=np.array("effnet_lite0"))
+  proc = run_score(f"--detector={scorer_file}", f"--input={tmp_path / 'new.npz'}", f"--out={tmp_path / 's.csv'}",
+                   "--alpha=0.1", "--quiet")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  ids, scores, p, flagged = read_scores(tmp_path / "s.csv")
+  assert ids[:2] == ["r0", "r1"]
+  ref = det.decision_function(TEST)
+  assert_scores_close(scores, ref[1400:1700], np.abs(ref).max())
+  np.testing.assert_array_equal(p, conformal_pvalues(det.calibration_scores_, scores))
+  np.testing.assert_array_equal(flagged, (p <= 0.1).astype(int))
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert {k: summary[k] for k in ("out", "rows", "method", "alpha", "anomalies", "calibration_inliers")} == {
+      "out": str(tmp_path / "s.csv"), "rows": 300, "method": "cf", "alpha": 0.1, "anomalies": int(flagged.sum()),
+      "calibration_inliers": det.calibration_scores_.size}
+  for name, fn in metrics.METRICS.items():
+    assert summary[name] == pytest.approx(fn(scores, labels), abs=1e-12), name
+  assert summary["auroc"] > 0.9 and summary["labelled_anomalies"] == 200
+  assert summary["detection_rate"] == pytest.approx(flagged[labels].mean())
+  # The same rows as a .csv with an id column: the same CSV out.
+  with open(tmp_path / "new.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["id"] + [f"x{j}" for j in range(5)])
+    w.writerows([[f"r{i}"] + [repr(float(v)) for v in row.astype(np.float32)] for i, row in enumerate(x)])
+  proc = run_score(f"--detector={scorer_file}", f"--input={tmp_path / 'new.csv'}", f"--out={tmp_path / 't.csv'}",
+                   "--alpha=0.1", "--quiet")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert (tmp_path / "t.csv").read_text() == (tmp_path / "s.csv").read_text()
+
+
+def test_score_cli_errors_with_detector_are_one_line_and_write_nothing(scorer_file, tmp_path):
+  np.savez(tmp_path / "x.npz", features=TEST[:10])
+  np.savez(tmp_path / "x4.npz", features=TEST[:10, :4])
+  (tmp_path / "images").mkdir()
+  nocal = tmp_path / "nocal.npz"
+  ContrastiveFlowDetector(method="cf", calibration_fraction=0, **TINY).fit(X_TRAIN).export(str(nocal))
+  (tmp_path / "damaged").mkdir()
+  damaged = damaged_files(tmp_path / "damaged")
+  x = f"--input={tmp_path / 'x.npz'}"
+  cases = [
+      ([f"--workdir={tmp_path}", f"--detector={scorer_file}", x],
+       "error: give --workdir=<finished run> or --detector=<exported scorer .npz>, not both"),
+      ([x], "error: --workdir (a finished run) or --detector (an exported scorer .npz, "
+            "ContrastiveFlowDetector.export) is required"),
+      ([f"--detector={scorer_file}", f"--input={tmp_path / 'images'}"],
+       f"error: --input {tmp_path / 'images'}: the exported scorer {scorer_file} scores feature vectors and has no "
+       "backbone for images; extract their features (python -m cnf_jax.extract) and pass the .npz"),
+      ([f"--detector={scorer_file}", f"--input={tmp_path / 'x4.npz'}"],
+       f"error: {tmp_path / 'x4.npz'} has 4 features, but the exported scorer {scorer_file} expects 5 "
+       "(the fitted detector's n_features_in_)"),
+      ([f"--detector={scorer_file}", x, "--method=flow"],
+       f"error: --method='flow': the exported scorer {scorer_file} scores with method 'cf' only"),
+      ([f"--detector={nocal}", x],
+       f"error: {nocal} has no calibration scores (the detector was fitted with calibration_fraction=0); "
+       "call det.calibrate(X_inliers), then export again"),
+      ([f"--detector={damaged['saved.npz'][0]}", x],
+       f"error: {damaged['saved.npz'][0]} is a saved detector (det.save), not an exported scorer; export it with "
+       "ContrastiveFlowDetector.load(path).export(new_path)"),
+      ([f"--detector={damaged['garbled.npz'][0]}", x], None),
+      ([f"--detector={damaged['program.npz'][0]}", x], None),
+      ([f"--detector={damaged['junk.npz'][0]}", x], None),
+  ]
+  out = tmp_path / "s.csv"
+  for args, expected in cases:
+    proc = run_score(*args, f"--out={out}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (args, proc.stderr[-2000:])
+    assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+    if expected is not None:
+      assert lines[-1] == expected
+    assert not out.exists() and not os.path.exists(f"{out}.tmp"), args
