@@ -18,7 +18,8 @@ the batch dimension is symbolic) -> drop the constant columns -> the fitted norm
 anomalous; cf / flow: -log p(x), flow_ratio: log p_contrastive(x) - log p_flow(x)), all
 in float32 with full-float32 matmuls on every platform (no TF32 on GPUs). It runs on the
 platforms it was lowered for (meta["platforms"]) and checks nothing: rows with NaN, or
-all-zero rows under normalize='sphere', give NaN scores there; `load` refuses them.
+all-zero rows under normalize='sphere', give NaN scores there; a loaded
+ExportedScorer's check_input refuses them.
 
 The file is one .npz: `program` (the serialised bytes as uint8), `meta` (a JSON string:
 format, method, n_features_in, kept_columns, normalize, threshold, contamination, eps,
