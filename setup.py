@@ -32,6 +32,7 @@ JAX_SIDE = [
     "array-record==0.8.6",
     "matplotlib==3.11.2",
     "tensorboardX==2.6.5",   # TensorBoard event files without TensorFlow (training/summaries.py).
+    "flatbuffers==25.12.19",   # jax.export's (de)serialiser imports it: ContrastiveFlowDetector.export.
 ]
 
 TORCH = ["torch==2.13.0"]

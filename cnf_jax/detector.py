@@ -5,6 +5,7 @@
   det.pvalues(X)                                       # [M] conformal p-values
   det.predict(X, alpha=0.01)                           # [M] 0 = inlier, 1 = anomaly
   det.predict(X, fdr=0.1)                              # [M] Benjamini-Hochberg on the p-values
+  det.export("scorer.npz")                             # the scorer as one jax.export program (numpy + jax only)
 
 PyOD's BaseDetector API, with pyod 3.6.7's semantics and no pyod at run time
 (tests/test_pyod_parity.py compares the two when pyod is installed):
@@ -59,6 +60,7 @@ from typing import Optional
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from scipy.optimize import brentq
@@ -68,6 +70,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.metrics import precision_score, roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
+from cnf_jax import exported
 from cnf_jax.data import preprocessing
 from cnf_jax.errors import UserInputError
 from cnf_jax.evaluation import metrics
@@ -617,6 +620,41 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       arrays[f"loss_history/{model}"] = losses
     with atomic_write(path, "wb") as f:  # a reader sees the old file or the complete new one, never half.
       np.savez(f, **arrays)
+
+  def export(self, path: str, platforms=exported.PLATFORMS) -> None:
+    """Writes the fitted scorer to the .npz `path` as one serialised jax.export program that
+    needs only numpy and jax to run (no cnf_jax, flax or sklearn), atomically:
+
+      f = np.load(path)
+      program = jax.export.deserialize(bytearray(f["program"].tobytes()))
+      scores = np.asarray(program.call(X.astype(np.float32)))   # [N] float32 = decision_function(X)
+      cal = np.sort(f["calibration_scores"])                    # p = (1 + #{cal >= s}) / (n_cal + 1)
+      p = (1 + cal.size - np.searchsorted(cal, scores, side="left")) / (cal.size + 1)
+
+    The program takes raw rows X [N, n_features_in_] float32 for any N and does what
+    decision_function does (drops constant_columns_, normalises, log p of each model, the
+    method's score), in float32 with full-float32 matmuls: its scores equal
+    decision_function's within float32 rounding. It checks nothing (NaN rows give NaN);
+    `cnf_jax.exported.load(path)` and `python -m cnf_jax.score --detector=path` check the
+    input. platforms: where it may run, any of 'cpu', 'cuda', 'rocm', 'tpu' (one program
+    lowered for each). jax's deserialiser imports the flatbuffers package. The file also holds
+    `meta` (JSON), `calibration_scores` and `decision_scores` (see cnf_jax/exported.py).
+    """
+    check_is_fitted(self)
+    method, stats = self.preprocessing_
+    kept, model = self.kept_columns_, self._model(self.kept_columns_.size)
+
+    def scores(x):   # x [N, n_features_in_] float32 -> [N] float32, traced once with the weights as constants
+      x = preprocessing.transform(x[:, kept], method, stats, jnp)
+      return plan.anomaly_scores(self.method, {m: model.apply(v, x, method=Flow.log_prob)
+                                               for m, v in self.variables_.items()})
+
+    info = {"method": self.method, "n_features_in": int(self.n_features_in_), "kept_columns": kept.tolist(),
+            "constant_columns": self.constant_columns_.tolist(), "normalize": method,
+            "threshold": float(self.threshold_), "contamination": float(self.contamination),
+            "eps": None if self.eps_ is None else float(self.eps_)}
+    exported.write(path, scores, info, {"calibration_scores": self.calibration_scores_,
+                                        "decision_scores": self.decision_scores_}, platforms)
 
   @classmethod
   def load(cls, path: str) -> "ContrastiveFlowDetector":

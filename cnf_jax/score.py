@@ -1,7 +1,8 @@
-"""Scores new data with the flows of a finished run.
+"""Scores new data with the flows of a finished run, or with an exported detector.
 
   python -m cnf_jax.score --workdir=<run> --input=<features.npz | table.csv | image folder | images.zip> \
       --out=scores.csv [--method=cf] [--alpha=0.05]
+  python -m cnf_jax.score --detector=<exported.npz> --input=<features.npz | table.csv> --out=scores.csv [--alpha=0.05]
 
 Writes one CSV row per input: id, score (higher = more anomalous), p_value,
 is_anomaly (p_value <= alpha), atomically (a temp file renamed at the end: an
@@ -31,6 +32,12 @@ input exchangeable with them (same source and distribution as the test inliers),
 P(p <= alpha) <= alpha. This is not guaranteed if you chose the run among
 several by their test AUROC (the test set then shaped the model choice), or if
 your new data come from a shifted inlier distribution.
+
+--detector (instead of --workdir) takes a file written by ContrastiveFlowDetector.export:
+the scores come from its jax.export program (float32; cnf_jax.exported), the p-values from
+its calibration scores (the detector's held-out calibration rows, or det.calibrate's).
+It scores feature vectors (.npz of any backbone, .csv) of the detector's n_features_in;
+it has no backbone, so images are refused.
 """
 import csv
 import io
@@ -169,13 +176,15 @@ def _preprocessing(workdir: str, config):
 
 # ---- inputs -----------------------------------------------------------------------------------
 
-def read_npz(path: str, run_backbone: Optional[str]) -> Tuple[List[str], "np.ndarray", Optional["np.ndarray"]]:
+def read_npz(path: str, run_backbone: Optional[str],
+             check_backbone: bool = True) -> Tuple[List[str], "np.ndarray", Optional["np.ndarray"]]:
   """(ids, features [N, D], is_anomaly [N] bool or None) of a .npz: `features` (or its only
-  2-D numeric array), optional `ids` and optional `is_anomaly` labels (bool or 0/1)."""
+  2-D numeric array), optional `ids` and optional `is_anomaly` labels (bool or 0/1); a
+  `backbone` string must be run_backbone's when check_backbone."""
   from cnf_jax.data.npz_file import read_npz as read_arrays
   from cnf_jax.data.task_data import check_labels
   arrays = read_arrays(path)
-  if "backbone" in arrays:
+  if check_backbone and "backbone" in arrays:
     backbone = str(arrays["backbone"])
     if backbone != (run_backbone or ""):
       raise UserInputError(f"{path} holds features of backbone {backbone!r} but the run was trained on "
@@ -310,30 +319,40 @@ def _training_resolution(config) -> int:
 
 
 def read_input(path: str, config, workdir: str, resolution: int = 0, checkpoint: Optional[str] = None):
-  """(ids, features or images' features [N, D], is_anomaly [N] or None) of --input."""
+  """(ids, features or images' features [N, D], is_anomaly [N] or None) of --input.
+
+  config None: the input of an exported scorer (`workdir` is its file), which records no
+  backbone: feature vectors of any backbone, no images.
+  """
   if not os.path.exists(path):
     raise UserInputError(f"--input {path} does not exist")
   lower = path.lower()
   if lower.endswith(".npz"):
+    if config is None:
+      return read_npz(path, None, check_backbone=False)
     return read_npz(path, config.data.get("backbone") if "data" in config else None)
   if lower.endswith(".csv"):
     return read_csv(path)
   if os.path.isdir(path) or lower.endswith(".zip"):
+    if config is None:
+      raise UserInputError(f"--input {path}: the exported scorer {workdir} scores feature vectors and has no "
+                           "backbone for images; extract their features (python -m cnf_jax.extract) and pass the .npz")
     return read_images(path, config, workdir, resolution, checkpoint)
   raise UserInputError(f"--input {path}: expected a .npz, a .csv, an image folder or a .zip")
 
 
 # ---- scoring ----------------------------------------------------------------------------------
 
-def score(workdir: str, input_path: str, out: str, method: Optional[str] = None, alpha: float = 0.05,
-          resolution: int = 0, checkpoint: Optional[str] = None) -> dict:
-  """Scores `input_path` with the run in `workdir`; writes `out`; returns a summary dict."""
-  import numpy as np
-  from cnf_jax.data import preprocessing
-  from cnf_jax.data.task_data import check_features
+def score(workdir: Optional[str], input_path: str, out: str, method: Optional[str] = None, alpha: float = 0.05,
+          resolution: int = 0, checkpoint: Optional[str] = None, detector: Optional[str] = None) -> dict:
+  """Scores `input_path` with the run in `workdir` or the exported scorer `detector` (one of the
+  two); writes `out`; returns a summary dict."""
   from cnf_jax.evaluation.conformal import conformal_pvalues
-  from cnf_jax.training import plan
 
+  if (workdir is None) == (detector is None):
+    raise UserInputError("give --workdir=<finished run> or --detector=<exported scorer .npz>, not both"
+                         if workdir is not None else "--workdir (a finished run) or --detector (an exported "
+                         "scorer .npz, ContrastiveFlowDetector.export) is required")
   if not 0 < alpha < 1:
     raise UserInputError(f"--alpha={alpha} must be in (0, 1)")
   out_dir = os.path.dirname(os.path.abspath(out))
@@ -341,17 +360,10 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
     raise UserInputError(f"--out {out} is a directory; give the path of the CSV file to write, e.g. {os.path.join(out, 'scores.csv')}")
   if not os.path.isdir(out_dir):
     raise UserInputError(f"--out {out}: directory {out_dir} does not exist")
-  config, method, dim, log_prob_fns, (pre_method, stats), calibration = load_run(workdir, method)
-  ids, x, labels = read_input(input_path, config, workdir, resolution, checkpoint)
-  x = np.asarray(x)
-  if x.ndim == 2 and x.shape[1] != dim:
-    raise UserInputError(f"{input_path}: {x.shape[1]} features per row, but the run was trained on {dim}; "
-                         "use features from the run's extractor and backbone")
-  x = check_features(f"{input_path}", x, dim)
-  x = preprocessing.apply(x, pre_method, stats, input_path)
-  # Blocks of whole eval batches: every batch the flows see has the shape the run's own scoring used.
-  block = max(1, SCORE_BLOCK // config.eval.batch_size) * config.eval.batch_size
-  scores = score_rows(method, log_prob_fns, x, block)
+  if detector is None:
+    method, calibration, (ids, scores, labels) = _score_with_run(workdir, input_path, method, resolution, checkpoint)
+  else:
+    method, calibration, (ids, scores, labels) = _score_with_exported(detector, input_path, method)
   pvalues = conformal_pvalues(calibration, scores)
   flagged = pvalues <= alpha
 
@@ -368,19 +380,54 @@ def score(workdir: str, input_path: str, out: str, method: Optional[str] = None,
   return summary
 
 
+def _score_with_run(workdir: str, input_path: str, method: Optional[str], resolution: int,
+                    checkpoint: Optional[str]):
+  """(method, calibration scores [n], (ids, scores [N], is_anomaly [N] or None)) of the run's flows."""
+  import numpy as np
+  from cnf_jax.data import preprocessing
+  from cnf_jax.data.task_data import check_features
+  from cnf_jax.training import plan
+
+  config, method, dim, log_prob_fns, (pre_method, stats), calibration = load_run(workdir, method)
+  ids, x, labels = read_input(input_path, config, workdir, resolution, checkpoint)
+  x = np.asarray(x)
+  if x.ndim == 2 and x.shape[1] != dim:
+    raise UserInputError(f"{input_path}: {x.shape[1]} features per row, but the run was trained on {dim}; "
+                         "use features from the run's extractor and backbone")
+  x = check_features(f"{input_path}", x, dim)
+  x = preprocessing.apply(x, pre_method, stats, input_path)
+  # Blocks of whole eval batches: every batch the flows see has the shape the run's own scoring used.
+  block = max(1, SCORE_BLOCK // config.eval.batch_size) * config.eval.batch_size
+  scores = score_rows(method, lambda rows: plan.anomaly_scores(method, {n: fn(rows) for n, fn in log_prob_fns.items()}),
+                      x, block)
+  return method, calibration, (ids, scores, labels)
+
+
+def _score_with_exported(path: str, input_path: str, method: Optional[str]):
+  """(method, calibration scores [n], (ids, scores [N], is_anomaly [N] or None)) of an exported scorer."""
+  from cnf_jax import exported
+  scorer = exported.load(path)
+  if method not in (None, scorer.method):
+    raise UserInputError(f"--method={method!r}: the exported scorer {path} scores with method {scorer.method!r} only")
+  calibration = scorer.checked_calibration_scores()
+  ids, x, labels = read_input(input_path, None, path)
+  x = scorer.check_input(x, input_path)
+  return scorer.method, calibration, (ids, score_rows(scorer.method, scorer.scores, x), labels)
+
+
 SCORE_BLOCK = 8192   # rows per progress update
 
 
-def score_rows(method: str, log_prob_fns, x: "np.ndarray", block: int = SCORE_BLOCK) -> "np.ndarray":
-  """Anomaly scores [N] of `method` for rows x [N, D], `block` rows at a time, with a progress bar."""
+def score_rows(method: str, score_fn, x: "np.ndarray", block: int = SCORE_BLOCK) -> "np.ndarray":
+  """Anomaly scores [N] of `method` for rows x [N, D] by score_fn (rows [n, D] -> [n]), `block`
+  rows at a time, with a progress bar."""
   import numpy as np
-  from cnf_jax.training import plan
   from cnf_jax.training.progress import Progress
   bar = Progress(len(x), f"score {method}", unit="rows")
   parts = []
   for i in range(0, len(x), block):
     rows = x[i:i + block]
-    parts.append(plan.anomaly_scores(method, {name: fn(rows) for name, fn in log_prob_fns.items()}))
+    parts.append(score_fn(rows))
     bar.update(i + len(rows))
   bar.close()
   return np.concatenate(parts) if parts else np.zeros(0, np.float32)
@@ -402,10 +449,13 @@ def label_metrics(scores: "np.ndarray", is_anomaly: "np.ndarray", flagged: "np.n
 def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("workdir", None, "A finished run's directory (with config.json, checkpoints, results.json).",
                       flag_values=fv)
+  flags.DEFINE_string("detector", None, "Instead of --workdir: a scorer written by ContrastiveFlowDetector.export "
+                      "(.npz); scores feature vectors with its program and calibration scores.", flag_values=fv)
   flags.DEFINE_string("input", None, "Data to score: .npz, .csv, an image folder or a .zip of images.",
                       flag_values=fv)
   flags.DEFINE_string("out", None, "Output CSV: id, score, p_value, is_anomaly.", flag_values=fv)
-  flags.DEFINE_string("method", None, "Which of the run's methods scores (default: cf if the run has it).",
+  flags.DEFINE_string("method", None, "Which of the run's methods scores (default: cf if the run has it; "
+                      "an exported scorer has one).",
                       flag_values=fv)
   flags.DEFINE_float("alpha", 0.05, "is_anomaly = p_value <= alpha: at most this false-alarm rate on inliers.",
                      flag_values=fv)
@@ -419,7 +469,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 @cli.command
 def main(argv: Sequence[str]) -> int:
-  args, _ = cli.parse(define_flags, argv, __doc__, required=("workdir", "input", "out"))
+  args, _ = cli.parse(define_flags, argv, __doc__, required=("input", "out"))
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO.
   if args.quiet:
     from cnf_jax.training import progress
@@ -427,7 +477,8 @@ def main(argv: Sequence[str]) -> int:
   from cnf_jax.training.checkpoints import quiet_orbax_after_failures
   quiet_orbax_after_failures()
   host_memory.configure(default="default")
-  summary = score(args.workdir, args.input, args.out, args.method, args.alpha, args.resolution, args.checkpoint)
+  summary = score(args.workdir, args.input, args.out, args.method, args.alpha, args.resolution, args.checkpoint,
+                  detector=args.detector)
   print(json.dumps(summary))
   return 0
 

@@ -37,13 +37,28 @@ def fit(x_train: np.ndarray, method: str) -> Dict[str, np.ndarray]:
 def apply(x: np.ndarray, method: str, stats: Dict[str, np.ndarray], name: str = "features") -> np.ndarray:
   """Deterministic preprocessing of x [N, D] -> [N, D] float32."""
   x = np.asarray(x, dtype=np.float32)
+  check(x, method, name)
+  return transform(x, method, stats)
+
+
+def check(x: np.ndarray, method: str, name: str = "features") -> None:
+  """A one-line UserInputError for rows of x [N, D] that `method` cannot normalise: all-zero rows
+  have no direction on the sphere."""
+  if method not in METHODS:
+    raise UserInputError(f"preprocess.normalize must be one of {METHODS}, got {method!r}")
   if method == "sphere":
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    zero = np.flatnonzero(norms[:, 0] == 0)
+    zero = np.flatnonzero(np.sqrt((x * x).sum(axis=-1)) == 0)
     if zero.size:
       raise UserInputError(f"{name}: {zero.size} rows are all-zero and cannot be projected onto the "
                            f"sphere (first at row {zero[0]}); drop them or use preprocess.normalize='none'")
-    return x / norms
+
+
+def transform(x, method: str, stats: Dict[str, np.ndarray], xp=np):
+  """The normalisation of x [N, D] -> [N, D] as plain array maths in `xp` (numpy, or jax.numpy
+  inside a traced function: the exported scorer bakes these very formulas in); no checks."""
+  if method == "sphere":
+    # What np.linalg.norm(x, axis=-1) computes, written so that jax.numpy traces it too.
+    return x / xp.sqrt((x * x).sum(axis=-1, keepdims=True))
   if method == "standardize":
     return (x - stats["mean"]) / stats["std"]
   if method == "none":
