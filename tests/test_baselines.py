@@ -103,6 +103,29 @@ def test_pca_equals_numpy_z_scores_and_eigenvectors():
   np.testing.assert_allclose(baselines.fit("pca", inliers)(x), by_hand, rtol=1e-10)
 
 
+def test_pca_leaves_out_components_without_variance():
+  # A constant column and a copy of another: two of the four components explain no variance.
+  # PyOD divides by their ratio of ~0 (inf or rounding noise); here the score is the sum over
+  # the two components that carry variance, the same as on the two informative columns alone.
+  rng = np.random.default_rng(0)
+  informative = rng.normal(size=(200, 2)) @ np.array([[2.0, 0.3], [0.0, 1.0]])
+  degenerate = np.c_[informative, np.full(200, 7.0), informative[:, 0]]
+  x = rng.normal(size=(9, 2)) * 3
+  x_degenerate = np.c_[x, np.full(9, 7.0), x[:, 0]]
+  scores = baselines.fit("pca", degenerate)(x_degenerate)
+  assert np.all(np.isfinite(scores))
+  scaler_mean, scaler_std = informative.mean(axis=0), informative.std(axis=0)
+  z = np.c_[(x - scaler_mean) / scaler_std, np.zeros(9), (x[:, 0] - scaler_mean[0]) / scaler_std[0]]
+  values, vectors = np.linalg.eigh(np.cov(((degenerate[:, [0, 1, 3]] - degenerate[:, [0, 1, 3]].mean(axis=0))
+                                           / degenerate[:, [0, 1, 3]].std(axis=0)).T))
+  order = np.argsort(values)[::-1][:2]                                     # the two with variance
+  vectors = np.insert(vectors[:, order].T, 2, 0.0, axis=1)                 # [2, 4]: 0 on the constant column
+  vectors *= np.sign(vectors[np.arange(2), np.abs(vectors).argmax(axis=1)])[:, None]
+  ratios = values[order] / values.sum()
+  by_hand = (np.linalg.norm(z[:, None, :] - vectors[None], axis=2) / ratios).sum(axis=1)
+  np.testing.assert_allclose(scores, by_hand, rtol=1e-8)
+
+
 def test_fast_abod_equals_a_direct_loop():
   rng = np.random.default_rng(0)
   train = rng.normal(size=(40, 3))

@@ -30,7 +30,10 @@ run them.
              principal components v_j of the z-scored inliers, r_j the fraction of variance
              v_j explains (`pca_weighted`; else r_j = 1). |z - v_j| is the distance of z to
              the unit vector v_j, not to a subspace: PyOD's formula, kept for parity, so it
-             depends on sklearn's sign of each v_j (largest entry positive).
+             depends on sklearn's sign of each v_j (largest entry positive). Components
+             that explain at most 1e-12 of the variance (rank-deficient inliers: constant
+             or collinear columns, fewer rows than columns) are left out; PyOD divides by
+             their ratio of ~0 and scores inf or rounding noise.
   pca_recon  squared reconstruction error of x from the leading principal components
              of the inliers, as many as explain `pca_variance` of their variance (not
              PyOD's; this repository's `pca` until issue 16).
@@ -80,6 +83,8 @@ NAMES = ("mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd", "pca_rec
 USES_CONTRASTIVE = ("mse_ratio",)
 KNN_METHODS = ("largest", "mean", "median")
 # A method "pyod:<Name>" runs PyOD's detector class <Name>.
+# pca leaves out the components that explain at most this fraction of the variance (see _pca).
+PCA_MIN_VARIANCE_RATIO = 1e-12
 PYOD_PREFIX = "pyod:"
 
 # Rows of x scored at once by the neighbour-based methods: bounds the [chunk, N] distance matrix.
@@ -179,11 +184,18 @@ def _pca(inliers, contrastive, cfg, seed) -> ScoreFn:
   # PyOD's arguments (all components, svd_solver 'auto') picks the same solver and signs.
   scaler = sk_preprocessing.StandardScaler().fit(inliers) if cfg.pca_standardize else None
   pca = sk_decomposition.PCA(random_state=seed).fit(scaler.transform(inliers) if scaler else inliers)
+  components = pca.components_
   weights = pca.explained_variance_ratio_ if cfg.pca_weighted else np.ones(pca.n_components_)
+  if cfg.pca_weighted:
+    # Rank-deficient inliers (a constant or collinear column, fewer rows than columns) have
+    # components that explain no variance: PyOD divides by their ratio of 0 (or ~1e-30 of
+    # rounding) and every score becomes inf or rounding noise. They are left out here.
+    kept = weights > PCA_MIN_VARIANCE_RATIO
+    components, weights = components[kept], weights[kept]
 
   def score(x):
     z = scaler.transform(x) if scaler else x
-    return np.sum(spatial_distance.cdist(z, pca.components_) / weights, axis=1)
+    return np.sum(spatial_distance.cdist(z, components) / weights, axis=1)
 
   return lambda x: score(_as64(x))
 
