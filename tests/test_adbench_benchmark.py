@@ -89,3 +89,14 @@ def test_a_failing_method_is_recorded_not_fatal(tmp_path):
   # knn with more neighbours than training rows raises; the benchmark records it and goes on.
   record = adbench.measure("tiny", "classical", x, y, "semi", 0, "lof", "default", {}, 1000)
   assert "error" in record and "neighbours" in record["error"] and "auroc" not in record
+
+
+def test_selection_table_compares_configs_on_the_sets_all_finished():
+  def record(config, set_name, auroc):
+    return {"config": config, "set": set_name, "method": "cf", "protocol": "semi", "seed": 0, "auroc": auroc}
+  records = [record("a", "s1", 0.9), record("a", "s2", 0.5), record("b", "s1", 0.8), record("b", "s2", 0.7),
+             record("c", "s1", 0.95)]                       # c stopped after one set
+  rows = adbench.selection_table(records, "cf").splitlines()[2:]
+  # On s1, the one set all three finished: c 95 > a 90 > b 80; a's mean over its own sets is 70.
+  assert [row.split(" | ")[0] for row in rows] == ["| c (stopped early)", "| a", "| b"]
+  assert "| 2 | 70.00 | 90.00 |" in rows[1]
