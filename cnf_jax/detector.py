@@ -76,7 +76,7 @@ from cnf_jax.errors import UserInputError
 from cnf_jax.evaluation import metrics
 from cnf_jax.evaluation.conformal import benjamini_hochberg, conformal_pvalues
 from cnf_jax.experiments import config_lib
-from cnf_jax.files import atomic_write
+from cnf_jax.files import atomic_write, check_writable_path
 from cnf_jax.flows import BLOCK_TYPES, Flow, flow_from_config, init_flow
 from cnf_jax.training import loop
 from cnf_jax.training import objectives
@@ -605,6 +605,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
   def save(self, path: str) -> None:
     """Writes the fitted detector to one .npz file (weights, preprocessing, calibration), atomically."""
     check_is_fitted(self)
+    check_writable_path(path, "detector")
     method, stats = self.preprocessing_
     meta = {
         "format": FORMAT,
@@ -646,6 +647,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     `meta` (JSON), `calibration_scores` and `decision_scores` (see cnf_jax/exported.py).
     """
     check_is_fitted(self)
+    check_writable_path(path, "exported scorer")
     method, stats = self.preprocessing_
     kept, model = self.kept_columns_, self._model(self.kept_columns_.size)
 

@@ -13,6 +13,7 @@ import os
 from typing import IO, Iterator
 
 from cnf_jax import disk
+from cnf_jax.errors import UserInputError
 
 
 @contextlib.contextmanager
@@ -38,6 +39,15 @@ def atomic_write(path: str, mode: str = "w", suffix: str = "", fsync: bool = Fal
     if isinstance(e, Exception) and not isinstance(e, disk.DiskFullError) and disk.is_disk_full(e):
       raise disk.full_error(path, written, os.path.basename(path), lower_bound=True) from None
     raise
+
+
+def check_writable_path(path: str, what: str) -> None:
+  """One-line UserInputError when `path` cannot be a file: its folder is missing, or it is a folder."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise UserInputError(f"cannot write the {what} to {path}: the folder {folder} does not exist; create it first")
+  if os.path.isdir(path):
+    raise UserInputError(f"cannot write the {what} to {path}: it is a folder; give a file path")
 
 
 def write_json_atomic(path: str, obj) -> None:

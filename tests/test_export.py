@@ -133,6 +133,16 @@ def test_input_errors_are_one_line(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_a_missing_folder_or_a_folder_path_is_one_line_and_writes_nothing(tmp_path):
+  det = fitted("flow")
+  for write, what in ((det.export, "exported scorer"), (det.save, "detector")):
+    with pytest.raises(UserInputError, match=f"cannot write the {what} to .*: the folder .*nowhere does not exist"):
+      write(str(tmp_path / "nowhere" / "scorer.npz"))
+    with pytest.raises(UserInputError, match=f"cannot write the {what} to .*: it is a folder"):
+      write(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == []
+
+
 def test_platforms_and_an_uncalibrated_detector(tmp_path):
   det = fitted("cf")
   with pytest.raises(UserInputError, match="give one or more of cpu, cuda, rocm, tpu"):
