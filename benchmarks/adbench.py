@@ -228,42 +228,53 @@ def summarize(records: list, config: str, out_dir: str, all_sets) -> str:
       times[r["method"]].append(r["fit_s"] + r["score_s"])
     if not cell:
       continue
-    methods = sorted({m for _, m in cell}, key=lambda m: (m not in FLOW_METHODS, m))
-    # Means and ranks over the sets every method finished (a failure leaves its set out).
+    methods = sorted({m for _, m in cell} | set(fails), key=lambda m: (m not in FLOW_METHODS, m))
+    # Means and ranks over the sets every ranked method finished. A method that failed on any
+    # set is not ranked (else its failures would drop those sets for every method); its
+    # per-set values and its failure count are still shown.
+    ranked = [m for m in methods if not fails[m]]
     sets = sorted({s for s, _ in cell})
-    complete = [s for s in sets if all((s, m) in cell for m in methods)]
+    complete = [s for s in sets if all((s, m) in cell for m in ranked)]
     mean = {k: np.mean(v, axis=0) for k, v in cell.items()}
-    ranks = {m: [] for m in methods}
+    ranks = {m: [] for m in ranked}
     for s in complete:
-      values = np.array([mean[(s, m)][0] for m in methods])
-      for m, rank in zip(methods, _ranks(values)):
+      values = np.array([mean[(s, m)][0] for m in ranked])
+      for m, rank in zip(ranked, _ranks(values)):
         ranks[m].append(rank)
 
     def average(m, metric, names):
-      names = [s for s in complete if s in names]
+      names = [s for s in complete if s in names and (s, m) in mean]
       return float(np.mean([mean[(s, m)][metric] for s in names])) if names else float("nan")
 
     summary = {m: {"auroc": average(m, 0, complete), "aupr": average(m, 1, complete),
                    "auroc_dev": average(m, 0, dev), "auroc_holdout": average(m, 0, set(complete) - set(dev)),
-                   "rank": float(np.mean(ranks[m])) if complete else float("nan"), "failures": int(fails[m]),
+                   "rank": float(np.mean(ranks[m])) if m in ranks and complete else float("nan"),
+                   "failures": int(fails[m]),
                    "seconds": float(np.median(times[m])) if times[m] else float("nan")} for m in methods}
+    unranked = [m for m in methods if m not in ranked]
     lines += [f"## Protocol `{protocol}`", "",
-              f"Seeds {sorted(seeds)}; {len(complete)} sets with every method ({len(sets)} with any). "
-              "x 100, mean over seeds; the best per row in bold; dev = the sets the defaults were chosen on.", ""]
+              f"Seeds {sorted(seeds)}; means and ranks over the {len(complete)} sets every ranked method finished "
+              f"({len(sets)} with any result)"
+              + (f"; not ranked, as they failed on some sets: {', '.join(unranked)} (their means are over "
+                 "those sets where they ran)" if unranked else "")
+              + ". x 100, mean over seeds; the best per row in bold; dev = the sets the defaults were chosen on;"
+              " - = failed or not run.", ""]
     header = ["| set | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for metric, label in ((0, "AUROC"), (1, "AUPR")):
       lines += [f"### {label}", ""] + header
-      for s in complete:
-        values = [mean[(s, m)][metric] for m in methods]
+      for s in sets:
+        values = [mean[(s, m)][metric] if (s, m) in mean else None for m in methods]
+        best = max(v for v in values if v is not None)
         lines.append(f"| {s}{' (dev)' if s in dev else ''} | " + " | ".join(
-            (f"**{100 * v:.1f}**" if v == max(values) else f"{100 * v:.1f}") for v in values) + " |")
+            "-" if v is None else (f"**{100 * v:.1f}**" if v == best else f"{100 * v:.1f}") for v in values) + " |")
       key_name = ("auroc", "aupr")[metric]
       lines.append(f"| **mean {label}** | " + " | ".join(f"{100 * summary[m][key_name]:.1f}" for m in methods) + " |")
       if metric == 0:
         for part in ("dev", "holdout"):
           lines.append(f"| mean AUROC, {part} sets | " + " | ".join(
               f"{100 * summary[m]['auroc_' + part]:.1f}" for m in methods) + " |")
-        lines.append("| **mean rank** (AUROC) | " + " | ".join(f"{summary[m]['rank']:.2f}" for m in methods) + " |")
+        lines.append("| **mean rank** (AUROC) | " + " | ".join(
+            "-" if math.isnan(summary[m]["rank"]) else f"{summary[m]['rank']:.2f}" for m in methods) + " |")
         lines.append("| failures (raised / non-finite) | " + " | ".join(
             str(summary[m]["failures"]) for m in methods) + " |")
         lines.append("| median fit + score s | " + " | ".join(f"{summary[m]['seconds']:.1f}" for m in methods) + " |")
@@ -308,7 +319,7 @@ def _plot(figures: dict, path: str) -> None:
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, len(figures), figsize=(6 * len(figures), 4), squeeze=False)
   for ax, (protocol, summary) in zip(axes[0], figures.items()):
-    methods = sorted(summary, key=lambda m: summary[m]["rank"])
+    methods = sorted((m for m in summary if not math.isnan(summary[m]["rank"])), key=lambda m: summary[m]["rank"])
     ax.barh(range(len(methods)), [summary[m]["rank"] for m in methods],
             color=["tab:red" if m in FLOW_METHODS else "tab:gray" for m in methods])
     ax.set_yticks(range(len(methods)), [f"{m} ({100 * summary[m]['auroc']:.1f})" for m in methods])

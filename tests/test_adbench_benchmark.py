@@ -100,3 +100,23 @@ def test_selection_table_compares_configs_on_the_sets_all_finished():
   # On s1, the one set all three finished: c 95 > a 90 > b 80; a's mean over its own sets is 70.
   assert [row.split(" | ")[0] for row in rows] == ["| c (stopped early)", "| a", "| b"]
   assert "| 2 | 70.00 | 90.00 |" in rows[1]
+
+
+def test_a_method_that_failed_somewhere_is_shown_but_not_ranked(tmp_path):
+  def record(set_name, method, auroc=None):
+    r = {"config": "default", "set": set_name, "method": method, "protocol": "semi", "seed": 0,
+         "fit_s": 1.0, "score_s": 0.0}
+    if auroc is None:
+      r["error"] = "UserInputError: too few rows"
+    else:
+      r.update(auroc=auroc, aupr=auroc / 2)
+    return r
+  records = [record("s1", "cf", 0.9), record("s1", "knn5", 0.8), record("s1", "mcd", 0.95),
+             record("s2", "cf", 0.6), record("s2", "knn5", 0.7), record("s2", "mcd")]
+  text = adbench.summarize(records, "default", str(tmp_path), {"s1", "s2"})
+  # Both sets enter the means of the ranked methods: cf (90 + 60) / 2, knn5 (80 + 70) / 2.
+  assert "| **mean AUROC** | 75.0 | 75.0 | 95.0 |" in text
+  assert "| **mean rank** (AUROC) | 1.50 | 1.50 | - |" in text
+  assert "| failures (raised / non-finite) | 0 | 0 | 1 |" in text
+  assert "| s2 | 60.0 | **70.0** | - |" in text
+  assert "not ranked, as they failed on some sets: mcd" in text
