@@ -85,9 +85,13 @@ def test_permute_recipe_finds_outliers_that_marginals_cannot():
   # The product of the marginal densities (the independence model) does little better.
   assert roc_auc_score(labels, np.sum(z ** 2, axis=1)) < 0.7
 
-  det = ContrastiveFlowDetector(method="cf", **SMALL).fit(x_train)   # permute is the default
+  # The default noise (0.6 standard deviations, chosen on ADBench) is wider than the
+  # structure here (conditional std sqrt(0.1) = 0.32) and blurs it (AUROC 0.84); the recipe
+  # itself is what this test is about, so it trains with the paper's small noise.
+  fine = dict(SMALL, noise_std=0.02)
+  det = ContrastiveFlowDetector(method="cf", **fine).fit(x_train)   # permute is the default
   assert _auroc(det, test_in, test_out) > 0.9
-  det_explicit = ContrastiveFlowDetector(method="cf", **SMALL).fit(x_train, contrastive="permute")
+  det_explicit = ContrastiveFlowDetector(method="cf", **fine).fit(x_train, contrastive="permute")
   np.testing.assert_array_equal(det_explicit.decision_scores_, det.decision_scores_)
 
 
