@@ -206,17 +206,17 @@ def run(paths: dict) -> None:
 # ---- summary ---------------------------------------------------------------------------------
 
 def summarize(records: list, config: str, out_dir: str, all_sets) -> str:
-  """Markdown: per protocol, AUROC and AUPR per set and method (mean over seeds), their means over
-  all sets, the dev and the holdout sets (of all_sets, the names of every set), mean rank,
-  failures and median time."""
+  """Markdown: per protocol, AUROC and AUPR per set and method (mean over the seeds that every
+  method has on that set), their means over all sets, the dev and the holdout sets (of
+  all_sets, the names of every set), mean rank, failures and median time."""
   import collections
   rows = [r for r in records if r["config"] == config or r["method"] not in FLOW_METHODS]
   dev, _ = dev_holdout(all_sets)
   lines = [f"# ADBench on the shared data (detector config `{config}`)", ""]
   figures = {}
   for protocol in PROTOCOLS:
-    cell, fails, times, seeds = (collections.defaultdict(list), collections.Counter(),
-                                 collections.defaultdict(list), set())
+    by_seed, fails, times, seeds = (collections.defaultdict(dict), collections.Counter(),
+                                    collections.defaultdict(list), set())
     for r in rows:
       if r["protocol"] != protocol:
         continue
@@ -224,16 +224,22 @@ def summarize(records: list, config: str, out_dir: str, all_sets) -> str:
       if "error" in r:
         fails[r["method"]] += 1
         continue
-      cell[(r["set"], r["method"])].append((r["auroc"], r["aupr"]))
+      by_seed[(r["set"], r["method"])][r["seed"]] = (r["auroc"], r["aupr"])
       times[r["method"]].append(r["fit_s"] + r["score_s"])
-    if not cell:
+    if not by_seed:
       continue
-    methods = sorted({m for _, m in cell} | set(fails), key=lambda m: (m not in FLOW_METHODS, m))
+    methods = sorted({m for _, m in by_seed} | set(fails), key=lambda m: (m not in FLOW_METHODS, m))
     # Means and ranks over the sets every ranked method finished. A method that failed on any
     # set is not ranked (else its failures would drop those sets for every method); its
     # per-set values and its failure count are still shown.
     ranked = [m for m in methods if not fails[m]]
-    sets = sorted({s for s, _ in cell})
+    sets = sorted({s for s, _ in by_seed})
+    # Per set, the seeds that every method with a result there has: when some methods have run
+    # more seeds than others, all are compared on the same splits.
+    shared_seeds = {s: set.intersection(*[set(v) for (s2, _), v in by_seed.items() if s2 == s]) for s in sets}
+    seed_counts = collections.Counter(len(shared_seeds[s]) for s in sets)
+    cell = {(s, m): [v[seed] for seed in sorted(shared_seeds[s])] for (s, m), v in by_seed.items()
+            if shared_seeds[s]}
     complete = [s for s in sets if all((s, m) in cell for m in ranked)]
     mean = {k: np.mean(v, axis=0) for k, v in cell.items()}
     ranks = {m: [] for m in ranked}
@@ -253,7 +259,10 @@ def summarize(records: list, config: str, out_dir: str, all_sets) -> str:
                    "seconds": float(np.median(times[m])) if times[m] else float("nan")} for m in methods}
     unranked = [m for m in methods if m not in ranked]
     lines += [f"## Protocol `{protocol}`", "",
-              f"Seeds {sorted(seeds)}; means and ranks over the {len(complete)} sets every ranked method finished "
+              f"Seeds {sorted(seeds)} ("
+              + ", ".join(f"{count} on {n} sets" for count, n in sorted(seed_counts.items(), reverse=True))
+              + ": per set, the seeds every method has); "
+              f"means and ranks over the {len(complete)} sets every ranked method finished "
               f"({len(sets)} with any result)"
               + (f"; not ranked, as they failed on some sets: {', '.join(unranked)} (their means are over "
                  "those sets where they ran)" if unranked else "")

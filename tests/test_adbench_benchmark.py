@@ -120,3 +120,18 @@ def test_a_method_that_failed_somewhere_is_shown_but_not_ranked(tmp_path):
   assert "| failures (raised / non-finite) | 0 | 0 | 1 |" in text
   assert "| s2 | 60.0 | **70.0** | - |" in text
   assert "not ranked, as they failed on some sets: mcd" in text
+
+
+def test_methods_are_compared_on_the_seeds_they_all_have(tmp_path):
+  def record(set_name, method, seed, auroc):
+    return {"config": "default", "set": set_name, "method": method, "protocol": "semi", "seed": seed,
+            "fit_s": 1.0, "score_s": 0.0, "auroc": auroc, "aupr": auroc}
+  # knn5 has seeds 0-2 on s1, cf only seed 0: s1 compares seed 0 alone; s2 has both seeds for both.
+  records = [record("s1", "cf", 0, 0.9), record("s1", "knn5", 0, 0.8), record("s1", "knn5", 1, 0.2),
+             record("s1", "knn5", 2, 0.2), record("s2", "cf", 0, 0.6), record("s2", "cf", 1, 0.8),
+             record("s2", "knn5", 0, 0.5), record("s2", "knn5", 1, 0.7)]
+  text = adbench.summarize(records, "default", str(tmp_path), {"s1", "s2"})
+  assert "| s1 (dev) | **90.0** | 80.0 |" in text
+  assert "| s2 | **70.0** | 60.0 |" in text
+  assert "| **mean AUROC** | 80.0 | 70.0 |" in text
+  assert "Seeds [0, 1, 2] (2 on 1 sets, 1 on 1 sets" in text
