@@ -91,6 +91,9 @@ SCORE_CHUNK = 1024
 # Fraction of the training split held out to set eps="auto" (the quantile is taken on it).
 EPS_HOLDOUT = 0.1
 DIVERGED_HINT = "Lower lr, raise noise_std, or check the data for extreme values."
+# noise_std="auto": this many standard deviations of a typical normalised column (chosen on
+# ADBench's dev sets, benchmarks/results/adbench/README.md).
+NOISE_SCALE = 0.6
 PROBA_METHODS = ("linear", "unify")
 SCORINGS = ("roc_auc_score", "prc_n_score")
 
@@ -107,6 +110,20 @@ def _is_number(v) -> bool:
   return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def resolve_noise_std(noise_std, normalize: str, x_train: np.ndarray) -> float:
+  """The training noise for noise_std (a number, or 'auto') on the normalised rows x_train [N, D].
+
+  'auto' is NOISE_SCALE times the root-mean-square standard deviation of the columns: exactly
+  NOISE_SCALE with 'standardize' (each column has std 1 by construction; no float rounding
+  of that 1), the same fraction of the data's spread on the sphere or unnormalised.
+  """
+  if not isinstance(noise_std, str):
+    return float(noise_std)
+  if normalize == "standardize":
+    return NOISE_SCALE
+  return float(NOISE_SCALE * np.sqrt(np.mean(np.var(x_train, axis=0, dtype=np.float64))))
+
+
 class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
   """Anomaly detector: a (contrastive) normalizing flow on feature vectors or table rows.
 
@@ -119,11 +136,16 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       flow, plus ln 10 (trains that extra flow). Used by method 'cf' only.
     normalize: 'standardize' (per column, for tables), 'sphere' (unit L2 norm,
       for embeddings, paper 5.2.1) or 'none'.
-    noise_std: standard deviation of the Gaussian noise added to training batches (after
-      normalisation, so in units of a column's standard deviation with 'standardize'). The
-      default 0.6 was chosen on ADBench (benchmarks/results/adbench: the best mean AUROC of
-      method cf over the benchmark's dev half among 0.02, 0.1, 0.3, 0.6, 1.0); it smooths the
-      density on small tables and integer-coded columns. It also blurs structure thinner
+    noise_std: standard deviation of the Gaussian noise added to training batches, in the
+      units of the normalised columns: a number >= 0, or 'auto' (default): NOISE_SCALE = 0.6
+      times the root-mean-square standard deviation of the normalised training columns,
+      i.e. 0.6 with 'standardize' (every column has std 1), about 0.6 / sqrt(D) or less on
+      the sphere; the fitted value is noise_std_. The 0.6 was chosen on ADBench
+      (benchmarks/results/adbench: the best mean AUROC of method cf, standardised, over the
+      benchmark's dev half among 0.02, 0.1, 0.3, 0.6, 1.0); it smooths the density on small
+      tables and integer-coded columns. Scaling it by the columns' spread keeps 'sphere' and
+      'none' from drowning the data in noise (a plain 0.6 on unit vectors of 512 dimensions,
+      column std 0.007, gave AUROC 41 on MVTec pill). It also blurs structure thinner
       than itself: 4 columns with pairwise correlation 0.9 (conditional std 0.32) lose
       outliers that only break the correlation (AUROC 0.84 at 0.6, > 0.9 at 0.02;
       tests/test_detector.py). Embeddings on the sphere want less (the paper's 0.02 on unit
@@ -145,14 +167,15 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
   Fitted attributes: n_features_in_, constant_columns_ (indices of the columns constant in
   the training rows: dropped, the flow models the others, new rows are scored without them),
   kept_columns_, decision_scores_ [N], threshold_, labels_
-  [N] (and PyOD's private _mu, _sigma: the training scores' mean and std), eps_ (float or None), calibration_scores_ [n_cal], loss_history_
+  [N] (and PyOD's private _mu, _sigma: the training scores' mean and std), eps_ (float or
+  None), noise_std_ (the training noise used), calibration_scores_ [n_cal], loss_history_
   {model: [steps trained]}, variables_ {model: flax variables}, preprocessing_
   (method, stats), validation_ {model: early-stopping record} (empty without
   validation_fraction).
   """
 
   def __init__(self, *, method="cf", contamination=0.1, eps="auto", normalize="standardize",
-               noise_std=0.6, block="allinone", num_blocks=4, hidden=(128, 128), steps=1000,
+               noise_std="auto", block="allinone", num_blocks=4, hidden=(128, 128), steps=1000,
                batch_size=256, lr=1e-3, warmup_steps=50, grad_clip=10.0, calibration_fraction=0.2,
                validation_fraction=0.0, patience=0, random_state=0):
     self.method = method
@@ -190,8 +213,9 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       bad("eps", "must be 'auto' or a finite number (a log-density)")
     if self.normalize not in preprocessing.METHODS:
       bad("normalize", f"choose one of {', '.join(preprocessing.METHODS)}")
-    if not (isinstance(self.noise_std, (int, float)) and self.noise_std >= 0):
-      bad("noise_std", "must be a number >= 0")
+    if not (isinstance(self.noise_std, str) and self.noise_std == "auto"
+            or _is_number(self.noise_std) and 0 <= self.noise_std < math.inf):
+      bad("noise_std", "must be 'auto' or a finite number >= 0")
     if self.block not in BLOCK_TYPES:
       bad("block", f"choose one of {', '.join(BLOCK_TYPES)}")
     for arg in ("num_blocks", "steps", "batch_size"):
@@ -268,7 +292,10 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     c = config_lib.default_config()
     c.seed = 0 if self.random_state is None else int(self.random_state)
     c.methods = self.method
-    c.preprocess.normalize, c.preprocess.noise_std = self.normalize, float(self.noise_std)
+    c.preprocess.normalize = self.normalize
+    # 'auto' resolves on the training rows: the value of the last fit, NOISE_SCALE before one.
+    c.preprocess.noise_std = float(getattr(self, "noise_std_", NOISE_SCALE) if self.noise_std == "auto"
+                                   else self.noise_std)
     c.flow.block, c.flow.num_blocks = self.block, int(self.num_blocks)
     c.flow.hidden = tuple(int(h) for h in self.hidden)
     c.objective.eps_auto = self.eps == "auto"
@@ -337,6 +364,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     dim = self.kept_columns_.size
     stats = preprocessing.fit(x_train_raw, self.normalize)
     x_train = preprocessing.apply(x_train_raw, self.normalize, stats, "X")
+    self.noise_std_ = resolve_noise_std(self.noise_std, self.normalize, x_train)
 
     permute, con = False, None
     if plan.uses_contrastive([self.method]):
@@ -616,6 +644,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
         "n_features_in": int(self.n_features_in_),
         "constant_columns": self.constant_columns_.tolist(),
         "eps": self.eps_,
+        "noise_std": self.noise_std_,
         "threshold": self.threshold_,
         "preprocessing": preprocessing.to_json_dict(method, stats),
         "models": sorted(self.variables_),
@@ -689,6 +718,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     det.constant_columns_ = np.asarray(meta.get("constant_columns", []), np.int64)   # older files: none
     det.kept_columns_ = np.setdiff1d(np.arange(det.n_features_in_), det.constant_columns_)
     det.eps_ = meta["eps"]
+    det.noise_std_ = meta.get("noise_std", params["noise_std"])   # older files: a number in params
     det.preprocessing_ = preprocessing.from_json_dict(meta["preprocessing"], path)
     det.calibration_scores_ = arrays["calibration_scores"]
     det._set_training_scores(arrays["decision_scores"], meta["threshold"])
