@@ -110,18 +110,26 @@ def _is_number(v) -> bool:
   return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def resolve_noise_std(noise_std, normalize: str, x_train: np.ndarray) -> float:
-  """The training noise for noise_std (a number, or 'auto') on the normalised rows x_train [N, D].
+NOISE_RULES = ("auto", "silverman")
 
-  'auto' is NOISE_SCALE times the root-mean-square standard deviation of the columns: exactly
+
+def resolve_noise_std(noise_std, normalize: str, x_train: np.ndarray) -> float:
+  """The training noise for noise_std (a number, 'auto' or 'silverman') on the normalised rows
+  x_train [N, D].
+
+  'auto' is NOISE_SCALE times the root-mean-square standard deviation s of the columns: exactly
   NOISE_SCALE with 'standardize' (each column has std 1 by construction; no float rounding
   of that 1), the same fraction of the data's spread on the sphere or unnormalised.
+  'silverman' is Silverman's rule of thumb for a Gaussian kernel density's bandwidth,
+  s * (4 / ((D + 2) N)) ** (1 / (D + 4)): less noise for many rows in few dimensions.
   """
   if not isinstance(noise_std, str):
     return float(noise_std)
-  if normalize == "standardize":
-    return NOISE_SCALE
-  return float(NOISE_SCALE * np.sqrt(np.mean(np.var(x_train, axis=0, dtype=np.float64))))
+  n, d = x_train.shape
+  spread = 1.0 if normalize == "standardize" else float(np.sqrt(np.mean(np.var(x_train, axis=0, dtype=np.float64))))
+  if noise_std == "silverman":
+    return spread * (4.0 / ((d + 2) * n)) ** (1.0 / (d + 4))
+  return NOISE_SCALE * spread
 
 
 class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
@@ -140,7 +148,8 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       units of the normalised columns: a number >= 0, or 'auto' (default): NOISE_SCALE = 0.6
       times the root-mean-square standard deviation of the normalised training columns,
       i.e. 0.6 with 'standardize' (every column has std 1), about 0.6 / sqrt(D) or less on
-      the sphere; the fitted value is noise_std_. The 0.6 was chosen on ADBench
+      the sphere; or 'silverman': Silverman's bandwidth rule (resolve_noise_std), a candidate
+      that shrinks with the number of rows. The fitted value is noise_std_. The 0.6 was chosen on ADBench
       (benchmarks/results/adbench: the best mean AUROC of method cf, standardised, over the
       benchmark's dev half among 0.02, 0.1, 0.3, 0.6, 1.0); it smooths the density on small
       tables and integer-coded columns. Scaling it by the columns' spread keeps 'sphere' and
@@ -213,9 +222,9 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       bad("eps", "must be 'auto' or a finite number (a log-density)")
     if self.normalize not in preprocessing.METHODS:
       bad("normalize", f"choose one of {', '.join(preprocessing.METHODS)}")
-    if not (isinstance(self.noise_std, str) and self.noise_std == "auto"
+    if not (isinstance(self.noise_std, str) and self.noise_std in NOISE_RULES
             or _is_number(self.noise_std) and 0 <= self.noise_std < math.inf):
-      bad("noise_std", "must be 'auto' or a finite number >= 0")
+      bad("noise_std", f"must be {' or '.join(map(repr, NOISE_RULES))} or a finite number >= 0")
     if self.block not in BLOCK_TYPES:
       bad("block", f"choose one of {', '.join(BLOCK_TYPES)}")
     for arg in ("num_blocks", "steps", "batch_size"):
@@ -294,7 +303,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     c.methods = self.method
     c.preprocess.normalize = self.normalize
     # 'auto' resolves on the training rows: the value of the last fit, NOISE_SCALE before one.
-    c.preprocess.noise_std = float(getattr(self, "noise_std_", NOISE_SCALE) if self.noise_std == "auto"
+    c.preprocess.noise_std = float(getattr(self, "noise_std_", NOISE_SCALE) if isinstance(self.noise_std, str)
                                    else self.noise_std)
     c.flow.block, c.flow.num_blocks = self.block, int(self.num_blocks)
     c.flow.hidden = tuple(int(h) for h in self.hidden)

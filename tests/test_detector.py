@@ -207,3 +207,15 @@ def test_auto_noise_is_a_fixed_fraction_of_the_normalised_columns_spread(tmp_pat
   assert _auroc(plain, test_in, test_out) < 0.55
   auto.save(str(tmp_path / "auto.npz"))
   assert ContrastiveFlowDetector.load(str(tmp_path / "auto.npz")).noise_std_ == auto.noise_std_
+
+
+def test_silverman_noise_is_the_kde_bandwidth_rule():
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(500, 3)) * [1.0, 5.0, 0.1]
+  det = ContrastiveFlowDetector(method="flow", noise_std="silverman", calibration_fraction=0, steps=5,
+                                num_blocks=2, hidden=(8,)).fit(x)
+  # standardize: every column has std 1, so the rule is (4 / ((3 + 2) * 500)) ** (1 / 7).
+  assert det.noise_std_ == pytest.approx((4 / 2500) ** (1 / 7)) and det.config().preprocess.noise_std == det.noise_std_
+  fewer = ContrastiveFlowDetector(method="flow", noise_std="silverman", calibration_fraction=0, steps=5,
+                                  num_blocks=2, hidden=(8,)).fit(x[:50])
+  assert fewer.noise_std_ > det.noise_std_
