@@ -149,16 +149,15 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       times the root-mean-square standard deviation of the normalised training columns,
       i.e. 0.6 with 'standardize' (every column has std 1), about 0.6 / sqrt(D) or less on
       the sphere; or 'silverman': Silverman's bandwidth rule (resolve_noise_std), a candidate
-      that shrinks with the number of rows. The fitted value is noise_std_. The 0.6 was chosen on ADBench
-      (benchmarks/results/adbench: the best mean AUROC of method cf, standardised, over the
-      benchmark's dev half among 0.02, 0.1, 0.3, 0.6, 1.0); it smooths the density on small
-      tables and integer-coded columns. Scaling it by the columns' spread keeps 'sphere' and
-      'none' from drowning the data in noise (a plain 0.6 on unit vectors of 512 dimensions,
-      column std 0.007, gave AUROC 41 on MVTec pill). It also blurs structure thinner
+      that shrinks with the number of rows. The fitted value is noise_std_. The 0.6 was
+      chosen on ADBench (benchmarks/results/adbench: the best mean AUROC of method cf,
+      standardised, over the benchmark's dev half among 0.02, 0.1, 0.3, 0.6, 1.0); it smooths
+      the density on small tables and integer-coded columns. Scaling it by the columns' spread
+      keeps 'sphere' and 'none' from drowning the data in noise (a plain 0.6 on unit vectors
+      of 512 dimensions, column std 0.002, gave AUROC 41 on MVTec pill). It also blurs structure thinner
       than itself: 4 columns with pairwise correlation 0.9 (conditional std 0.32) lose
       outliers that only break the correlation (AUROC 0.84 at 0.6, > 0.9 at 0.02;
-      tests/test_detector.py). Embeddings on the sphere want less (the paper's 0.02 on unit
-      vectors of 128 dimensions).
+      tests/test_detector.py).
     block, num_blocks, hidden: the flow (coupling block type, depth,
       conditioner hidden widths).
     steps, batch_size, lr, warmup_steps, grad_clip: training (Adam, linear
