@@ -13,12 +13,19 @@ the runs and cells without results, and the PNG plots (score histograms, Fig. 5 
 and prints the markdown. --json prints {"runs": {done, running, empty}, "auroc" | "aupr" | "fpr95": {setting:
 {method: {mean, std, n}}}} and writes nothing.
 
+--select chooses, per group of runs (--group_by, default seed and data.inlier_class) and per
+method, the run whose label-free criterion (results.json's "selection": held-out inliers against
+held-out contrastive rows, train.validation_fraction > 0) is highest, and reports its test
+AUROC next to the best one and Spearman's rho between criterion and test AUROC
+(cnf_jax.evaluation.selection): <out>/selection.md and selection.json, default out <root>/report.
+
 --study=contamination|narrow|eps|tabular writes the ablation study's plots and table
 (cnf_jax.reports.ablations: <out>/<study>.png, <study>.md, default out the sweep root),
 prints their paths and the table.
 
 Bad input prints one line `error: ...` and exits 2.
 """
+import dataclasses
 import json
 import os
 import sys
@@ -31,7 +38,8 @@ from cnf_jax.errors import UserInputError
 
 STUDIES = ("contamination", "narrow", "eps", "tabular")   # cnf_jax.reports.ablations.STUDIES
 # Flags of the sweep report that an ablation study's report does not read.
-_NOT_FOR_STUDIES = ("config", "method", "data_dir", "examples", "plots", "no_plots", "also", "json")
+_NOT_FOR_STUDIES = ("config", "method", "data_dir", "examples", "plots", "no_plots", "also", "json", "select",
+                    "group_by")
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -51,6 +59,10 @@ def define_flags(fv: flags.FlagValues) -> None:
                             "run separately); its AUROCs join the tables. Repeatable.", flag_values=fv)
   flags.DEFINE_bool("json", False, "Print the run counts and the AUROC, AUPR and FPR95 tables as JSON; write nothing.",
                     flag_values=fv)
+  flags.DEFINE_bool("select", False, "Choose each method's settings among the runs by the label-free criterion "
+                    "and report the choice (cnf_jax.evaluation.selection).", flag_values=fv)
+  flags.DEFINE_list("group_by", ["seed", "data.inlier_class"], "With --select: the config keys whose values make "
+                    "a group of candidate runs; the runs of a group differ in their settings.", flag_values=fv)
   flags.DEFINE_enum("study", None, list(STUDIES), "An ablation study's plots and table instead of the sweep "
                     "report (paper 5.3, 5.4).", flag_values=fv)
 
@@ -63,6 +75,30 @@ def sweep_root(fv: flags.FlagValues, positional: Sequence[str]) -> str:
   if not root:
     raise UserInputError("--workdir is required: the sweep root, e.g. --workdir=/tmp/cnf/table")
   return root
+
+
+def write_selection(root: str, out: str, group_by: Sequence[str]) -> int:
+  """--select: writes <out>/selection.md and selection.json and prints the markdown."""
+  from cnf_jax.evaluation import selection
+  from cnf_jax.files import write_json_atomic, atomic_write
+  from cnf_jax.reports import tables
+  runs = [r for r in tables.load_runs(root) if r["status"] == "done"]
+  chosen = selection.select_runs(runs, group_by)
+  if not chosen:
+    raise UserInputError(f"no finished run under {root} records the selection criterion; run the sweep with "
+                         "--set=train.validation_fraction=0.1 (or any value in (0, 1)) and a contrastive set")
+  out = os.path.expanduser(out or os.path.join(root, "report"))
+  os.makedirs(out, exist_ok=True)
+  text = selection.markdown(chosen)
+  with atomic_write(os.path.join(out, "selection.md"), "w") as f:
+    f.write(text)
+  write_json_atomic(os.path.join(out, "selection.json"), [
+      {"group": s.group, "method": s.method, "rho": s.rho, "chosen": dataclasses.asdict(s.chosen),
+       "oracle": dataclasses.asdict(s.oracle), "candidates": [dataclasses.asdict(c) for c in s.candidates]}
+      for s in chosen])
+  print(text)
+  print(f"wrote {os.path.join(out, 'selection.md')}", file=sys.stderr)
+  return 0
 
 
 @cli.command
@@ -79,6 +115,8 @@ def main(argv: Sequence[str]) -> int:
     with open(os.path.join(os.path.expanduser(fv.out or root), f"{fv.study}.md")) as f:
       print(f.read())
     return 0
+  if fv.select:
+    return write_selection(root, fv.out, fv.group_by)
   if fv.json:
     from cnf_jax.reports import summary
     print(json.dumps(summary.status(root), indent=1, sort_keys=True))

@@ -67,7 +67,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("arg", "", "Words added to every run's config arg, e.g. runlocal.", flag_values=fv)
   flags.DEFINE_multi_string("set", [], "KEY=VALUE set in every run's config (paths, not hyper-parameters), "
                             "e.g. --set=data.features_root=/data/features; repeatable.", flag_values=fv)
-  flags.DEFINE_list("runs", [], "Only these run names, comma-separated (default: the whole sweep).", flag_values=fv)
+  flags.DEFINE_list("runs", [], "Only these runs: names or shell patterns (cat-*, *eps=0*), comma-separated "
+                    "(default: the whole sweep).", flag_values=fv)
   flags.DEFINE_enum("backend", "local", ["local", "tpu"], "Where to run: this machine or a Cloud TPU VM.",
                     flag_values=fv)
   flags.DEFINE_bool("vmap", None, "Train runs that differ only in seed / data.* / objective.eps as one vmapped "

@@ -140,6 +140,12 @@ def test_process_dry_run_and_bad_input(capsys, in_repo):
   assert capsys.readouterr().out.strip().splitlines()[-1].split() == [
       "py", "-m", "cnf_jax.main", "--config=configs/oneclass.py:deer,runlocal", "--config.seed=2",
       "--config.data.features_root=/data/f", "--workdir=/tmp/x/deer-seed=2"]
+  # Shell patterns pick runs too: the three seeds of deer and of dog, in the sweep's order.
+  assert sweep_cli.main(["--config=configs/oneclass.py", "--workdir=/tmp/x", "--novmap", "--dry_run",
+                         "--runs=deer-*,dog-seed=[0-9]", "--python=py"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  picked = [l.split("--workdir=/tmp/x/")[1] for l in lines if l.startswith("py -m cnf_jax.main")]
+  assert picked == [f"{c}-seed={s}" for s in range(3) for c in ("deer", "dog")]
   toy = ["--config=configs/toy2d.py", "--workdir=/tmp/x", "--dry_run"]
   for args, message in [
       (["--backend=tpu", "--config=configs/toy2d.py", "--workdir=/local/path"], "needs --workdir on a bucket (gs://"),

@@ -31,6 +31,7 @@ from cnf_jax.data import task_data
 from cnf_jax.errors import UserInputError
 from cnf_jax.evaluation import baselines
 from cnf_jax.evaluation import metrics
+from cnf_jax.evaluation import selection
 from cnf_jax.experiments import ablation
 from cnf_jax.experiments import config_lib
 from cnf_jax.experiments import workdir_lock
@@ -313,8 +314,14 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
   sets = {("test",): data.test, **{("extra", k): x for k, (x, _) in data.extra_test_sets.items()}}
   if con_rows is not None:
     sets[("contrastive",)] = con_rows
+  held_out = run.fit_data.val_inliers is not None and run.fit_data.val_contrastive is not None
+  if held_out:
+    sets[("val_inliers",)] = run.fit_data.val_inliers
+    sets[("val_contrastive",)] = run.fit_data.val_contrastive
+  # The baselines are fitted on the rows the flows train on: without the held-out rows of
+  # train.validation_fraction (all inliers and contrastive rows when it is 0).
   baseline_scores, baseline_seconds = baselines.score_sets(
-      [m for m in methods if baselines.is_baseline(m)], data.inliers, data.contrastive, sets,
+      [m for m in methods if baselines.is_baseline(m)], run.fit_data.inliers, run.fit_data.contrastive, sets,
       config.baselines, config.seed, progress=is_primary())
   scores_test = _method_scores(methods, log_p_test, baseline_scores[("test",)])
   results = {
@@ -338,6 +345,15 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
         "validation_fraction": config.train.validation_fraction, "patience": config.train.patience,
         "num_val_inliers": len(run.fit_data.val_inliers),
         "models": {m: {k: v for k, v in rec.items() if k != "val_loss"} for m, rec in run.validation.items()}}
+  if held_out:
+    # The label-free selection criterion (evaluation/selection.py): each method's AUROC of the
+    # held-out contrastive rows against the held-out inliers; no test row enters it.
+    val = {}
+    for part in ("val_inliers", "val_contrastive"):
+      x = getattr(run.fit_data, part)
+      val[part] = _method_scores(methods, {name: log_prob(v, x) for name, v in variables.items()},
+                                 baseline_scores[(part,)])
+    results["selection"] = selection.criterion_record(val["val_inliers"], val["val_contrastive"])
   if baseline_seconds:
     results["baseline_seconds"] = baseline_seconds  # fit + scoring of every set, per baseline.
   if data.test_group is not None:

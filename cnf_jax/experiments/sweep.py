@@ -12,6 +12,7 @@ results.json, equal within float tolerance to its separate run
 (`python -m cnf_jax.main` with the same config): same initialisation, batches,
 noise and clamp eps per model (eps may differ per model, e.g. with eps_auto).
 """
+import fnmatch
 import json
 import logging
 import os
@@ -80,17 +81,18 @@ def declared_configs(config_path: str, extra_arg: str = "", only: Sequence[str] 
                      settings: Optional[Dict[str, str]] = None):
   """(runs, configs) of the sweep declared in `config_path`.
 
-  extra_arg: words added to every run's config arg (e.g. 'runlocal'); only: run names
-  to keep (default all); settings: {dotted key: string} set in every run (e.g. data.path).
+  extra_arg: words added to every run's config arg (e.g. 'runlocal'); only: run names or
+  shell patterns (fnmatch: 'cat-*', '*methods=kde*') to keep, default all; each must match
+  a run; settings: {dotted key: string} set in every run (e.g. data.path).
   """
   module = config_lib.load_config_module(config_path)
   runs = list(config_lib.declared_sweep(module, config_path))
   if only:
-    unknown = sorted(set(only) - {r.name for r in runs})
+    unknown = sorted(p for p in only if not any(fnmatch.fnmatchcase(r.name, p) for r in runs))
     if unknown:
       raise UserInputError(f"--runs names unknown run(s) {', '.join(unknown)}; "
                            f"the sweep has {', '.join(r.name for r in runs)}")
-    runs = [r for r in runs if r.name in set(only)]
+    runs = [r for r in runs if any(fnmatch.fnmatchcase(r.name, p) for p in only)]
   configs = [r.config(module, extra_arg) for r in runs]
   for c in configs:
     for key, text in (settings or {}).items():
