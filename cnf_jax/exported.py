@@ -17,7 +17,7 @@ the batch dimension is symbolic) -> drop the constant columns -> the fitted norm
 -> each model's log p with its weights as constants -> the method's score (higher = more
 anomalous; cf / flow: -log p(x), flow_ratio: log p_contrastive(x) - log p_flow(x)), all
 in float32 with full-float32 matmuls on every platform (no TF32 on GPUs). It runs on the
-platforms it was lowered for (meta["platforms"]) and checks nothing: rows with NaN, or
+platforms it was lowered for (meta["platforms"]; cpu, cuda and tpu by default) and checks nothing: rows with NaN, or
 all-zero rows under normalize='sphere', give NaN scores there; a loaded
 ExportedScorer's check_input refuses them.
 
@@ -45,7 +45,10 @@ from cnf_jax.evaluation.conformal import conformal_pvalues
 from cnf_jax.files import atomic_write
 
 FORMAT = "cnf_jax.ExportedScorer/1"
-PLATFORMS = ("cpu",)
+# CPU, NVIDIA GPU and TPU by default: the recipe above calls the program on jax's default
+# backend, and a CPU-only program fails there on a GPU machine ("exported for platforms
+# ('cpu',) but it is used on ('cuda',)", seen on an H200).
+PLATFORMS = ("cpu", "cuda", "tpu")
 KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")   # jax.export's lowering platforms
 # Rows per call; inputs are zero-padded to it, so one compilation serves every N (as the detector's SCORE_CHUNK).
 CHUNK = 1024
@@ -91,6 +94,7 @@ class ExportedScorer:
     self.path, self.program, self.meta = path, program, meta
     self.method, self.n_features_in_, self.threshold_ = meta["method"], int(meta["n_features_in"]), meta["threshold"]
     self.calibration_scores_, self.decision_scores_ = calibration_scores, decision_scores
+    self._device = run_device(program.platforms)
     self._call = jax.jit(program.call)
 
   def decision_function(self, X, name: str = "X") -> np.ndarray:
@@ -114,7 +118,8 @@ class ExportedScorer:
 
   def scores(self, x: np.ndarray) -> np.ndarray:
     """The program's scores [N] (as float64) of rows x [N, n_features_in] that passed check_input."""
-    return metrics.apply_in_chunks(self._call, x, CHUNK)
+    with jax.default_device(self._device):
+      return metrics.apply_in_chunks(self._call, x, CHUNK)
 
   def checked_calibration_scores(self) -> np.ndarray:
     """calibration_scores_ [n_cal], or a one-line UserInputError when there are none."""
@@ -122,6 +127,24 @@ class ExportedScorer:
       raise UserInputError(f"{self.path} has no calibration scores (the detector was fitted with "
                            "calibration_fraction=0); call det.calibrate(X_inliers), then export again")
     return self.calibration_scores_
+
+
+def run_device(platforms: Sequence[str]) -> jax.Device:
+  """Where a program lowered for `platforms` runs here: jax's default device when the program
+  has its platform, else the first device of one of its platforms that this jax has (a file
+  exported for the CPU alone is scored on the CPU of a GPU machine)."""
+  default = jax.devices()[0]
+  backend = {"gpu": "cuda"}.get(default.platform, default.platform)
+  if backend in platforms or (default.platform == "gpu" and "rocm" in platforms):
+    return default
+  for platform in platforms:
+    try:
+      return jax.devices({"cuda": "gpu", "rocm": "gpu"}.get(platform, platform))[0]
+    except RuntimeError:   # no such backend here
+      continue
+  raise UserInputError(f"the exported program runs on {', '.join(platforms)}, and this jax has none of them "
+                       f"(default backend {default.platform}); export it again with platforms including "
+                       f"{backend}")
 
 
 def load(path: str) -> ExportedScorer:

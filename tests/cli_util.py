@@ -6,10 +6,19 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def subprocess_env(base=None, **extra):
+  """The environment of a child Python that imports this checkout: `base` (default os.environ)
+  plus `extra`, with the repository root put first on PYTHONPATH. The inherited PYTHONPATH is
+  kept, not replaced: where the packages come from there (a --target install, as on the GPU
+  machine's carried wheels), a child without it cannot import them."""
+  env = dict(os.environ if base is None else base, **extra)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH", "")) if p)
+  return env
+
+
 def run_main(*args, timeout=300):
   """python -m cnf_jax.main ARGS from the repo root; returns the CompletedProcess."""
-  env = dict(os.environ)
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  env = subprocess_env()
   return subprocess.run([sys.executable, "-m", "cnf_jax.main", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 

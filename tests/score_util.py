@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from cli_util import ROOT
+from cli_util import ROOT, subprocess_env
 from conftest import CONFIGS
 
 
@@ -107,6 +107,6 @@ def read_scores(path):
 
 def run_score(*args):
   """python -m cnf_jax.score ARGS from the repo root; returns the CompletedProcess."""
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env = subprocess_env()
   return subprocess.run([sys.executable, "-m", "cnf_jax.score", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)

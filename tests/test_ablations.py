@@ -19,6 +19,7 @@ from cnf_jax.data import feature_dataset
 from cnf_jax.data import mixture as mixture_lib
 from cnf_jax.errors import UserInputError
 from cnf_jax.tasks.oneclass import CIFAR10_CLASSES
+from cli_util import subprocess_env
 from conftest import ROOT
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -361,7 +362,7 @@ def test_eps_report_tables_fixed_and_auto_eps(tmp_path):
 def test_study_reports_through_the_report_cli(tmp_path):
   """python -m cnf_jax.report --study=...: the files of write_report, their paths and the table printed."""
   root = _eps_runs(tmp_path / "root")
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   def report(*args):
     return subprocess.run([sys.executable, "-m", "cnf_jax.report", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

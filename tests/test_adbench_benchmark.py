@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.cli_util import ROOT
+from tests.cli_util import ROOT, subprocess_env
 
 SCRIPT = os.path.join(ROOT, "benchmarks", "adbench.py")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -63,7 +63,7 @@ def test_runs_resumes_and_summarizes(tmp_path):
   detector = json.dumps({"steps": 20, "num_blocks": 2, "hidden": [16], "batch_size": 32})
   command = [sys.executable, SCRIPT, f"--data_root={root}", f"--out={out}", "--seeds=0",
              "--methods=flow,knn5,kde", "--protocols=semi,unsup", f"--detector={detector}"]
-  env = dict(os.environ, PYTHONPATH=ROOT, CNF_JAX_QUIET="1")
+  env = subprocess_env(CNF_JAX_QUIET="1")
   proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   records = [json.loads(line) for line in open(out)]

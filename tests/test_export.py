@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -79,7 +80,8 @@ def test_exported_scores_equal_decision_function_for_any_batch(tmp_path, method,
   meta = scorer.meta
   assert (meta["format"], meta["method"], meta["n_features_in"], meta["normalize"]) == (exported.FORMAT, method, 5,
                                                                                          normalize)
-  assert (meta["kept_columns"], meta["constant_columns"], meta["platforms"]) == ([0, 1, 3, 4], [2], ["cpu"])
+  assert (meta["kept_columns"], meta["constant_columns"], meta["platforms"]) == (
+      [0, 1, 3, 4], [2], ["cpu", "cuda", "tpu"])
   assert meta["threshold"] == det.threshold_ and meta["contamination"] == det.contamination
   assert meta["eps"] == det.eps_ and meta["jax_version"] == __import__("jax").__version__
 
@@ -166,6 +168,17 @@ def test_platforms_and_an_uncalibrated_detector(tmp_path):
   assert scorer.decision_function(TEST[:5]).shape == (5,)
   with pytest.raises(UserInputError, match="no calibration scores .* call det.calibrate"):
     scorer.pvalues(TEST[:5])
+
+
+def test_a_program_runs_on_the_default_device_or_a_platform_it_was_lowered_for():
+  default = jax.devices()[0]
+  assert exported.run_device(("cpu", "cuda", "tpu")) == default
+  # A CPU-only file is scored on the CPU, also where the default backend is a GPU.
+  assert exported.run_device(("cpu",)).platform == "cpu"
+  if default.platform == "tpu":
+    return
+  with pytest.raises(UserInputError, match="runs on tpu, and this jax has none of them .* export it again"):
+    exported.run_device(("tpu",))
 
 
 def damaged_files(tmp_path):

@@ -21,7 +21,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from cli_util import ROOT, main_command, run_main
+from cli_util import ROOT, main_command, run_main, subprocess_env
 from conftest import CONFIGS
 from cnf_jax.errors import UserInputError
 
@@ -184,7 +184,7 @@ def test_score_cli_refuses_an_out_directory_and_leaves_nothing_behind(finished, 
   out.mkdir()
   points = tmp_path / "points.csv"
   points.write_text("x0,x1\n1.0,1.0\n")
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   proc = subprocess.run([sys.executable, "-m", "cnf_jax.score", f"--workdir={finished[0]}", f"--input={points}",
                          f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2, proc.stderr[-2000:]
@@ -284,7 +284,7 @@ needs_mount = pytest.mark.skipif(not _can_mount(), reason="needs `unshare -m` an
 
 def _in_namespace(script, tmp_path, timeout=400):
   """Runs the bash `script` in a private mount namespace (its mounts vanish with it)."""
-  env = dict(os.environ, PYTHONPATH=ROOT, PY=sys.executable, T=str(tmp_path),
+  env = subprocess_env(PY=sys.executable, T=str(tmp_path),
              MAIN=" ".join(main_command(*CLI_ARGS)))
   return subprocess.run(["unshare", "-m", "bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=timeout)
@@ -399,7 +399,7 @@ def test_sigterm_checkpoints_at_the_chunk_end_exits_75_and_a_rerun_is_identical(
   args = CLI_ARGS + tuple(f"--config.train.{k}={v}" for k, v in train.items())
   reference = experiment.train_and_evaluate(_config(**train), str(tmp_path / "reference"))
   workdir = tmp_path / "run"
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   with open(tmp_path / "first.err", "w") as err:
     proc = subprocess.Popen(main_command(*args, f"--workdir={workdir}"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=err)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cli_util import ROOT, run_main
+from cli_util import ROOT, run_main, subprocess_env
 
 _PROGRAM = """
 import sys
@@ -24,7 +24,7 @@ GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 def _run(default, **env):
   inherited = {k: v for k, v in os.environ.items() if k != "CNF_JAX_HOST_MALLOC"}
-  env = dict(inherited, PYTHONPATH=ROOT, **env)
+  env = subprocess_env(inherited, **env)
   proc = subprocess.run([sys.executable, "-c", _PROGRAM, default], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-1500:]

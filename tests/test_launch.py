@@ -8,14 +8,14 @@ import sys
 import pytest
 
 from cnf_jax import sweep as sweep_cli
-from cli_util import ROOT
+from cli_util import ROOT, subprocess_env
 
 # Two runs of the toy's sweep with a baseline only: every path of the CLI, and nothing to compile.
 TOY = ("--config=configs/toy2d.py", "--arg=runlocal", "--set=methods=knn")
 
 
 def _sweep(*args, module="cnf_jax.sweep", timeout=600):
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=timeout)
 

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from cli_util import ROOT
+from cli_util import ROOT, subprocess_env
 
 
 def _free_port():
@@ -30,7 +30,8 @@ def _args(data, workdir):
 
 
 def _env(devices):
-  return dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  # The CPU backend also on a GPU machine: the test is about CPU collectives between processes.
+  return subprocess_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
 
 
 def test_two_processes_agree_with_one(tmp_path):

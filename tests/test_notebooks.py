@@ -5,12 +5,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from cli_util import ROOT
+from cli_util import ROOT, subprocess_env
 
 
 def _execute(name, tmp_path, **env):
   nb = nbformat.read(os.path.join(ROOT, "colab", name), as_version=4)
-  kernel_env = dict(os.environ, PYTHONPATH=ROOT, **env)
+  kernel_env = subprocess_env(**env)
   client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": ROOT}})
   client.execute(env=kernel_env)
   return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])

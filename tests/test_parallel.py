@@ -1,7 +1,9 @@
 """Data-parallel training over several (virtual CPU) devices equals training on one device.
 
 The suite runs with 2 devices (tests/conftest.py); the last test reruns this file in a
-fresh process with 4, since XLA fixes the device count when it starts.
+fresh process with 4, since XLA fixes the device count when it starts. On a machine with one
+accelerator (the default backend then, not the virtual CPU devices) the in-process tests are
+skipped and the rerun uses the CPU (JAX_PLATFORMS=cpu), so the data-parallel path is still run.
 """
 import os
 import subprocess
@@ -40,6 +42,12 @@ def _fit(tmp_path, parallel, batch=32, steps=6):
                   workdir, 0, MetricsWriter(os.path.join(workdir, "m.jsonl")))
 
 
+ONE_ACCELERATOR = jax.default_backend() != "cpu" and jax.local_device_count() < 2
+needs_devices = pytest.mark.skipif(ONE_ACCELERATOR, reason="one accelerator device: test_the_same_with_four_devices "
+                                   "runs these on 4 CPU devices")
+
+
+@needs_devices
 def test_sharded_training_gives_the_same_parameters_as_one_device(tmp_path):
   assert jax.local_device_count() >= 2, "conftest sets several CPU devices"
   single = _fit(tmp_path, "single")
@@ -56,6 +64,7 @@ def test_sharded_training_gives_the_same_parameters_as_one_device(tmp_path):
   assert moved > 1e-4
 
 
+@needs_devices
 def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
   n = jax.local_device_count()
   with pytest.raises(UserInputError, match=f"batch size {8 * n + 1} is not divisible by the {n} devices"):
@@ -65,6 +74,8 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
 @pytest.mark.skipif(jax.local_device_count() == 4, reason="this is the 4-device run")
 def test_the_same_with_four_devices():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  if jax.default_backend() != "cpu":
+    env["JAX_PLATFORMS"] = "cpu"
   proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
                         env=env, capture_output=True, text=True, timeout=600,
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

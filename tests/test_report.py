@@ -12,6 +12,7 @@ from PIL import Image
 from cnf_jax import report as report_cli
 from cnf_jax.reports import tables
 from cnf_jax.reports import plots
+from cli_util import subprocess_env
 from conftest import ROOT
 import feature_util
 
@@ -103,7 +104,7 @@ def test_confusion_for_another_method_and_an_empty_sweep(tmp_path):
 
 
 def _report_cli(*args):
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   return subprocess.run([sys.executable, "-m", "cnf_jax.report", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from cli_util import ROOT, failure_report, main_command, run_main
+from cli_util import ROOT, failure_report, main_command, run_main, subprocess_env
 
 ARGS = ("--config=configs/toy2d.py:runlocal", "--config.methods=cf,flow",
         "--config.train.steps=400", "--config.train.checkpoint_every=100", "--config.train.log_every=50")
@@ -18,7 +18,7 @@ ARGS = ("--config=configs/toy2d.py:runlocal", "--config.methods=cf,flow",
 def _kill_once_written(args, workdir, checkpoint, poll=0.01):
   """Starts `python -m cnf_jax.main *args --workdir=workdir`, SIGKILLs it as soon as `checkpoint`
   exists (or after 240 s, or when it ends by itself) and waits for it; returns the process."""
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   proc = subprocess.Popen(main_command(*args, f"--workdir={workdir}"), cwd=ROOT, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
@@ -78,7 +78,7 @@ def test_run_killed_at_six_points_resumes_to_bitwise_identical_results(tmp_path)
   assert reference.returncode == 0, failure_report(reference)
 
   workdir = tmp_path / "interrupted"
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   for name, moment in KILL_POINTS:
     with open(tmp_path / "stderr.txt", "w") as err:
       proc = subprocess.Popen(main_command(*ARGS, f"--workdir={workdir}"), cwd=ROOT, env=env,

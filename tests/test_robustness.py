@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from cli_util import ROOT, run_main
+from cli_util import ROOT, run_main, subprocess_env
 import score_util
 from score_util import run, shared  # noqa: F401 (pytest fixtures: the finished run shared with test_score.py)
 from cnf_jax.detector import ContrastiveFlowDetector
@@ -258,7 +258,7 @@ def test_extract_non_image_file_is_named(tmp_path):
   root.mkdir(parents=True)
   Image.new("RGB", (8, 8)).save(root / "ok.png")
   (root / "notes.png").write_text("not an image")
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   proc = subprocess.run([sys.executable, "-m", "cnf_jax.extract", f"--source={tmp_path / 'imgs'}", "--split=train",
                          "--backbone=pixels", "--resolution=8", "--bad_files=error", f"--out={tmp_path / 'out'}"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

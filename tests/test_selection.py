@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from cli_util import subprocess_env
 from cnf_jax.evaluation import baselines
 from cnf_jax.evaluation import selection
 from cnf_jax.experiments import experiment
@@ -131,7 +132,7 @@ def test_report_select_writes_the_choice_of_a_real_sweep(finished, tmp_path):
   root = tmp_path / "sweep"
   root.mkdir()
   os.symlink(workdir, root / "run")
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  env = subprocess_env()
   out = subprocess.run([sys.executable, "-m", "cnf_jax.report", "--select", f"--workdir={root}", "--group_by=seed"],
                        capture_output=True, text=True, env=env, cwd=ROOT)
   assert out.returncode == 0, out.stderr

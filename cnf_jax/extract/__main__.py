@@ -42,7 +42,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("batch_size", 64, "images per forward pass", flag_values=fv)
   flags.DEFINE_integer("limit", None, "only the first N images (quick runs)", flag_values=fv)
   flags.DEFINE_string("checkpoint", None, "MoCo v2 checkpoint (.pth.tar) for moco_v2", flag_values=fv)
-  flags.DEFINE_string("precision", "auto", "auto (bf16 on AMX/AVX512-BF16 CPUs and GPUs), bf16 or fp32", flag_values=fv)
+  flags.DEFINE_string("precision", "auto", "auto (bf16 on AMX/AVX512-BF16 CPUs and GPUs), bf16 or fp32 "
+                      "(float32 also on GPUs: no TF32)", flag_values=fv)
   flags.DEFINE_string("device", None, "cpu or cuda (default: cuda if available)", flag_values=fv)
   flags.DEFINE_integer("threads", None, "torch CPU threads (default: torch's)", flag_values=fv)
   flags.DEFINE_integer("workers", 2, "image decoding threads", flag_values=fv)
@@ -85,6 +86,8 @@ def run(args: flags.FlagValues) -> int:
     torch.set_num_threads(args.threads)
   device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
   bf16 = pipeline.resolve_precision(args.precision, device)
+  if not bf16:
+    pipeline.full_float32(torch)
   if args.bottleneck < 0 or not 0 <= args.bottleneck_jpeg_quality <= 95:
     raise UserInputError(f"--bottleneck={args.bottleneck} must be >= 0 pixels and --bottleneck_jpeg_quality="
                          f"{args.bottleneck_jpeg_quality} in [0, 95]")
