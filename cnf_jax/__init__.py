@@ -10,14 +10,14 @@ Layout:
   reports/      tables and plots of finished sweeps
   extract/      the PyTorch feature extractor stage (needs the [extract] extra)
   main, sweep, score, report: the command-line programs (python -m cnf_jax.<name>)
-  detector:     ContrastiveFlowDetector, the scikit-learn / PyOD style API
+  detector:     ContrastiveFlowDetector, the scikit-learn / PyOD style API, and select_detector
 """
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
   # Lazy: `import cnf_jax` stays light (no jax, flax or sklearn) until the detector is used.
-  if name == "ContrastiveFlowDetector":
-    from cnf_jax.detector import ContrastiveFlowDetector
-    return ContrastiveFlowDetector
+  if name in ("ContrastiveFlowDetector", "select_detector"):
+    from cnf_jax import detector
+    return getattr(detector, name)
   raise AttributeError(f"module 'cnf_jax' has no attribute {name!r}")

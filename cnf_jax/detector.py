@@ -74,6 +74,7 @@ from cnf_jax import exported
 from cnf_jax.data import preprocessing
 from cnf_jax.errors import UserInputError
 from cnf_jax.evaluation import metrics
+from cnf_jax.evaluation import selection
 from cnf_jax.evaluation.conformal import benjamini_hochberg, conformal_pvalues
 from cnf_jax.experiments import config_lib
 from cnf_jax.files import atomic_write, check_writable_path
@@ -130,6 +131,32 @@ def resolve_noise_std(noise_std, normalize: str, x_train: np.ndarray) -> float:
   if noise_std == "silverman":
     return spread * (4.0 / ((d + 2) * n)) ** (1.0 / (d + 4))
   return NOISE_SCALE * spread
+
+
+def select_detector(X, candidates, *, contrastive=None, validation_fraction: float = 0.1, **common):
+  """Fits one detector per candidate and keeps the one the label-free criterion prefers.
+
+  X [N, D]: training rows; candidates: a list of dicts of constructor arguments (e.g.
+  [{"method": "cf", "noise_std": 0.1}, {"method": "flow", "steps": 2000}]), each combined with
+  `common` and validation_fraction (the held-out share of X and of the contrastive rows);
+  contrastive: as in fit. The criterion is each fit's selection_criterion_: how well its
+  score ranks held-out contrastive rows (or column-permuted held-out rows) above held-out
+  rows of X. Nothing else is used, no label and no test row; ties go to the first candidate.
+  Returns (the chosen fitted detector, [{**candidate, "criterion": value}] in the given order).
+  """
+  if not candidates:
+    raise UserInputError("select_detector needs at least one candidate (a dict of constructor arguments)")
+  if not 0 < validation_fraction < 1:
+    raise UserInputError(f"select_detector(validation_fraction={validation_fraction}): must be in (0, 1); the "
+                         "criterion is computed on the held-out rows")
+  best, table = None, []
+  for candidate in candidates:
+    det = ContrastiveFlowDetector(**{**common, **candidate, "validation_fraction": validation_fraction})
+    det.fit(X, contrastive=contrastive)
+    table.append({**candidate, "criterion": det.selection_criterion_})
+    if best is None or det.selection_criterion_ > best.selection_criterion_:
+      best = det
+  return best, table
 
 
 class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
@@ -334,7 +361,8 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
       X: training rows [N, D].
       y: ignored (unsupervised; present for scikit-learn pipelines).
       contrastive: contrastive rows [M, D], or None / 'permute' for the
-        column-permutation recipe. Ignored by method 'flow'.
+        column-permutation recipe. Method 'flow' does not train on it; with
+        validation_fraction > 0 its held-out share is the criterion's reference.
     Returns: self.
     """
     self._check_params()
@@ -375,7 +403,9 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     self.noise_std_ = resolve_noise_std(self.noise_std, self.normalize, x_train)
 
     permute, con = False, None
-    if plan.uses_contrastive([self.method]):
+    # Methods without a contrastive term still need held-out contrastive rows for the
+    # selection criterion; their training never reads them.
+    if plan.uses_contrastive([self.method]) or self.validation_fraction > 0:
       if contrastive is None or (isinstance(contrastive, str) and contrastive == "permute"):
         permute = True
       elif isinstance(contrastive, str):
@@ -413,6 +443,14 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     self.validation_ = {m: validation[m] for m in scored if m in validation}
     self.eps_ = eps
     self.preprocessing_ = (self.normalize, stats)
+    # The label-free selection criterion (evaluation/selection.py) on the held-out rows, as in
+    # a CLI run: held-out contrastive rows (permuted held-out rows for 'permute') against
+    # held-out inliers, by this method's score.
+    self.selection_criterion_ = None
+    if data.val_inliers is not None and data.val_contrastive is not None:
+      val = [plan.anomaly_scores(self.method, {m: self._log_prob(trained[m], x) for m in scored})
+             for x in (data.val_inliers, data.val_contrastive)]
+      self.selection_criterion_ = selection.heldout_auroc(*val)
     self.calibration_scores_ = np.sort(self.decision_function(x_cal_raw)) if n_cal else np.zeros(0)
     scores = self.decision_function(X)
     # PyOD: threshold at the (1 - contamination) quantile of the training scores.
@@ -653,6 +691,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
         "constant_columns": self.constant_columns_.tolist(),
         "eps": self.eps_,
         "noise_std": self.noise_std_,
+        "selection_criterion": getattr(self, "selection_criterion_", None),
         "threshold": self.threshold_,
         "preprocessing": preprocessing.to_json_dict(method, stats),
         "models": sorted(self.variables_),
@@ -727,6 +766,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     det.kept_columns_ = np.setdiff1d(np.arange(det.n_features_in_), det.constant_columns_)
     det.eps_ = meta["eps"]
     det.noise_std_ = meta.get("noise_std", params["noise_std"])   # older files: a number in params
+    det.selection_criterion_ = meta.get("selection_criterion")
     det.preprocessing_ = preprocessing.from_json_dict(meta["preprocessing"], path)
     det.calibration_scores_ = arrays["calibration_scores"]
     det._set_training_scores(arrays["decision_scores"], meta["threshold"])
