@@ -49,7 +49,7 @@ PCA_VARIANCE = (0.5, 0.8, 0.9, 0.95)
 
 def get_config(arg=None):
   c = _ONECLASS.get_config(arg)
-  c.train.validation_fraction = VALIDATION_FRACTION
+  c.train.validation_fraction = VALIDATION_FRACTION   # configs/oneclass.py's too; the criterion needs it
   return c
 
 
