@@ -1,0 +1,96 @@
+"""The label-free choice of every method's settings, next to the defaults: one markdown table.
+
+  python -m cnf_jax.report --select --workdir=<sweep of configs/selection.py>   # writes report/selection.json
+  python benchmarks/selection_table.py --selection=<root>/report/selection.json [--config=configs/oneclass.py:airplane]
+
+Per method, over the groups (class, seed) that every method has: the test AUROC of the
+candidate with the config's default settings (configs/oneclass.py: eps 0, noise 0.02, KDE
+bandwidth 1, k = 5 / 20 / 5, ...), of the candidate the criterion chose, of the best candidate
+(the oracle: what choosing on test labels would report) and the mean Spearman rho between the
+criterion and the test AUROC; then the chosen test AUROC per class. Prints JSON lines with
+the same figures after the markdown.
+"""
+import collections
+import json
+from typing import Dict, List, Sequence
+
+import numpy as np
+from absl import app
+from absl import flags
+
+from cnf_jax.experiments import config_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("selection", None, "selection.json written by python -m cnf_jax.report --select.")
+flags.DEFINE_string("config", "configs/oneclass.py:airplane", "Config (path:arg) whose values are the defaults.")
+
+
+def _flat_config(spec: str) -> Dict[str, str]:
+  path, _, arg = spec.partition(":")
+  config = config_lib.load_config_module(path).get_config(arg or None)
+  out = {}
+  for key in config_lib.flatten_keys(config):
+    node = config
+    for part in key.split("."):
+      node = node[part]
+    out[key] = ",".join(map(str, node)) if isinstance(node, (list, tuple)) else str(node)
+  return out
+
+
+def is_default(settings: str, defaults: Dict[str, str]) -> bool:
+  """Whether every 'key=value' of a candidate's settings is the config's value of that key."""
+  if settings == "default":
+    return True
+  pairs = [s.split("=", 1) for s in settings.split()]
+  return all(defaults.get(k) == v for k, v in pairs)
+
+
+def table(selections: Sequence[dict], defaults: Dict[str, str]) -> List[dict]:
+  """One row per method: groups, default / chosen / oracle mean test AUROC (%), mean rho."""
+  groups_of = collections.defaultdict(set)
+  for s in selections:
+    groups_of[s["method"]].add(s["group"])
+  common = set.intersection(*groups_of.values())
+  rows = []
+  for method in dict.fromkeys(s["method"] for s in selections):
+    sel = [s for s in selections if s["method"] == method and s["group"] in common]
+    default = [next((c["test_auroc"] for c in s["candidates"] if is_default(c["settings"], defaults)), np.nan)
+               for s in sel]
+    rhos = [s["rho"] for s in sel if s["rho"] is not None]
+    rows.append({"method": method, "groups": len(sel), "candidates": max(len(s["candidates"]) for s in sel),
+                 "default": 100 * float(np.mean(default)), "chosen": 100 * float(np.mean([s["chosen"]["test_auroc"] for s in sel])),
+                 "oracle": 100 * float(np.mean([s["oracle"]["test_auroc"] for s in sel])),
+                 "rho": float(np.mean(rhos)) if rhos else None,
+                 "chosen_settings": {s["group"]: s["chosen"]["settings"] for s in sel},
+                 "chosen_by_group": {s["group"]: 100 * s["chosen"]["test_auroc"] for s in sel}})
+  return rows
+
+
+def markdown(rows: Sequence[dict]) -> str:
+  groups = sorted(rows[0]["chosen_by_group"])
+  lines = ["| method | candidates | default settings | chosen by the criterion | oracle | mean Spearman rho |",
+           "|---|---|---|---|---|---|"]
+  for r in sorted(rows, key=lambda r: -r["chosen"]):
+    rho = "-" if r["rho"] is None else f"{r['rho']:.2f}"
+    lines.append(f"| {r['method']} | {r['candidates']} | {r['default']:.2f} | **{r['chosen']:.2f}** | {r['oracle']:.2f} | {rho} |")
+  lines += ["", "| method | " + " | ".join(g.replace("seed=", "s").replace("data.inlier_class=", "") for g in groups) +
+            " | settings chosen |", "|---|" + "---|" * (len(groups) + 1)]
+  for r in sorted(rows, key=lambda r: -r["chosen"]):
+    chosen = "; ".join(sorted(set(r["chosen_settings"].values())))
+    lines.append(f"| {r['method']} | " + " | ".join(f"{r['chosen_by_group'][g]:.2f}" for g in groups) + f" | {chosen} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  with open(FLAGS.selection) as f:
+    selections = json.load(f)
+  rows = table(selections, _flat_config(FLAGS.config))
+  print(markdown(rows))
+  for r in rows:
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("selection")
+  app.run(main)
