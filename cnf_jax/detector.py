@@ -722,8 +722,9 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     decision_function's within float32 rounding. It checks nothing (NaN rows give NaN);
     `cnf_jax.exported.load(path)` and `python -m cnf_jax.score --detector=path` check the
     input. platforms: where it may run, any of 'cpu', 'cuda', 'rocm', 'tpu' (one program
-    lowered for each; default cpu, cuda and tpu). jax's deserialiser imports the flatbuffers package. The file also holds
-    `meta` (JSON), `calibration_scores` and `decision_scores` (see cnf_jax/exported.py).
+    lowered for each; default cpu, cuda and tpu). jax's deserialiser imports the flatbuffers
+    package. The file also holds `meta` (JSON), `calibration_scores` and `decision_scores`
+    (see cnf_jax/exported.py).
     """
     check_is_fitted(self)
     check_writable_path(path, "exported scorer")
