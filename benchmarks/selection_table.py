@@ -7,8 +7,8 @@ Per method, over the groups (class, seed) that every method has: the test AUROC 
 candidate with the config's default settings (configs/oneclass.py: eps 0, noise 0.02, KDE
 bandwidth 1, k = 5 / 20 / 5, ...), of the candidate the criterion chose, of the best candidate
 (the oracle: what choosing on test labels would report) and the mean Spearman rho between the
-criterion and the test AUROC; then the chosen test AUROC per class. Prints JSON lines with
-the same figures after the markdown.
+criterion and the test AUROC; then the chosen test AUROC per class, and per group rho over the
+candidates of all methods together. Prints JSON lines with the same figures after the markdown.
 """
 import collections
 import json
@@ -66,6 +66,17 @@ def table(selections: Sequence[dict], defaults: Dict[str, str]) -> List[dict]:
   return rows
 
 
+def pooled_rho(selections: Sequence[dict]) -> Dict[str, float]:
+  """Per group: Spearman's rho between criterion and test AUROC over the candidates of every
+  method together (can the criterion also rank methods against each other?)."""
+  from cnf_jax.evaluation import selection   # pylint: disable=import-outside-toplevel
+  out = {}
+  for group in sorted({s["group"] for s in selections}):
+    cands = [selection.Candidate(**c) for s in selections if s["group"] == group for c in s["candidates"]]
+    out[group] = selection.rank_correlation(cands)
+  return out
+
+
 def markdown(rows: Sequence[dict]) -> str:
   groups = sorted(rows[0]["chosen_by_group"])
   lines = ["| method | candidates | default settings | chosen by the criterion | oracle | mean Spearman rho |",
@@ -87,8 +98,12 @@ def main(argv):
     selections = json.load(f)
   rows = table(selections, _flat_config(FLAGS.config))
   print(markdown(rows))
+  pooled = pooled_rho(selections)
+  print("\nSpearman's rho over the candidates of all methods together: " +
+        ", ".join(f"{g.replace('seed=0,data.inlier_class=', '')} {r:.2f}" for g, r in pooled.items() if r is not None))
   for r in rows:
     print(json.dumps(r))
+  print(json.dumps({"pooled_rho": pooled}))
 
 
 if __name__ == "__main__":
