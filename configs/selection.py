@@ -7,7 +7,7 @@
   python -m cnf_jax.sweep --config=configs/selection.py --workdir=/tmp/cnf/selection --runs='*methods=knn*'  # part
   python -m cnf_jax.report --select --workdir=/tmp/cnf/selection
 
-Arg: as configs/oneclass.py (a CIFAR-10 class, optionally runlocal). Every run holds out
+Arg: a CIFAR-10 class (default airplane), optionally runlocal. Every run holds out
 train.validation_fraction = 0.1 of the inliers and of the Tiny ImageNet rows; nothing is
 fitted on them. The criterion (cnf_jax/evaluation/selection.py) is each method's AUROC of
 held-out Tiny ImageNet against held-out inliers: training data only, no test image, no label.
@@ -48,7 +48,9 @@ PCA_VARIANCE = (0.5, 0.8, 0.9, 0.95)
 
 
 def get_config(arg=None):
-  c = _ONECLASS.get_config(arg)
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False, positional=config_lib.Positional(
+      "inlier_class", CIFAR10_CLASSES, default="airplane", needs="at most one CIFAR-10 class (default airplane)"))
+  c = _ONECLASS.get_config(config_lib.join_arg(arg.inlier_class, "runlocal" if arg.runlocal else ""))
   c.train.validation_fraction = VALIDATION_FRACTION   # configs/oneclass.py's too; the criterion needs it
   return c
 
