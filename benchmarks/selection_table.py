@@ -18,6 +18,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from cnf_jax.evaluation import selection
 from cnf_jax.experiments import config_lib
 
 FLAGS = flags.FLAGS
@@ -25,16 +26,11 @@ flags.DEFINE_string("selection", None, "selection.json written by python -m cnf_
 flags.DEFINE_string("config", "configs/oneclass.py:airplane", "Config (path:arg) whose values are the defaults.")
 
 
-def _flat_config(spec: str) -> Dict[str, str]:
+def default_settings(spec: str) -> Dict[str, str]:
+  """{dotted key: value as text} of the config `path:arg`, in the form of the candidates' settings."""
   path, _, arg = spec.partition(":")
   config = config_lib.load_config_module(path).get_config(arg or None)
-  out = {}
-  for key in config_lib.flatten_keys(config):
-    node = config
-    for part in key.split("."):
-      node = node[part]
-    out[key] = ",".join(map(str, node)) if isinstance(node, (list, tuple)) else str(node)
-  return out
+  return selection.setting_labels(json.loads(config.to_json()))
 
 
 def is_default(settings: str, defaults: Dict[str, str]) -> bool:
@@ -57,9 +53,10 @@ def table(selections: Sequence[dict], defaults: Dict[str, str]) -> List[dict]:
     default = [next((c["test_auroc"] for c in s["candidates"] if is_default(c["settings"], defaults)), np.nan)
                for s in sel]
     rhos = [s["rho"] for s in sel if s["rho"] is not None]
+    mean = lambda values: 100 * float(np.mean(values))
     rows.append({"method": method, "groups": len(sel), "candidates": max(len(s["candidates"]) for s in sel),
-                 "default": 100 * float(np.mean(default)), "chosen": 100 * float(np.mean([s["chosen"]["test_auroc"] for s in sel])),
-                 "oracle": 100 * float(np.mean([s["oracle"]["test_auroc"] for s in sel])),
+                 "default": mean(default), "chosen": mean([s["chosen"]["test_auroc"] for s in sel]),
+                 "oracle": mean([s["oracle"]["test_auroc"] for s in sel]),
                  "rho": float(np.mean(rhos)) if rhos else None,
                  "chosen_settings": {s["group"]: s["chosen"]["settings"] for s in sel},
                  "chosen_by_group": {s["group"]: 100 * s["chosen"]["test_auroc"] for s in sel}})
@@ -69,7 +66,6 @@ def table(selections: Sequence[dict], defaults: Dict[str, str]) -> List[dict]:
 def pooled_rho(selections: Sequence[dict]) -> Dict[str, float]:
   """Per group: Spearman's rho between criterion and test AUROC over the candidates of every
   method together (can the criterion also rank methods against each other?)."""
-  from cnf_jax.evaluation import selection   # pylint: disable=import-outside-toplevel
   out = {}
   for group in sorted({s["group"] for s in selections}):
     cands = [selection.Candidate(**c) for s in selections if s["group"] == group for c in s["candidates"]]
@@ -83,12 +79,14 @@ def markdown(rows: Sequence[dict]) -> str:
            "|---|---|---|---|---|---|"]
   for r in sorted(rows, key=lambda r: -r["chosen"]):
     rho = "-" if r["rho"] is None else f"{r['rho']:.2f}"
-    lines.append(f"| {r['method']} | {r['candidates']} | {r['default']:.2f} | **{r['chosen']:.2f}** | {r['oracle']:.2f} | {rho} |")
+    lines.append(f"| {r['method']} | {r['candidates']} | {r['default']:.2f} | **{r['chosen']:.2f}** | "
+                 f"{r['oracle']:.2f} | {rho} |")
   lines += ["", "| method | " + " | ".join(g.replace("seed=", "s").replace("data.inlier_class=", "") for g in groups) +
             " | settings chosen |", "|---|" + "---|" * (len(groups) + 1)]
   for r in sorted(rows, key=lambda r: -r["chosen"]):
     chosen = "; ".join(sorted(set(r["chosen_settings"].values())))
-    lines.append(f"| {r['method']} | " + " | ".join(f"{r['chosen_by_group'][g]:.2f}" for g in groups) + f" | {chosen} |")
+    by_group = " | ".join(f"{r['chosen_by_group'][g]:.2f}" for g in groups)
+    lines.append(f"| {r['method']} | {by_group} | {chosen} |")
   return "\n".join(lines)
 
 
@@ -96,7 +94,7 @@ def main(argv):
   del argv
   with open(FLAGS.selection) as f:
     selections = json.load(f)
-  rows = table(selections, _flat_config(FLAGS.config))
+  rows = table(selections, default_settings(FLAGS.config))
   print(markdown(rows))
   pooled = pooled_rho(selections)
   print("\nSpearman's rho over the candidates of all methods together: " +

@@ -100,18 +100,16 @@ def select(group: str, method: str, candidates: Sequence[Candidate]) -> Selectio
   return Selection(group, method, choose(candidates), oracle, rank_correlation(candidates), list(candidates))
 
 
-def _flat(config: Mapping, prefix: str = "") -> Dict[str, object]:
+def setting_labels(config: Mapping, prefix: str = "") -> Dict[str, str]:
+  """{dotted key: value as text} of a nested config dict (config.json's form): lists joined by
+  commas, so that settings compare and print as one string each."""
   out = {}
   for k, v in config.items():
     if isinstance(v, Mapping):
-      out.update(_flat(v, f"{prefix}{k}."))
+      out.update(setting_labels(v, f"{prefix}{k}."))
     else:
-      out[f"{prefix}{k}"] = v
+      out[f"{prefix}{k}"] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
   return out
-
-
-def _label(value) -> str:
-  return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def select_runs(runs: Sequence[Mapping], group_by: Sequence[str]) -> List[Selection]:
@@ -127,8 +125,8 @@ def select_runs(runs: Sequence[Mapping], group_by: Sequence[str]) -> List[Select
   for run in runs:
     if "selection" not in run.get("results", {}):
       continue
-    flat = _flat(run["config"])
-    groups.setdefault(tuple(_label(flat.get(k)) for k in group_by), []).append(run)
+    labels = setting_labels(run["config"])
+    groups.setdefault(tuple(labels.get(k, "None") for k in group_by), []).append(run)
   out = []
   for key, members in sorted(groups.items()):
     name = ",".join(f"{k}={v}" for k, v in zip(group_by, key))
@@ -137,14 +135,14 @@ def select_runs(runs: Sequence[Mapping], group_by: Sequence[str]) -> List[Select
       methods += [m for m in r["results"]["selection"]["values"] if m not in methods]
     for method in methods:
       runs_m = [r for r in members if method in r["results"]["selection"]["values"]]
-      flats = [_flat(r["config"]) for r in runs_m]
+      run_labels = [setting_labels(r["config"]) for r in runs_m]
       # Settings: the keys in which this method's candidates differ (not 'methods' itself).
-      varying = sorted(k for k in set().union(*flats)
-                       if k != "methods" and len({_label(f.get(k)) for f in flats}) > 1)
-      cands = [Candidate(r["run"], " ".join(f"{k}={_label(f.get(k))}" for k in varying) or "default",
+      varying = sorted(k for k in set().union(*run_labels)
+                       if k != "methods" and len({f.get(k, "None") for f in run_labels}) > 1)
+      cands = [Candidate(r["run"], " ".join(f"{k}={f.get(k, 'None')}" for k in varying) or "default",
                          float(r["results"]["selection"]["values"][method]),
                          float(r["results"]["auroc"].get(method, np.nan)))
-               for r, f in zip(runs_m, flats)]
+               for r, f in zip(runs_m, run_labels)]
       out.append(select(name, method, cands))
   return out
 
