@@ -46,7 +46,6 @@ def get_config(arg=None):
       positional=config_lib.Positional("inlier_class", CIFAR10_CLASSES, default="horse",
                                        needs="at most one CIFAR-10 class (default horse)"))
   c = _ONECLASS.get_config(config_lib.join_arg(arg.inlier_class, "runlocal" if arg.runlocal else ""))
-  c.objective.eps = 0.0   # the paper's setting for Fig. 6 (configs/oneclass.py chose 100 for Table 1)
   c.methods = "cf,flow_ratio"
   c.data.contrastive_mixture = mixture(arg.inlier_class, arg.d)
   return c

@@ -45,7 +45,6 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, __file__, ratio=config_lib.fraction(0.0, "the fraction of Tiny ImageNet"),
                              runlocal=False)
   c = _ONECLASS.get_config(config_lib.join_arg(INLIER, "runlocal" if arg.runlocal else ""))
-  c.objective.eps = 0.0   # the paper's setting for Fig. 7-8 (configs/oneclass.py chose 100 for Table 1)
   c.methods = "cf,flow_ratio"
   c.data.contrastive_mixture = mixture(arg.ratio)
   return c
