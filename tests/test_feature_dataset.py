@@ -74,6 +74,26 @@ def test_iterate_matches_load(tmp_path):
   assert [len(b) for b in fd.iterate(path, batch_size=10, drop_remainder=True)] == [10, 10, 10]
 
 
+def test_load_cached_reads_once_shares_read_only_arrays_and_sees_a_rebuild(tmp_path, monkeypatch):
+  path, x, labels, _ = _make(tmp_path)
+  reads = []
+  real_load = fd.load
+  monkeypatch.setattr(fd, "load", lambda p, **kw: reads.append(p) or real_load(p, **kw))
+  first = fd.load_cached(path)
+  assert fd.load_cached(os.path.join(path, "")) is first and len(reads) == 1   # same dataset: one read
+  np.testing.assert_array_equal(first.features, x)
+  with pytest.raises(ValueError, match="read-only"):
+    first.features[0, 0] = 1.0
+  # Rebuilt in place with other rows: new metadata (shard checksums), so it is read again.
+  import shutil
+  shutil.rmtree(path)
+  fd.write(path, -x, labels, np.arange(len(x)), metadata={"class_names": ["a", "b", "c", "d"],
+                                                           "backbone": "pixels", "resolution": 2})
+  again = fd.load_cached(path)
+  assert len(reads) == 2
+  np.testing.assert_array_equal(again.features, -x)
+
+
 def test_truncated_shard_is_named(tmp_path):
   path, *_ = _make(tmp_path)
   shard = os.path.join(path, fd.shard_filename("train", 1, 3))

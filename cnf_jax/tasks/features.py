@@ -64,7 +64,8 @@ def require(config, pairs: Sequence[Tuple[str, str]]) -> None:
 
 
 def load(config, source: str, split: str) -> feature_dataset.FeatureSet:
-  return feature_dataset.load(dataset_path(config, source, split))
+  # Cached: every run of a sweep in this process reads the same datasets.
+  return feature_dataset.load_cached(dataset_path(config, source, split))
 
 
 def effective_pixels(config, source: str, split: str) -> Optional[int]:
