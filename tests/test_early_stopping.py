@@ -53,6 +53,9 @@ def test_a_run_stops_early_and_keeps_its_best_parameters(tmp_path):
   # Stopped after `patience` evaluations (every log_every = 20 steps) without improvement.
   assert flow["stopped_at"] - flow["best_step"] == config.train.patience * config.train.log_every
   lines = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+  # Every record says where the wall time since the previous one went; validation ran at eval steps.
+  assert all(l[part] >= 0 for l in lines for part in loop.SPENT_PARTS)
+  assert all(l["validation_s"] > 0 for l in lines if "val_loss" in l) and any(l["device_s"] > 0 for l in lines)
   val = {l["step"]: l["val_loss"] for l in lines if l["model"] == "flow" and "val_loss" in l}
   assert max(val) == flow["stopped_at"] and min(val, key=val.get) == flow["best_step"]
   assert val[flow["best_step"]] == pytest.approx(flow["best_val_loss"])

@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 64 << 20
 # Optimiser settings that shape the compiled step (train_cfg keys).
 OPTIMIZER_KEYS = ("lr", "warmup_steps", "schedule", "grad_clip")
+# The parts of the loop whose wall seconds each log record carries (shared by a program's models).
+SPENT_PARTS = ("host_batches_s", "device_s", "validation_s", "checkpoint_s")
 DEFAULT_HINT = "Lower train.lr, raise preprocess.noise_std, or check the data."
 
 
@@ -208,8 +210,15 @@ def _stack(trees: Sequence[Any]) -> Any:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _unstack(tree: Any, i: int) -> Any:
+@jax.jit
+def _take(tree: Any, i) -> Any:
   return jax.tree.map(lambda x: x[i], tree)
+
+
+def _unstack(tree: Any, i: int) -> Any:
+  """Model i of a stacked tree: one compiled gather (a Python loop over the leaves costs one
+  dispatch per leaf, for every model at every evaluation and checkpoint)."""
+  return _take(tree, i)
 
 
 def _common_start(ckpts: Sequence[Optional[Checkpoints]]) -> int:
@@ -367,6 +376,10 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
   losses: List[List[np.ndarray]] = [[] for _ in jobs]
   pending: List[Dict[str, np.ndarray]] = []   # metrics {name: [N, L]} since the last log record
   tick, tick_step = time.perf_counter(), start
+  # Wall seconds per part of the loop since the last log record (written with it): where a
+  # slow run spends its time (gathering batches on the host, the compiled chunk, validation,
+  # checkpoints).
+  spent = dict.fromkeys(SPENT_PARTS, 0.0)
   schedule = learning_rate_schedule(ml_collections.ConfigDict(dict(optimizer)))
   desc = f"{name}" + (f" x{len(jobs)} runs" if len(jobs) > 1 else "")
   bar = Progress(steps, desc, start=start) if progress and is_primary() else None
@@ -375,12 +388,17 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
                              eval_every):
       if not active.any():
         break   # every model has stopped early (a resumed run whose models all stopped)
+      t0 = time.perf_counter()
       rows = {part: np.stack([np.stack([s.indices(t) for t in range(a, b)]) for s in samplers[part]])
               for part in samplers}   # [N, L, B]: model i's batches of its own run
       batches = {part: global_batch(_LazyBatches(arrays[part], rows[part]), batch_sharding) for part in rows}
       was_active = active.copy()
+      t1 = time.perf_counter()
       state, metrics = chunk_fn(state, batches, step_rngs, eps, replicate(jnp.asarray(active), replicated))
       metrics = jax.device_get(metrics)
+      t2 = time.perf_counter()
+      spent["host_batches_s"] += t1 - t0
+      spent["device_s"] += t2 - t1
       _check_finite(jobs, ckpts, metrics["loss"], a, hint, was_active)
       for i, row in enumerate(metrics["loss"]):
         if was_active[i]:
@@ -393,6 +411,7 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
             val[i] = _evaluate(criterion, _variables(_unstack(state, i)), job, stopping[i], b, patience)
             val_history[i][b] = val[i]
         active = np.array([st.stopped_at < 0 for st in stopping])
+        spent["validation_s"] += time.perf_counter() - t2
       if bar is not None:
         shown = {"loss": float(np.mean(metrics["loss"][was_active, -1]))}
         if val:
@@ -402,14 +421,17 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
       if save or b % tc.log_every == 0 or b == steps or val:
         now = time.perf_counter()
         _log(name, jobs, pending, b, (b - tick_step) / max(now - tick, 1e-9), float(schedule(b - 1)),
-             was_active, val, stopping)
+             was_active, val, stopping, spent)
         pending, tick, tick_step = [], now, b
+        spent = dict.fromkeys(SPENT_PARTS, 0.0)
       stop = preemption.requested() and b < steps and active.any()   # SIGTERM: save this chunk end and stop
       if save or (stop and any(ckpts)):
+        t3 = time.perf_counter()
         for i, ckpt in enumerate(ckpts):
           if stop_ckpts[i] is not None:
             stop_ckpts[i].save(b, stopping[i].saved(_variables(_unstack(state, i))))
           ckpt.save(b, _unstack(state, i))
+        spent["checkpoint_s"] += time.perf_counter() - t3
       if stop:
         raise preemption.Preempted(f"model {name}: stopped by SIGTERM at step {b} of {steps}, " + (
             "checkpoint saved; rerun the same command to resume" if any(ckpts) else
@@ -458,7 +480,7 @@ def _evaluate(criterion, variables, job: Job, stopping: _Stopping, step: int, pa
 
 def _log(name: str, jobs: Sequence[Job], pending: Sequence[Dict[str, np.ndarray]], step: int,
          steps_per_s: float, lr: float, active: np.ndarray, val: Dict[int, float],
-         stopping: Sequence[_Stopping]) -> None:
+         stopping: Sequence[_Stopping], spent: Dict[str, float]) -> None:
   """One record per model that trained (metric means over the steps since the last record, the
   learning rate of the last step, the validation criterion if evaluated) and one log line
   (at DEBUG: the progress bar shows the same)."""
@@ -468,6 +490,7 @@ def _log(name: str, jobs: Sequence[Job], pending: Sequence[Dict[str, np.ndarray]
       continue
     record = {k: float(np.mean(v[i])) for k, v in merged.items()}
     record.update(model=name, step=step, steps_per_s=steps_per_s, lr=lr)
+    record.update({k: round(v, 4) for k, v in spent.items()})
     if i in val:
       record.update(val_loss=val[i], best_val_loss=stopping[i].best)
     if len(jobs) > 1:
