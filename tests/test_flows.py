@@ -105,6 +105,21 @@ def test_bfloat16_conditioner_keeps_the_flow_invertible_and_close_to_float32():
   np.testing.assert_allclose(lp16, lp32, rtol=2e-2, atol=0.5)
 
 
+def test_auto_compute_dtype_is_bfloat16_on_the_cpu_and_float32_elsewhere(monkeypatch):
+  from cnf_jax.experiments import config_lib
+  from cnf_jax.flows import flow as flow_lib
+  config = config_lib.default_config()
+  assert config.flow.compute_dtype == "auto"
+  config_lib.validate(config)   # 'auto' is a valid setting
+  assert jax.default_backend() == "cpu"   # conftest: the tests run on the CPU
+  assert flow_lib.flow_from_config(config.flow, 8).compute_dtype == "bfloat16"
+  monkeypatch.setattr(flow_lib.jax, "default_backend", lambda: "gpu")
+  assert flow_lib.flow_from_config(config.flow, 8).compute_dtype == "float32"
+  config.flow.compute_dtype = "float32"   # an explicit choice is kept
+  monkeypatch.setattr(flow_lib.jax, "default_backend", lambda: "cpu")
+  assert flow_lib.flow_from_config(config.flow, 8).compute_dtype == "float32"
+
+
 def test_bfloat16_dense_gradients_match_float32_within_bfloat16_rounding():
   from cnf_jax.flows.conditioner import bf16_dense
   k = jax.random.split(jax.random.key(3), 3)

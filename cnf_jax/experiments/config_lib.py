@@ -48,8 +48,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.flow.num_blocks = 8
   c.flow.hidden = (512, 512)          # conditioner hidden widths (its depth is len(hidden)).
   c.flow.zero_last = False            # zero-init the conditioner's last layer.
-  c.flow.compute_dtype = "float32"    # conditioner matmuls: float32 | bfloat16 (f32 accumulation; params stay f32;
-                                      # 1.6x faster training on CPUs with AMX, see benchmarks/README.md).
+  # Conditioner matmuls: auto | float32 | bfloat16 (f32 accumulation; params stay f32). auto:
+  # bfloat16 on the CPU (1.6-2x faster training with AMX, AUROC within about 0.05: see
+  # benchmarks/README.md), float32 on GPUs and TPUs (flows.resolve_compute_dtype).
+  c.flow.compute_dtype = "auto"
   c.flow.clamp = 2.0                  # soft clamp alpha of the log-scales.
   c.flow.clamp_activation = "tanh"    # tanh (FrEIA 0.2) | tanh_scaled (FrEIA master)
   c.flow.global_affine_type = "SOFTPLUS"  # SOFTPLUS | SIGMOID | EXP
@@ -282,7 +284,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _positive("flow.num_blocks", c.flow.num_blocks)
   for h in c.flow.hidden:
     _positive("flow.hidden entry", h)
-  _one_of("flow.compute_dtype", c.flow.compute_dtype, ("float32", "bfloat16"))
+  _one_of("flow.compute_dtype", c.flow.compute_dtype, ("auto", "float32", "bfloat16"))
   _positive("flow.clamp", c.flow.clamp)
   _one_of("flow.clamp_activation", c.flow.clamp_activation, CLAMP_ACTIVATIONS)
   _one_of("flow.global_affine_type", c.flow.global_affine_type, GLOBAL_AFFINE_TYPES)

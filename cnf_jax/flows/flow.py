@@ -101,11 +101,23 @@ class Flow(nn.Module):
     return self.log_prob(x)
 
 
+def resolve_compute_dtype(name: str) -> str:
+  """'auto' -> 'bfloat16' where JAX's default backend is the CPU, else 'float32'.
+
+  On CPUs with bf16 matrix units (AMX) bf16 conditioner products train 1.6-2x faster and move
+  AUROC by about 0.05 points (benchmarks/README.md); on GPUs float32 already runs on tensor
+  cores (TF32) and the bf16 path's transposed copies cost more than they save.
+  """
+  if name != "auto":
+    return name
+  return "bfloat16" if jax.default_backend() == "cpu" else "float32"
+
+
 def flow_from_config(cfg: ml_collections.ConfigDict, dim: int) -> Flow:
   """Builds a Flow for `dim` features from a config's `flow` section."""
   return Flow(
       dim=dim, block=cfg.block, num_blocks=cfg.num_blocks, hidden=tuple(cfg.hidden),
-      zero_last=cfg.zero_last, compute_dtype=cfg.compute_dtype, clamp=cfg.clamp,
+      zero_last=cfg.zero_last, compute_dtype=resolve_compute_dtype(cfg.compute_dtype), clamp=cfg.clamp,
       clamp_activation=cfg.clamp_activation,
       global_affine_type=cfg.global_affine_type, global_affine_init=cfg.global_affine_init,
       permute_soft=cfg.permute_soft, reverse_permutation=cfg.reverse_permutation,
