@@ -139,6 +139,10 @@ def test_missing_features_name_the_path_and_the_extractor_command(tmp_path, conf
              "tfds:svhn_cropped": "svhn_cropped-test"}[source]
   assert str(tmp_path / "none" / f"{dataset}-effnet_lite0_pca128") in msg
   assert f"python -m cnf_jax.extract --source={source} " in msg and "python -m cnf_jax.extract.pca" in msg
+  # The contrastive set's command passes its images through the inliers' 32 px (data.check_pixels).
+  tiny = tmp_path / "none" / "tiny_imagenet-train-effnet_lite0"
+  assert f"{tiny}_pca128: produce it with" in msg
+  assert f"--backbone=effnet_lite0 --bottleneck=32 --bottleneck_jpeg_quality=75 --out={tiny}," in msg
 
 
 @pytest.mark.parametrize("config,settings", [("cifar100", 20), ("celeba", 2), ("dataset_vs_dataset", 3)])

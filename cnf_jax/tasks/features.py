@@ -32,11 +32,18 @@ EXTRACT_SOURCES = {"cifar10": "tfds:cifar10 (or ../shared/data/cifar10-jpeg.zip)
 TEST_INDEX_FILE = "test_index.npz"
 
 
+# Extractor flags a contrastive source needs: its images pass through the inliers' resolution
+# (CIFAR's 32 px, JPEG as the CIFAR zip) so that a flow cannot tell the sets apart by blur; the
+# one-class configs check it (data.check_pixels). As benchmarks/make_features.sh builds them.
+EXTRACT_FLAGS = {"tiny_imagenet": " --bottleneck=32 --bottleneck_jpeg_quality=75"}
+
+
 def build_command(root: str, source: str, split: str, backbone: str) -> str:
   """The commands that produce the feature dataset of (source, split, backbone) under root."""
   base, _, pca = backbone.partition("_pca")
   extract = lambda src, spl: (f"python -m cnf_jax.extract --source={EXTRACT_SOURCES.get(src, src)} --split={spl} "
-                              f"--backbone={base} --out={feature_dataset.dataset_dir(root, src, spl, base)}")
+                              f"--backbone={base}{EXTRACT_FLAGS.get(src, '')} "
+                              f"--out={feature_dataset.dataset_dir(root, src, spl, base)}")
   if not pca:
     return extract(source, split)
   aux = feature_dataset.dataset_dir(root, "tiny_imagenet", "train", base)
