@@ -44,6 +44,8 @@ flags.DEFINE_list("classes", list(CIFAR10_CLASSES), "CIFAR-10 classes.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_multi_string("set", [], "KEY=VALUE passed to the sweep's --set (e.g. train.steps=1000); repeatable.")
 flags.DEFINE_string("reference", "", "Sweep root of a reference run of the same runs: per-class differences.")
+flags.DEFINE_bool("existing", False, "Run nothing: read the finished runs in --workdir (no times), e.g. to compare "
+                  "them with a reference that finished later.")
 flags.DEFINE_float("tolerance", 0.3, "Largest |AUROC difference| (points) per class and method counted as equal.")
 
 
@@ -85,16 +87,12 @@ def per_class(results: Dict[str, dict], method: str, classes: Sequence[str]) -> 
   return out
 
 
-def main(argv):
-  del argv
-  if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required")
-  root = os.path.abspath(os.path.expanduser(FLAGS.workdir))
-  names = run_names(FLAGS.classes, FLAGS.seeds)
+def run_and_time(root: str, names: Sequence[str]) -> Dict[str, float]:
+  """Runs the sweep, then the report, each as its own process; their wall seconds."""
   done = [n for n in names if os.path.exists(os.path.join(root, n, "results.json"))]
   if done:
     raise UserInputError(f"{root} already holds {len(done)} finished runs (e.g. {done[0]}): they would be "
-                         "skipped, not timed; use a new --workdir")
+                         "skipped, not timed; use a new --workdir (or --existing to read them)")
   os.makedirs(root, exist_ok=True)
   sweep = [sys.executable, "-m", "cnf_jax.sweep", f"--config={FLAGS.config}", f"--workdir={root}",
            f"--runs={','.join(names)}", "--quiet", f"--set=methods={','.join(FLAGS.methods)}",
@@ -104,11 +102,21 @@ def main(argv):
   sweep_s = timed(sweep, os.path.join(root, "time_to_table.sweep.log"))
   report_s = timed([sys.executable, "-m", "cnf_jax.report", f"--workdir={root}"],
                    os.path.join(root, "time_to_table.report.log"))
+  return {"wall_s": round(sweep_s + report_s, 1), "sweep_s": round(sweep_s, 1), "report_s": round(report_s, 1)}
+
+
+def main(argv):
+  del argv
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required")
+  root = os.path.abspath(os.path.expanduser(FLAGS.workdir))
+  names = run_names(FLAGS.classes, FLAGS.seeds)
+  summary = {"workdir": root, "runs": len(names), "methods": FLAGS.methods}
+  if not FLAGS.existing:
+    summary.update(arg=FLAGS.arg, set=FLAGS.set, **run_and_time(root, names))
   results = read_runs(root, names)
   reference = read_runs(os.path.abspath(os.path.expanduser(FLAGS.reference)), names) if FLAGS.reference else None
-  summary = {"workdir": root, "runs": len(names), "methods": FLAGS.methods, "arg": FLAGS.arg, "set": FLAGS.set,
-             "wall_s": round(sweep_s + report_s, 1), "sweep_s": round(sweep_s, 1), "report_s": round(report_s, 1),
-             "mean_auroc": {}, "reference": FLAGS.reference or None}
+  summary.update(mean_auroc={}, reference=FLAGS.reference or None)
   diffs = []
   for method in FLAGS.methods:
     mine = per_class(results, method, FLAGS.classes)
