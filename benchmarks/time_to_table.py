@@ -76,14 +76,15 @@ def read_runs(root: str, names: Sequence[str]) -> Dict[str, dict]:
 
 
 def per_class(results: Dict[str, dict], method: str, classes: Sequence[str]) -> Dict[str, Tuple[float, float]]:
-  """{class: (mean test AUROC in %, mean kept step or nan)} over the runs of that class."""
+  """{class: (mean test AUROC in %, mean kept step, or None for a method without one)} over the
+  runs of that class."""
   out = {}
   for c in classes:
     runs = [r for name, r in results.items() if name.startswith(c + "-")]
     auroc = 100 * float(np.mean([r["auroc"][method] for r in runs]))
     steps = [r.get("early_stopping", {}).get("models", {}).get(method, {}).get("best_step") for r in runs]
     steps = [s for s in steps if s is not None]
-    out[c] = (auroc, float(np.mean(steps)) if steps else float("nan"))
+    out[c] = (auroc, float(np.mean(steps)) if steps else None)
   return out
 
 
