@@ -15,8 +15,8 @@ ship truck), optionally ",runlocal" for a seconds-long smoke test on subsets, ",
 for the settings the label-free criterion chose (below) instead of the paper's and PyOD's, and
 ",fast" for a third of the steps at twice the learning rate (1,000 steps at 1e-3, one checkpoint
 at the end): the CF column of Table 1 (30 runs) in 28 minutes on 2 CPU cores, where 3,000 steps at
-the same 1.5 s per step would take about 78; CF's AUROC moved by -0.24 to +0.44 against 3,000
-steps on the four classes compared (seed 0; benchmarks/results/time_to_table).
+the same 1.5 s per step would take about 78; CF's AUROC moved by -0.23 to +0.44 against 3,000
+steps (ten classes, seed 0; mean +0.05; benchmarks/results/time_to_table).
 
 Methods: every method of Table 1 that is re-implemented here: cf, flow,
 flow_ratio, oe (the flow fine-tuned with outlier exposure for train.oe_steps),
