@@ -105,8 +105,9 @@ def resolve_compute_dtype(name: str) -> str:
   """'auto' -> 'bfloat16' where JAX's default backend is the CPU, else 'float32'.
 
   On CPUs with bf16 matrix units (AMX) bf16 conditioner products train 1.6-2x faster and move
-  AUROC by about 0.05 points (benchmarks/README.md); on GPUs float32 already runs on tensor
-  cores (TF32) and the bf16 path's transposed copies cost more than they save.
+  AUROC by about 0.05 points (benchmarks/README.md). On an H200 they were slower: 391 against 583
+  float32 train steps/s at 512 vectors (benchmarks/results/gpu/bf16_check_2026-11-28.jsonl); TPUs
+  were not measured and keep float32.
   """
   if name != "auto":
     return name

@@ -57,7 +57,9 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 64 << 20
 # Optimiser settings that shape the compiled step (train_cfg keys).
 OPTIMIZER_KEYS = ("lr", "warmup_steps", "schedule", "grad_clip")
-# The parts of the loop whose wall seconds each log record carries (shared by a program's models).
+# The parts of the loop whose wall seconds each log record carries (shared by a program's models),
+# summed since the previous record. A checkpoint is written after the record of its step (so that
+# a resume never lacks a line), hence its seconds arrive with the next record.
 SPENT_PARTS = ("host_batches_s", "device_s", "validation_s", "checkpoint_s")
 DEFAULT_HINT = "Lower train.lr, raise preprocess.noise_std, or check the data."
 
@@ -428,9 +430,10 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
       if save or (stop and any(ckpts)):
         t3 = time.perf_counter()
         for i, ckpt in enumerate(ckpts):
+          model_state = _unstack(state, i)
           if stop_ckpts[i] is not None:
-            stop_ckpts[i].save(b, stopping[i].saved(_variables(_unstack(state, i))))
-          ckpt.save(b, _unstack(state, i))
+            stop_ckpts[i].save(b, stopping[i].saved(_variables(model_state)))
+          ckpt.save(b, model_state)
         spent["checkpoint_s"] += time.perf_counter() - t3
       if stop:
         raise preemption.Preempted(f"model {name}: stopped by SIGTERM at step {b} of {steps}, " + (
