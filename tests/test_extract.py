@@ -318,3 +318,36 @@ def test_bottleneck_passes_every_image_through_the_small_size_and_records_it(tmp
   code, _, err = run_cli([f"--source={folder}", "--split=train", "--backbone=pixels", "--bottleneck=-1",
                           f"--out={tmp_path / 'bad'}"], capsys)
   assert code == 2 and "--bottleneck=-1 must be >= 0" in err and not (tmp_path / "bad").exists()
+
+
+def test_zip_and_folder_with_fine_to_coarse_csv_give_coarse_labels(tmp_path, capsys):
+  # The shared CIFAR-100 subset's layout: label folders of fine classes, fine_to_coarse.csv beside
+  # the split folders. Coarse names come out sorted (CIFAR-100's standard superclass order).
+  rng = np.random.default_rng(4)
+  folder = tmp_path / "c100"
+  fine = {"apple": "fruit", "bee": "insects", "pear": "fruit"}
+  for name in fine:
+    os.makedirs(folder / "train" / name)
+    for i in range(2):
+      Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)).save(folder / "train" / name / f"{i}.png")
+  (folder / "fine_to_coarse.csv").write_text("fine,coarse\n" + "".join(f"{f},{c}\n" for f, c in fine.items()))
+  archive = zip_folder(str(folder), str(tmp_path / "c100.zip"), top="c100-subset")
+  for source, out in ((str(folder), tmp_path / "f-train-pixels"), (archive, tmp_path / "z-train-pixels")):
+    code, _, err = run_cli([f"--source={source}", "--split=train", "--backbone=pixels", "--resolution=4",
+                            f"--out={out}", "--no_progress"], capsys)
+    assert code == 0, err
+    fs = fd.load(str(out))
+    assert fs.metadata["class_names"] == ["apple", "bee", "pear"]
+    assert fs.metadata["coarse_class_names"] == ["fruit", "insects"]
+    np.testing.assert_array_equal(fs.labels, [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(fs.coarse_labels, [0, 0, 1, 1, 0, 0])
+  # A label folder the file does not map: one line naming it, nothing written.
+  (folder / "fine_to_coarse.csv").write_text("fine,coarse\napple,fruit\npear,fruit\n")
+  code, _, err = run_cli([f"--source={folder}", "--split=train", "--backbone=pixels", "--resolution=4",
+                          f"--out={tmp_path / 'bad'}", "--no_progress"], capsys)
+  assert code == 2 and "fine_to_coarse.csv has no coarse label for the label folder(s) bee" in err
+  assert not (tmp_path / "bad").exists()
+  (folder / "fine_to_coarse.csv").write_text("label;super\napple;fruit\n")
+  code, _, err = run_cli([f"--source={folder}", "--split=train", "--backbone=pixels", "--resolution=4",
+                          f"--out={tmp_path / 'bad'}", "--no_progress"], capsys)
+  assert code == 2 and "must have the header 'fine,coarse'" in err

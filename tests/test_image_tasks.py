@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from cnf_jax.data import feature_dataset as fd
 from cnf_jax.errors import UserInputError
 from cnf_jax.experiments import config_lib
 from cnf_jax.experiments import experiment
@@ -83,6 +84,32 @@ def test_celeba_one_side_against_the_other(tmp_path, side):
   # The two sides are separate clusters: the inlier density models rank the other side as anomalous
   # (flow_ratio also depends on where the contrastive density is, so it is not checked).
   assert results["auroc"]["cf"] > 0.9 and results["auroc"]["flow"] > 0.9, results["auroc"]
+
+
+def test_celeba_from_a_folder_split_by_the_attribute(tmp_path):
+  # The shared CelebA zip has one label folder per side (female/, male/) and no attribute columns:
+  # the same run as with TFDS's Male attribute, from the fine labels.
+  rng = np.random.default_rng(0)
+  root, folder_root = tmp_path / "features", tmp_path / "folder_features"
+  _celeba(root, rng)
+  other_root = tmp_path / "other_features"
+  for split in ("train", "test"):
+    tfds_like = fd.load(fd.dataset_dir(str(root), "celeb_a", split, feature_util.BACKBONE))
+    male = tfds_like.attributes["Male"]
+    feature_util.write(folder_root, "celeb_a", split, tfds_like.features, male, class_names=["female", "male"])
+    feature_util.write(other_root, "celeb_a", split, tfds_like.features, male, class_names=["a", "b"])
+  for r in (root, folder_root, other_root):
+    feature_util.write_tiny_imagenet(r)
+  by_attribute = experiment.train_and_evaluate(feature_util.configure(_config("celeba", "male,runlocal"), root),
+                                               str(tmp_path / "a"))
+  by_folder = experiment.train_and_evaluate(feature_util.configure(_config("celeba", "male,runlocal"), folder_root),
+                                            str(tmp_path / "b"))
+  for key in ("num_inliers", "num_test_anomalies", "auroc", "auroc_by_group"):
+    assert by_folder[key] == by_attribute[key], key
+  # Other label folders are not taken for the attribute.
+  with pytest.raises(UserInputError, match="has no attribute 'Male'"):
+    experiment.train_and_evaluate(feature_util.configure(_config("celeba", "male,runlocal"), other_root),
+                                  str(tmp_path / "c"))
 
 
 def _dataset_vs_dataset_features(root, rng):

@@ -1,5 +1,9 @@
 """Image sources: local folders and .zip archives (root/split/label/image), npz arrays, TFDS.
 
+A folder or archive may also hold `fine_to_coarse.csv` next to its split folders (header
+`fine,coarse`, one row per label folder, as ../shared/data's CIFAR-100 subset): its labels then
+get coarse labels too (coarse class names sorted, CIFAR-100's standard superclass order).
+
 A source is a random-access list of N examples with a fixed order: `load(i)`
 returns (image, label, coarse_label or None, attributes dict), where image is a
 PIL image or a uint8 array [H, W, C]. Shards of the feature dataset cover
@@ -61,6 +65,29 @@ def open_source(spec: str, split: str, *, data_dir: Optional[str] = None) -> Sou
 # Folders and zip archives
 
 
+COARSE_LABELS_FILE = "fine_to_coarse.csv"
+
+
+def _coarse_labels(read_csv: Callable[[], Optional[bytes]], class_names: List[str], where: str
+                   ) -> Tuple[Optional[List[int]], Optional[List[str]]]:
+  """(coarse label of each fine class, coarse class names) from fine_to_coarse.csv, or (None, None)
+  without the file. The file must name every label folder once."""
+  data = read_csv()
+  if data is None:
+    return None, None
+  rows = [line.split(",") for line in data.decode("utf-8").splitlines() if line.strip()]
+  if not rows or [c.strip() for c in rows[0]] != ["fine", "coarse"] or any(len(r) != 2 for r in rows[1:]):
+    raise UserInputError(f"{where}: {COARSE_LABELS_FILE} must have the header 'fine,coarse' and two columns "
+                         "per row")
+  mapping = {fine.strip(): coarse.strip() for fine, coarse in rows[1:]}
+  missing = [name for name in class_names if name not in mapping]
+  if missing:
+    raise UserInputError(f"{where}: {COARSE_LABELS_FILE} has no coarse label for the label folder(s) "
+                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; add a row for each")
+  coarse_names = sorted(set(mapping[name] for name in class_names))
+  return [coarse_names.index(mapping[name]) for name in class_names], coarse_names
+
+
 def _split_root(dirs: List[str], split: str, where: str) -> str:
   """The prefix 'p/' such that 'p/<split>/' exists: '' or the single top-level folder."""
   if split in dirs:
@@ -105,18 +132,24 @@ def _folder_source(root: str, split: str) -> Source:
     rel = "" if rel == "." else rel + "/"
     dirs += [rel + d for d in dirnames]
     files += [rel + f for f in filenames]
-  prefix = _split_root(dirs, split, root) + split + "/"
-  paths, labels, class_names, ignored = _index_files(files, prefix, root)
+  top = _split_root(dirs, split, root)
+  paths, labels, class_names, ignored = _index_files(files, top + split + "/", root)
 
   def read(path):
     with open(path, "rb") as f:
       return f.read()
 
+  csv_path = os.path.join(root, top, COARSE_LABELS_FILE)
+  coarse_of, coarse_names = _coarse_labels(lambda: read(csv_path) if os.path.isfile(csv_path) else None,
+                                           class_names, root)
+
   def load(i):
     path = os.path.join(root, paths[i])
-    return _open_image(path, lambda: read(path)), labels[i], None, {}
+    coarse = None if coarse_of is None else coarse_of[labels[i]]
+    return _open_image(path, lambda: read(path)), labels[i], coarse, {}
 
-  return Source(f"folder:{os.path.abspath(root)}:{split}", len(paths), class_names, load, ignored=ignored)
+  return Source(f"folder:{os.path.abspath(root)}:{split}", len(paths), class_names, load, ignored=ignored,
+                coarse_class_names=coarse_names)
 
 
 def _zip_source(path: str, split: str) -> Source:
@@ -132,8 +165,8 @@ def _zip_source(path: str, split: str) -> Source:
   for f in files:  # Archives need not list folders explicitly.
     parts = f.split("/")[:-1]
     dirs.update("/".join(parts[:k]) for k in range(1, len(parts) + 1))
-  prefix = _split_root(sorted(dirs), split, path) + split + "/"
-  paths, labels, class_names, ignored = _index_files(files, prefix, path)
+  top = _split_root(sorted(dirs), split, path)
+  paths, labels, class_names, ignored = _index_files(files, top + split + "/", path)
   local = threading.local()  # One handle per thread: ZipFile reads are not thread-safe to interleave.
 
   def read(name):
@@ -141,10 +174,16 @@ def _zip_source(path: str, split: str) -> Source:
       local.archive = zipfile.ZipFile(path)
     return local.archive.read(name)
 
-  def load(i):
-    return _open_image(f"{path}:{paths[i]}", lambda: read(paths[i])), labels[i], None, {}
+  csv_name = top + COARSE_LABELS_FILE
+  coarse_of, coarse_names = _coarse_labels(lambda: read(csv_name) if csv_name in files else None,
+                                           class_names, path)
 
-  return Source(f"zip:{os.path.abspath(path)}:{split}", len(paths), class_names, load, ignored=ignored)
+  def load(i):
+    coarse = None if coarse_of is None else coarse_of[labels[i]]
+    return _open_image(f"{path}:{paths[i]}", lambda: read(paths[i])), labels[i], coarse, {}
+
+  return Source(f"zip:{os.path.abspath(path)}:{split}", len(paths), class_names, load, ignored=ignored,
+                coarse_class_names=coarse_names)
 
 
 class BadImage(Exception):

@@ -26,16 +26,19 @@ from cnf_jax.files import atomic_write
 # --source_name, i.e. the TFDS name or the zip's base name).
 EXTRACT_SOURCES = {"cifar10": "tfds:cifar10 (or ../shared/data/cifar10-jpeg.zip)",
                    "tiny_imagenet": "../shared/data/tiny-imagenet-200-subset-jpeg.zip",
-                   "cifar100": "tfds:cifar100",
-                   "svhn_cropped": "tfds:svhn_cropped",
-                   "celeb_a": "tfds:celeb_a"}
+                   "cifar100": "tfds:cifar100 (or ../shared/data/cifar100-subset-jpeg.zip --source_name=cifar100)",
+                   "svhn_cropped": "tfds:svhn_cropped (or ../shared/data/svhn-test10k-jpeg.zip "
+                                   "--source_name=svhn_cropped)",
+                   "celeb_a": "tfds:celeb_a (or ../shared/data/celeba-subset6000-jpeg.zip --source_name=celeb_a)"}
 TEST_INDEX_FILE = "test_index.npz"
 
 
-# Extractor flags a contrastive source needs: its images pass through the inliers' resolution
-# (CIFAR's 32 px, JPEG as the CIFAR zip) so that a flow cannot tell the sets apart by blur; the
-# one-class configs check it (data.check_pixels). As benchmarks/make_features.sh builds them.
-EXTRACT_FLAGS = {"tiny_imagenet": " --bottleneck=32 --bottleneck_jpeg_quality=75"}
+# Extractor flags of sources whose images are finer than CIFAR's 32 px: they pass through that
+# resolution (JPEG as the CIFAR zip) so that a flow cannot tell the sets apart by blur; the
+# one-class configs check it (data.check_pixels). As benchmarks/make_features.sh and
+# benchmarks/make_table_features.sh build them.
+EXTRACT_FLAGS = {"tiny_imagenet": " --bottleneck=32 --bottleneck_jpeg_quality=75",
+                 "celeb_a": " --bottleneck=32 --bottleneck_jpeg_quality=75"}
 
 
 def build_command(root: str, source: str, split: str, backbone: str) -> str:
@@ -113,7 +116,8 @@ def labels_and_names(fs: feature_dataset.FeatureSet, field: str, names_if_numeri
   """The label column `field` of a feature set [N] and its class names.
 
   field: 'label' (fine labels), 'coarse_label', or 'attributes/<name>' (a 0/1
-  attribute; names_if_numeric gives the names of values 0 and 1). Datasets whose
+  attribute; names_if_numeric gives the names of values 0 and 1; a dataset without the
+  attribute whose label folders are exactly those two names uses its fine labels). Datasets whose
   class names are just '0', '1', ... (TFDS without its label files, mock data)
   get `names_if_numeric` when they have as many classes.
   """
@@ -125,6 +129,11 @@ def labels_and_names(fs: feature_dataset.FeatureSet, field: str, names_if_numeri
       raise UserInputError(f"{where} has no coarse labels (its source has none); extract it from a source "
                            "with coarse labels, e.g. tfds:cifar100")
     labels, names = fs.coarse_labels, list(meta.get("coarse_class_names") or [])
+  elif field.startswith("attributes/") and field[len("attributes/"):] not in fs.attributes and \
+      len(names_if_numeric) == 2 and list(meta.get("class_names") or []) == list(names_if_numeric):
+    # An image folder / zip split by the attribute into one label folder per value (as the shared
+    # CelebA subset's female/ and male/): its fine labels are the attribute.
+    labels, names = fs.labels, list(names_if_numeric)
   elif field.startswith("attributes/"):
     attr = field[len("attributes/"):]
     if attr not in fs.attributes:
