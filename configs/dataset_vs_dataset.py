@@ -3,9 +3,11 @@
   python -m cnf_jax.main --config=configs/dataset_vs_dataset.py:svhn --workdir=/tmp/cnf/dvd_svhn
   python -m cnf_jax.main --config=configs/dataset_vs_dataset.py:cifar100,svhn,celeba --workdir=/tmp/cnf/dvd_all
   python -m cnf_jax.main --config=configs/dataset_vs_dataset.py:svhn,runlocal --workdir=/tmp/cnf/dvd_local
+  python -m cnf_jax.main --config=configs/dataset_vs_dataset.py:cifar100,svhn,celeba,chosen,fast --workdir=/tmp/cnf/dvd
 
 Arg: one or more of cifar100, svhn, celeba (the test-time anomaly datasets),
-optionally ",runlocal" for a seconds-long smoke test on subsets. The models only
+optionally ",runlocal" for a seconds-long smoke test on subsets, and ",chosen" /
+",fast" as in configs/oneclass.py. The models only
 see CIFAR-10, so one run with all three evaluates Table 4's row for a seed in
 one training; the sweep keeps one dataset per run so that a missing dataset
 only blocks its own column.
@@ -14,7 +16,8 @@ Inliers: all CIFAR-10 training features (all classes); contrastive: Tiny
 ImageNet; test: CIFAR-10 test (normal) against each dataset's test features
 (anomalies); results.json "auroc_extra" holds each dataset's AUROC. Everything
 else is the set-up of configs/oneclass.py. Needs <features_root>/
-{cifar100,svhn_cropped,celeb_a}-test-<backbone>, built from TFDS (not
+{cifar100,svhn_cropped,celeb_a}-test-<backbone>: from the shared subsets,
+`benchmarks/make_table_features.sh` (CelebA through 32 px), or from TFDS (not
 downloadable here), e.g.
 
   python -m cnf_jax.extract --source=tfds:svhn_cropped --split=test --backbone=effnet_lite0 \\
@@ -22,8 +25,8 @@ downloadable here), e.g.
   then python -m cnf_jax.extract.pca --fit=<tiny_imagenet-train-effnet_lite0> --dims=128 --apply=<it>
 
 Paper (MoCo v2 features, Table 4): CF 84.4 / 90.3 / 99.8 (CIFAR-100 / SVHN /
-CelebA), Flow 82.9 / 65.4 / 100.0, Flow-ratio 84.7 / 68.3 / 100. Not measured
-here (no TFDS data on this machine).
+CelebA), Flow 82.9 / 65.4 / 100.0, Flow-ratio 84.7 / 68.3 / 100. Measured on the
+shared subsets: benchmarks/results/tables_3_4_12.
 """
 import os
 
@@ -34,11 +37,11 @@ DATASETS = {"cifar100": "cifar100", "svhn": "svhn_cropped", "celeba": "celeb_a"}
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, __file__, runlocal=False, positional=config_lib.Positional(
+  arg = config_lib.parse_arg(arg, __file__, runlocal=False, chosen=False, fast=False, positional=config_lib.Positional(
       "datasets", tuple(DATASETS), many=True,
       needs="the anomaly dataset(s), e.g. ':svhn' or ':cifar100,svhn,celeba'"))
   oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
-  c = oneclass.get_config(config_lib.join_arg("deer", "runlocal" if arg.runlocal else ""))
+  c = oneclass.shared_setup(arg)
   c.task = "dataset_vs_dataset"
   del c.data.inlier_class  # every CIFAR-10 class is in-distribution
   c.data.inlier_source = "cifar10"

@@ -111,6 +111,15 @@ def get_config(arg=None):
   return c
 
 
+SHARED_WORDS = ("runlocal", "chosen", "fast")  # the words the configs built on this one pass through
+
+
+def shared_setup(arg):
+  """This set-up for another dataset's config (celeba, cifar100, dataset_vs_dataset): its parsed
+  arg's runlocal / chosen / fast words applied as they are here; the caller sets the data."""
+  return get_config(config_lib.join_arg("deer", *(w for w in SHARED_WORDS if getattr(arg, w))))
+
+
 def sweep(add):
   """Table 1: the ten CIFAR-10 classes x three seeds (30 runs).
 
