@@ -32,6 +32,19 @@ def test_pca_recovers_a_low_rank_subspace_and_is_stored_with_each_split(tmp_path
   assert np.abs(recon - x_test).max() < 0.1
   np.testing.assert_allclose(t_test["components"] @ t_test["components"].T, np.eye(3), atol=1e-5)
 
+  # A rerun with one more dataset keeps the existing ones and maps the new one with the PCA
+  # already fitted, even when the aux features changed since (it is not refitted).
+  later = fd.dataset_dir(root, "svhn", "test", "toy")
+  fd.write(later, x_test[:20], np.zeros(20), np.arange(20), metadata=meta, split="test")
+  fd.write(aux, sample(400), np.zeros(400), np.arange(400), metadata=meta, overwrite=True)
+  before = os.path.getmtime(os.path.join(out_test, fd.METADATA_FILE))
+  assert pca.main([f"--fit={aux}", f"--apply={test},{later}", "--dims=3"]) == 0
+  out_later = fd.dataset_dir(root, "svhn", "test", "toy_pca3")
+  assert capsys.readouterr().out.split() == [out_aux, out_test, out_later]
+  assert os.path.getmtime(os.path.join(out_test, fd.METADATA_FILE)) == before
+  np.testing.assert_array_equal(fd.load_transform(out_later)["components"], t_aux["components"])
+  np.testing.assert_allclose(fd.load(out_later).features, fs.features[:20], atol=1e-6)
+
 
 def test_pca_bad_dims_exits_2(tmp_path, capsys):
   path = os.path.join(str(tmp_path), "aux")

@@ -4,7 +4,8 @@
       --apply=<root>/cifar10-train-effnet_lite0,<root>/cifar10-test-effnet_lite0
 
 fits PCA on the --fit dataset (no labels used) and writes, for it and every --apply
-dataset, a new dataset `<dir>_pca<dims>` (backbone name `<backbone>_pca<dims>`, so
+dataset, a new dataset `<dir>_pca<dims>`. Rerun with more --apply datasets, it keeps those that
+exist and maps the new ones with the PCA already fitted (--overwrite refits and rewrites all); (backbone name `<backbone>_pca<dims>`, so
 `dataset_dir(root, source, split, 'effnet_lite0_pca128')` finds it) holding the
 projected features and the transform itself (transform.npz: mean [D],
 components [dims, D]), so every split goes through the same map.
@@ -12,6 +13,7 @@ components [dims, D]), so every split goes through the same map.
 numpy only: no torch needed.
 """
 import os
+import sys
 from typing import Dict, Sequence
 
 import numpy as np
@@ -47,11 +49,16 @@ def apply_pca(features: np.ndarray, transform: Dict[str, np.ndarray]) -> np.ndar
   return ((features - transform["mean"]) @ transform["components"].T).astype(np.float32)
 
 
+def output_dir(src: str, dims: int) -> str:
+  """Where the projection of the dataset at `src` onto `dims` components goes."""
+  return src.rstrip("/") + f"_pca{dims}"
+
+
 def transform_dataset(src: str, transform: Dict[str, np.ndarray], fitted_on: str, *, overwrite: bool = False) -> str:
   """Writes `<src>_pca<dims>` with projected features and the transform; returns its path."""
   dims = transform["components"].shape[0]
   fs = fd.load(src)
-  out = src.rstrip("/") + f"_pca{dims}"
+  out = output_dir(src, dims)
   meta = dict(fs.metadata)
   for key in ("shards", "num_shards", "num_examples", "format_version"):
     meta.pop(key, None)
@@ -75,8 +82,19 @@ def define_flags(fv: flags.FlagValues) -> None:
 @cli.command
 def main(argv: Sequence[str]) -> int:
   args, _ = cli.parse(define_flags, argv, __doc__, required=("fit",))
-  transform = fit_pca(fd.load(args.fit).features, args.dims)
+  fitted = output_dir(args.fit, args.dims)
+  if os.path.exists(fitted) and not args.overwrite:
+    # Fitted before: its transform maps the new --apply datasets, so that datasets added later
+    # (another dataset's features, a new split) share the map of the ones made first.
+    transform = fd.load_transform(fitted)
+    print(f"{fitted} exists: its PCA is applied (--overwrite refits)", file=sys.stderr)
+  else:
+    transform = fit_pca(fd.load(args.fit).features, args.dims)
   for path in [args.fit] + [a for a in args.apply if a]:
+    if os.path.exists(output_dir(path, args.dims)) and not args.overwrite:
+      print(f"{output_dir(path, args.dims)} exists: kept (--overwrite rewrites it)", file=sys.stderr)
+      print(output_dir(path, args.dims))
+      continue
     print(transform_dataset(path, transform, os.path.basename(args.fit.rstrip("/")), overwrite=args.overwrite))
   return 0
 
