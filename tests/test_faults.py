@@ -418,3 +418,36 @@ def test_sigterm_checkpoints_at_the_chunk_end_exits_75_and_a_rerun_is_identical(
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f"model flow: resumed from step {saved[0]}" in resumed.stderr
   assert json.loads((workdir / "results.json").read_text()) == reference
+
+
+def test_a_checkpoint_round_writes_every_model_before_raising_the_first_failure(tmp_path):
+  # The threaded round (loop.save_checkpoints): real orbax saves of six models, model 1's and
+  # model 4's failing; every other model is on disk, in order (stop record, then state), and the
+  # error raised is model 1's, after all saves ended.
+  from cnf_jax.training import loop
+  from cnf_jax.training.checkpoints import Checkpoints
+
+  class Failing(Checkpoints):
+    def save(self, step, state):
+      time.sleep(0.05)
+      raise OSError(f"cannot write {os.path.basename(self.directory)}")
+
+  from cnf_jax.training.train import TrainState
+  states = [TrainState(step=np.asarray(7, np.int32), params={"w": np.full((3,), float(i), np.float32)},
+                       constants={"c": np.ones(2, np.float32)}, opt_state={"m": np.zeros(3, np.float32)})
+            for i in range(6)]
+  ckpts = [(Failing if i in (1, 4) else Checkpoints)(str(tmp_path / f"m{i}")) for i in range(6)]
+  stop_ckpts = [Checkpoints(c.directory + ".validation") for c in ckpts]
+  saved_records = []
+  record = lambda variables: saved_records.append(1) or {"best": np.float32(0.5), "variables": variables}
+  with pytest.raises(OSError, match="cannot write m1$"):
+    loop.save_checkpoints(ckpts, stop_ckpts, states.__getitem__, [record] * 6, 7, threads=4)
+  assert len(saved_records) == 6
+  for i, (c, s) in enumerate(zip(ckpts, stop_ckpts)):
+    assert s.latest_step() == 7
+    if i in (1, 4):
+      continue
+    assert c.latest_step() == 7
+    np.testing.assert_array_equal(c.restore(7, states[i]).params["w"], states[i].params["w"])
+  for c in ckpts + stop_ckpts:
+    c.close()
