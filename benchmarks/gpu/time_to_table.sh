@@ -28,6 +28,9 @@ ttt() {  # label, time limit (s), time_to_table arguments...
 }
 mkdir -p $W
 echo "{\"setup_done_s\": $SECONDS}" >> $J
+# The checkpoint round (16.4 s for 30 models serially on this machine, 2026-12-04): serial vs threads.
+timeout 90 python3 benchmarks/checkpoint_throughput.py --models=30 --threads=1,4,8,16 --rounds=1 2>/dev/null \
+  | tag '{"phase": "checkpoint_round"}' >> $J
 ttt cf_fast 120 --arg=chosen,fast
 ttt flows4_fast 240 --arg=chosen,fast --methods=cf,flow,flow_ratio,oe
 ttt cf_3000 200 --arg=chosen
