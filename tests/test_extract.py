@@ -231,6 +231,9 @@ def test_non_image_file_is_skipped_and_counted_or_an_error(tmp_path, capsys):
     (["--source=tfds:not_a_dataset"], "unknown TFDS dataset 'not_a_dataset'"),
     (["--split=validation"], "no split folder 'validation'"),
     (["--backbone=moco_v2"], "needs --checkpoint"),
+    (["--backbone=inception_v3"], "inception_v3 needs its weights: pass --checkpoint=<torchvision's ImageNet "
+     "InceptionV3 state dict, inception_v3_google-0cc3c7bd.pth>; nothing is downloaded"),
+    (["--backbone=inception_v3", "--resolution=64"], "inception_v3 needs --resolution >= 75 (got 64"),
     (["--source=/nonexistent/folder"], "is not a folder"),
     (["--precision=fp64"], "--precision must be"),
 ])
@@ -288,14 +291,107 @@ def test_image_conversion_to_rgb():
   np.testing.assert_array_equal(sources.to_rgb_array(wide, 10), np.full((10, 10, 3), 255))
 
 
-def test_inception_v3_gives_a_clear_error_without_torchvision():
-  try:
-    import torchvision  # pylint: disable=import-outside-toplevel,unused-import
-    pytest.skip("torchvision imports here")
-  except Exception:  # pylint: disable=broad-except
-    pass
-  with pytest.raises(UserInputError, match="inception_v3 needs torchvision"):
-    backbones.build("inception_v3")
+INCEPTION_RES = 75  # InceptionV3's smallest input (torchvision's min_size).
+
+
+def random_inception_v3(seed=0):
+  """An Inception3 with He-initialised convs and random BatchNorm affine parameters and running
+  statistics, so that a loader that dropped any of them would change the features."""
+  torch.manual_seed(seed)
+  model = backbones.Inception3(transform_input=True)
+  for m in model.modules():
+    if isinstance(m, torch.nn.Conv2d):
+      torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    elif isinstance(m, torch.nn.BatchNorm2d):
+      m.weight.data.uniform_(0.8, 1.2)
+      m.bias.data.uniform_(-0.1, 0.1)
+      m.running_mean.uniform_(-0.1, 0.1)
+      m.running_var.uniform_(0.5, 1.5)
+  return model.eval()
+
+
+@pytest.fixture(scope="module")
+def inception_checkpoint(tmp_path_factory):
+  """torchvision's layout (key names, a bare state dict) and the in-memory model it came from."""
+  model = random_inception_v3()
+  path = str(tmp_path_factory.mktemp("inception") / "inception_v3_google-0cc3c7bd.pth")
+  torch.save(model.state_dict(), path)
+  return path, model
+
+
+def test_inception_v3_has_torchvision_parameter_count():
+  # torchvision's Inception_V3_Weights.IMAGENET1K_V1 meta: "num_params": 27161264 (aux_logits=True).
+  # Without AuxLogits: minus conv0 768*128 + BN 2*128, conv1 128*768*5*5 + BN 2*768, fc 768*1000 + 1000
+  # = 3,326,696, i.e. 23,834,568.
+  count = lambda m: sum(p.numel() for p in m.parameters())
+  assert count(backbones.Inception3()) == 27_161_264
+  assert count(backbones.Inception3(aux_logits=False)) == 23_834_568
+  names = set(backbones.Inception3().state_dict())
+  for key in ("Conv2d_1a_3x3.conv.weight", "Conv2d_1a_3x3.bn.running_var", "Mixed_5b.branch1x1.conv.weight",
+              "Mixed_6e.branch7x7dbl_5.bn.bias", "Mixed_7c.branch3x3dbl_3b.conv.weight",
+              "AuxLogits.conv1.conv.weight", "AuxLogits.fc.bias", "fc.weight"):
+    assert key in names, key
+
+
+def test_inception_transform_input_maps_imagenet_normalised_to_minus_one_one():
+  # torchvision sets transform_input=True with its ImageNet weights: the input is normalised with
+  # ImageNet mean/std and the model maps it back to p / 0.5 - 1 of [0, 1] pixels.
+  pixels = torch.rand(2, 3, 4, 4) * 255
+  got = backbones.Inception3(transform_input=True)._transform_input(backbones._imagenet_normalise(pixels))
+  torch.testing.assert_close(got, pixels / 255 / 0.5 - 1, atol=1e-5, rtol=0)
+
+
+def test_inception_v3_checkpoint_through_cli_matches_the_in_memory_model(tmp_path, inception_checkpoint, capsys):
+  ckpt, model = inception_checkpoint
+  folder = make_folder(str(tmp_path / "images"), per_class=2)
+  out = str(tmp_path / "toy-train-inception_v3")
+  code, last, err = run_cli([f"--source={folder}", "--split=train", "--backbone=inception_v3", f"--checkpoint={ckpt}",
+                             f"--resolution={INCEPTION_RES}", "--precision=fp32", "--limit=3", f"--out={out}"], capsys)
+  assert code == 0, err
+  assert json.loads(last)["images"] == 3
+  fs = fd.load(out)
+  assert fs.features.shape == (3, 2048) and fs.metadata["dim"] == 2048 and fs.metadata["resolution"] == 75
+  paths = sorted(os.path.join(dp, f) for dp, _, fs_ in os.walk(os.path.join(folder, "train")) for f in fs_)[:3]
+  x = torch.from_numpy(np.stack([sources.to_rgb_array(Image.open(p), INCEPTION_RES) for p in paths]))
+  x = (x.permute(0, 3, 1, 2).float() / 255 - torch.tensor(backbones.IMAGENET_MEAN).view(1, 3, 1, 1)) \
+      / torch.tensor(backbones.IMAGENET_STD).view(1, 3, 1, 1)
+  with torch.no_grad():
+    expected = model.features(x).numpy()
+  assert np.abs(expected).max() > 0.1
+  np.testing.assert_allclose(fs.features, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+  # The same weights wrapped as {'state_dict': ...} and without AuxLogits (torchvision's aux_logits=False).
+  wrapped = str(tmp_path / "wrapped.pth")
+  torch.save({"state_dict": {k: v for k, v in model.state_dict().items() if not k.startswith("AuxLogits.")},
+              "epoch": 1}, wrapped)
+  bb = backbones.build("inception_v3", resolution=INCEPTION_RES, checkpoint=wrapped)
+  images = torch.from_numpy(np.stack([sources.to_rgb_array(Image.open(p), INCEPTION_RES) for p in paths]))
+  np.testing.assert_allclose(bb.forward(images).numpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_inception_v3_checkpoint_with_wrong_keys_lists_them(tmp_path, inception_checkpoint):
+  _, model = inception_checkpoint
+  state = {k: v for k, v in model.state_dict().items() if not k.startswith("Mixed_7c.branch_pool.")}
+  state["fc.3.weight"] = torch.zeros(1)
+  path = str(tmp_path / "bad.pth")
+  torch.save(state, path)
+  with pytest.raises(UserInputError) as e:
+    backbones.build("inception_v3", resolution=INCEPTION_RES, checkpoint=path)
+  msg = str(e.value)
+  assert len(msg.splitlines()) == 1
+  assert ("missing keys Mixed_7c.branch_pool.bn.bias, Mixed_7c.branch_pool.bn.running_mean, "
+          "Mixed_7c.branch_pool.bn.running_var, Mixed_7c.branch_pool.bn.weight, "
+          "Mixed_7c.branch_pool.conv.weight; unexpected keys fc.3.weight") in msg
+  # A ResNet-50 state dict: keys grouped by module so the line stays readable. 94 conv + BN layers
+  # outside AuxLogits, 5 keys each without num_batches_tracked; both nets have a 2048 -> 1000 fc.
+  torch.save(backbones.ResNet().state_dict(), path)
+  with pytest.raises(UserInputError) as e:
+    backbones.build("inception_v3", resolution=INCEPTION_RES, checkpoint=path)
+  msg = str(e.value)
+  assert len(msg.splitlines()) == 1
+  assert ("does not match torchvision's InceptionV3: missing keys 470 keys: Conv2d_1a_3x3.bn.* (4), "
+          "Conv2d_1a_3x3.conv, ") in msg and "; unexpected keys 318 keys: bn1.bias, " in msg
+  with pytest.raises(UserInputError, match="does not exist; pass --checkpoint=.*nothing is downloaded"):
+    backbones.build("inception_v3", checkpoint=str(tmp_path / "absent.pth"))
 
 
 def test_bottleneck_passes_every_image_through_the_small_size_and_records_it(tmp_path, capsys):

