@@ -156,6 +156,47 @@ def test_pixels_and_npz_source_with_coarse_labels(tmp_path, capsys):
   assert fs.metadata["coarse_class_names"] == ["x", "y"] and fs.metadata["class_names"] == ["a", "b", "c"]
 
 
+def test_flip_average_is_the_mean_with_the_mirrored_images_and_is_recorded(tmp_path, capsys):
+  rng = np.random.default_rng(5)
+  images = rng.integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8)
+  path = str(tmp_path / "toy.npz")
+  np.savez(path, test_images=images, test_labels=np.arange(5) % 2)
+  out, plain = str(tmp_path / "flip-test-pixels"), str(tmp_path / "plain-test-pixels")
+  for extra, where in ((["--flip_average"], out), ([], plain)):
+    code, last, err = run_cli([f"--source=npz:{path}", "--split=test", "--backbone=pixels", "--resolution=8",
+                               f"--out={where}", "--batch_size=2", "--no_progress"] + extra, capsys)
+    assert code == 0, err
+    assert json.loads(last)["flip_average"] is bool(extra)
+  mirrored = images[:, :, ::-1, :]  # [N, H, W, C]: left-right is the W axis.
+  as_features = lambda x: x.transpose(0, 3, 1, 2).reshape(len(x), -1) / 255.0
+  flipped = fd.load(out)
+  np.testing.assert_allclose(flipped.features, (as_features(images) + as_features(mirrored)) / 2, atol=1e-6)
+  np.testing.assert_allclose(fd.load(plain).features, as_features(images), atol=1e-6)
+  assert np.abs(flipped.features - fd.load(plain).features).max() > 0.1  # The random images are not symmetric.
+  assert flipped.metadata["flip_average"] is True and fd.load(plain).metadata["flip_average"] is False
+
+
+def test_flip_average_interrupted_run_resumes_only_with_the_same_setting(tmp_path):
+  folder = make_folder(str(tmp_path / "images"), per_class=4)
+  bb = backbones.build("pixels", resolution=8)
+  source = sources.open_source(folder, "train")
+  kw = dict(split="train", source_name="toy", batch_size=2, examples_per_shard=4, progress=False)
+  clean = str(tmp_path / "clean")
+  pipeline.extract(source, bb, clean, flip_average=True, **kw)
+  out = str(tmp_path / "resumed")
+  pipeline.extract(source, bb, out, flip_average=True, stop_after_shards=1, **kw)
+  with pytest.raises(UserInputError, match="different settings \\(flip_average\\)"):
+    pipeline.extract(source, bb, out, **kw)
+  second = pipeline.extract(source, bb, out, flip_average=True, **kw)
+  assert second["shards_reused"] == 1 and second["complete"] is True
+  np.testing.assert_array_equal(fd.load(out).features, fd.load(clean).features)
+  # And the other way round: shards made without the flag are not continued with it.
+  other = str(tmp_path / "other")
+  pipeline.extract(source, bb, other, stop_after_shards=1, **kw)
+  with pytest.raises(UserInputError, match="different settings \\(flip_average\\)"):
+    pipeline.extract(source, bb, other, flip_average=True, **kw)
+
+
 def test_tfds_sources_through_mock_data(tmp_path, capsys):
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=6):

@@ -54,6 +54,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_enum("bad_files", "skip", ["skip", "error"], "unreadable files in the source: skip and count "
                     "them, or stop with an error", flag_values=fv)
   flags.DEFINE_string("data_dir", None, "TFDS data_dir for tfds: sources", flag_values=fv)
+  flags.DEFINE_bool("flip_average", False, "each feature is the mean of the backbone's features of the image and "
+                    "of its left-right mirror (test-time augmentation, 2x the forward passes); recorded in "
+                    "metadata.json", flag_values=fv)
   flags.DEFINE_bool("overwrite", False, "rebuild --out even if it is complete", flag_values=fv)
   flags.DEFINE_bool("no_progress", False, "no progress lines on stderr", flag_values=fv)
 
@@ -101,8 +104,9 @@ def run(args: flags.FlagValues) -> int:
       source, backbone, out, split=args.split, source_name=args.source_name or default_source_name(args.source),
       batch_size=args.batch_size, limit=args.limit, bf16=bf16, device=device,
       examples_per_shard=args.examples_per_shard, bad_files=args.bad_files, overwrite=args.overwrite,
-      workers=args.workers, progress=not args.no_progress, bottleneck=bottleneck)
-  result.update(backbone=backbone.name, resolution=backbone.resolution, bf16=bf16, device=device)
+      workers=args.workers, progress=not args.no_progress, bottleneck=bottleneck, flip_average=args.flip_average)
+  result.update(backbone=backbone.name, resolution=backbone.resolution, bf16=bf16, device=device,
+                flip_average=args.flip_average)
   print(pipeline.result_line(result))
   return 0
 

@@ -1,8 +1,10 @@
 """Feature extractors: MoCo v2 ResNet-50 (+ MLP head), EfficientNet-Lite0/1/2, raw pixels, InceptionV3.
 
 Every backbone maps uint8 images [B, H, W, 3] (already resized to its input
-resolution) to float32 features [B, D] through `Backbone.__call__`, which owns
-the backbone's own input normalisation.
+resolution) to float32 features [B, D] through `Backbone.forward`, which owns
+the backbone's own input normalisation and, with flip_average=True (the
+extractor's --flip_average), averages each image's features with those of its
+left-right mirror.
 
 The ResNet-50 and InceptionV3 are written here in plain torch with torchvision's
 parameter names (conv1, bn1, layer1.0.conv1, ..., fc; Conv2d_1a_3x3.conv,
@@ -453,8 +455,17 @@ class Backbone:
     x = images.permute(0, 3, 1, 2).float()  # A view: the memory stays NHWC = channels_last.
     return self.normalise(x).contiguous(memory_format=torch.channels_last)
 
-  def forward(self, images: torch.Tensor, *, bf16: bool = False) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> float32 [B, dim], without gradients."""
+  def forward(self, images: torch.Tensor, *, bf16: bool = False, flip_average: bool = False) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float32 [B, dim], without gradients.
+
+    flip_average: each image's features are the mean of those of the image and of its
+    left-right mirror (test-time augmentation). Two passes of B images rather than one of
+    2B, so that --batch_size keeps bounding the memory and the unflipped half computes
+    exactly what a run without the flag computes.
+    """
+    if flip_average:
+      mirrored = images.flip(2)  # [B, H, W, 3]: W is axis 2.
+      return (self.forward(images, bf16=bf16) + self.forward(mirrored, bf16=bf16)) / 2
     x = self.prepare(images)
     if self.model is None:
       return x.reshape(x.shape[0], -1).float()

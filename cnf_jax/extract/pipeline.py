@@ -100,13 +100,16 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
             device: str = "cpu", examples_per_shard: int = 5000, bad_files: str = "skip",
             overwrite: bool = False, workers: int = 2, progress: bool = True,
             stop_after_shards: Optional[int] = None,
-            bottleneck: Optional[sources_lib.Bottleneck] = None) -> Dict[str, Any]:
+            bottleneck: Optional[sources_lib.Bottleneck] = None, flip_average: bool = False) -> Dict[str, Any]:
   """Extracts features of the first `limit` examples of `source` into the dataset dir `out`.
 
   bottleneck: a resolution (and JPEG quality) every image passes through before it is
   resized for the backbone (`sources.Bottleneck`). metadata.json records it, the images'
   native resolution (`source_pixels`) and the smaller of the two (`effective_pixels`),
   which the one-class task compares between inliers and contrastive data.
+
+  flip_average: each feature is the mean of the backbone's features of the image and of its
+  left-right mirror (`Backbone.forward`); metadata.json records it ("flip_average": true/false).
 
   Returns the run's figures: images (computed in this run), seconds, images_per_s,
   skipped_files, shards_written, shards_reused. `stop_after_shards` stops after
@@ -125,6 +128,10 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
           "num_shards": num_shards, "batch_size": batch_size, "bf16": bf16,
           "bad_files": bad_files, "format_version": fd.FORMAT_VERSION,
           "bottleneck": bottleneck.describe() if bottleneck else None}
+  if flip_average:
+    # Only when on: plans of interrupted runs written before the flag existed stay equal to a
+    # rerun without it (they resume), and shards with and without it never mix (the plans differ).
+    plan["flip_average"] = True
   stage = fd.begin(out, plan, overwrite=overwrite)
   spec = fd.feature_spec(backbone.dim, source.class_names, coarse_class_names=source.coarse_class_names,
                          attribute_names=list(source.attribute_names) or None)
@@ -139,7 +146,8 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
   try:
     computed, skipped_total, written = _run_batches(
         source, backbone, stage, spec, split, num_shards, bounds, batches, bar, bf16=bf16, device=device,
-        bad_files=bad_files, workers=workers, stop_after_shards=stop_after_shards, bottleneck=bottleneck)
+        bad_files=bad_files, workers=workers, stop_after_shards=stop_after_shards, bottleneck=bottleneck,
+        flip_average=flip_average)
   except UserInputError:
     # Bad input found before any shard was finished: leave nothing behind. Otherwise keep the
     # finished shards, so that a rerun after fixing the input resumes.
@@ -160,7 +168,7 @@ def extract(source: sources_lib.Source, backbone: backbones_lib.Backbone, out: s
               "resolution": backbone.resolution, "dim": backbone.dim, "bf16": bf16,
               "class_names": source.class_names, "coarse_class_names": source.coarse_class_names,
               "attribute_names": list(source.attribute_names) or None, "transform": None,
-              "ignored_files": source.ignored, **pixel_record(source, bottleneck)}
+              "ignored_files": source.ignored, "flip_average": flip_average, **pixel_record(source, bottleneck)}
   fd.finish(out, spec, split, num_shards, metadata, overwrite=overwrite)
   result["complete"] = True
   return result
@@ -177,7 +185,7 @@ def pixel_record(source: sources_lib.Source, bottleneck: Optional[sources_lib.Bo
 
 
 def _run_batches(source, backbone, stage, spec, split, num_shards, bounds, batches, bar, *, bf16, device,
-                 bad_files, workers, stop_after_shards, bottleneck=None):
+                 bad_files, workers, stop_after_shards, bottleneck=None, flip_average=False):
   """Decodes ahead in a thread pool, runs the backbone, writes each shard when its last batch is in."""
   computed, skipped_total, written = 0, 0, 0
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -200,7 +208,7 @@ def _run_batches(source, backbone, stage, spec, split, num_shards, bounds, batch
       batch = future.result()
       if len(batch["index"]):
         images = torch.from_numpy(batch["images"]).to(device)
-        batch["features"] = backbone.forward(images, bf16=bf16).cpu().numpy()
+        batch["features"] = backbone.forward(images, bf16=bf16, flip_average=flip_average).cpu().numpy()
         if not np.all(np.isfinite(batch["features"])):
           raise RuntimeError(f"non-finite features for images {idx.start}..{idx.stop - 1}")
       parts.append(batch)
