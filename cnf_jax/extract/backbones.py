@@ -351,26 +351,28 @@ class Inception3(nn.Module):
   def __init__(self, num_classes: int = 1000, aux_logits: bool = True, transform_input: bool = False,
                dropout: float = 0.5):
     super().__init__()
+    # torchvision's attribute names are the state dict's keys.
+    # pylint: disable=invalid-name
     self.transform_input = transform_input
-    self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)  # pylint: disable=invalid-name
-    self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)  # pylint: disable=invalid-name
-    self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)  # pylint: disable=invalid-name
+    self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
+    self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
+    self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
     self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2)
-    self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)  # pylint: disable=invalid-name
-    self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)  # pylint: disable=invalid-name
+    self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
+    self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
     self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2)
-    self.Mixed_5b = InceptionA(192, pool_features=32)  # pylint: disable=invalid-name
-    self.Mixed_5c = InceptionA(256, pool_features=64)  # pylint: disable=invalid-name
-    self.Mixed_5d = InceptionA(288, pool_features=64)  # pylint: disable=invalid-name
-    self.Mixed_6a = InceptionB(288)  # pylint: disable=invalid-name
-    self.Mixed_6b = InceptionC(768, channels_7x7=128)  # pylint: disable=invalid-name
-    self.Mixed_6c = InceptionC(768, channels_7x7=160)  # pylint: disable=invalid-name
-    self.Mixed_6d = InceptionC(768, channels_7x7=160)  # pylint: disable=invalid-name
-    self.Mixed_6e = InceptionC(768, channels_7x7=192)  # pylint: disable=invalid-name
-    self.AuxLogits = InceptionAux(768, num_classes) if aux_logits else None  # pylint: disable=invalid-name
-    self.Mixed_7a = InceptionD(768)  # pylint: disable=invalid-name
-    self.Mixed_7b = InceptionE(1280)  # pylint: disable=invalid-name
-    self.Mixed_7c = InceptionE(2048)  # pylint: disable=invalid-name
+    self.Mixed_5b = InceptionA(192, pool_features=32)
+    self.Mixed_5c = InceptionA(256, pool_features=64)
+    self.Mixed_5d = InceptionA(288, pool_features=64)
+    self.Mixed_6a = InceptionB(288)
+    self.Mixed_6b = InceptionC(768, channels_7x7=128)
+    self.Mixed_6c = InceptionC(768, channels_7x7=160)
+    self.Mixed_6d = InceptionC(768, channels_7x7=160)
+    self.Mixed_6e = InceptionC(768, channels_7x7=192)
+    self.AuxLogits = InceptionAux(768, num_classes) if aux_logits else None
+    self.Mixed_7a = InceptionD(768)
+    self.Mixed_7b = InceptionE(1280)
+    self.Mixed_7c = InceptionE(2048)
     self.avgpool = nn.AdaptiveAvgPool2d(1)
     self.dropout = nn.Dropout(p=dropout)
     self.fc = nn.Linear(2048, num_classes)
