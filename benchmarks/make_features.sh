@@ -8,12 +8,14 @@
 #     ROOT        where the datasets go   (default ~/.cache/cnf_jax/features; keep it outside the repo)
 #     DATA_DIR    folder with the zips    (default ../shared/data)
 #     RESOLUTION  backbone input pixels   (default 128; the paper upsamples to 224, 4x slower here)
+#     BACKBONE    env: the extractor's backbone (default effnet_lite0; effnet_lite1, effnet_lite2, ...)
+#     EXTRA       env: more extractor flags for every dataset (e.g. --flip_average; --overwrite)
 #     BOTTLENECK  env: pixels the Tiny ImageNet images pass through first (default 32, the CIFAR
 #                 inliers' own size, with a JPEG q75 round trip like the CIFAR zip's; 0: none).
 #                 The paper shrinks its contrastive ImageNet images to 32 x 32 the same way; the
 #                 one-class configs refuse contrastive features of another resolution.
 #
-# It writes ROOT/{cifar10-train,cifar10-test,tiny_imagenet-train}-effnet_lite0, the names
+# It writes ROOT/{cifar10-train,cifar10-test,tiny_imagenet-train}-<BACKBONE>, the names
 # cnf_jax.data.feature_dataset.dataset_dir(ROOT, source, split, 'effnet_lite0') gives, which
 # the one-class configs read. Each run prints a JSON line (images, seconds, images_per_s);
 # they are collected in ROOT/make_features.log. Interrupted? Run it again: finished shards are
@@ -26,17 +28,18 @@ RES="${3:-128}"
 PY="${PYTHON:-python}"
 EXTRA="${EXTRA:-}"
 BOTTLENECK="${BOTTLENECK:-32}"
+BACKBONE="${BACKBONE:-effnet_lite0}"
 mkdir -p "$ROOT"
 LOG="$ROOT/make_features.log"
 
 run() {  # run <source name> <zip> <split> [extractor flags]
   local name=$1 zip=$2 split=$3
   shift 3
-  local out="$ROOT/$name-$split-effnet_lite0"
+  local out="$ROOT/$name-$split-$BACKBONE"
   echo "== $name $split -> $out" >&2
   local start=$(date +%s)
   "$PY" -m cnf_jax.extract --source="$DATA/$zip" --split="$split" --source_name="$name" \
-    --backbone=effnet_lite0 --resolution="$RES" --batch_size=64 --out="$out" "$@" $EXTRA \
+    --backbone="$BACKBONE" --resolution="$RES" --batch_size=64 --out="$out" "$@" $EXTRA \
     | tail -n 1 | tee -a "$LOG"
   echo "   wall $(( $(date +%s) - start )) s" >&2
 }
@@ -45,4 +48,4 @@ total_start=$(date +%s)
 run cifar10 cifar10-jpeg.zip test
 run cifar10 cifar10-jpeg.zip train
 run tiny_imagenet tiny-imagenet-200-subset-jpeg.zip train --bottleneck="$BOTTLENECK" --bottleneck_jpeg_quality=75
-echo "{\"total_wall_s\": $(( $(date +%s) - total_start )), \"root\": \"$ROOT\", \"resolution\": $RES, \"bottleneck\": $BOTTLENECK}" | tee -a "$LOG"
+echo "{\"total_wall_s\": $(( $(date +%s) - total_start )), \"root\": \"$ROOT\", \"backbone\": \"$BACKBONE\", \"resolution\": $RES, \"bottleneck\": $BOTTLENECK}" | tee -a "$LOG"
