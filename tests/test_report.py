@@ -229,6 +229,11 @@ def test_fig5_examples_read_back_from_a_tiny_feature_dataset_and_zip(tmp_path):
   assert "(examples_cf.png)" in text and "no example images" not in text
   with Image.open(os.path.join(os.path.dirname(path), "examples_cf.png")) as im:
     assert im.size[0] > 300
+  # --examples=0: the report without the image figure (it once failed on a 0-column figure).
+  path = tables.write_report(str(tmp_path / "sweep"), str(tmp_path / "no_examples"), examples=0)
+  text = open(path).read()
+  assert "examples_cf.png" not in text and "Scores, " in text
+  assert not os.path.exists(tmp_path / "no_examples" / "examples_cf.png")
 
 
 def test_method_order():

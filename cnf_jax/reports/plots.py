@@ -199,7 +199,7 @@ def write_plots(report: Dict, out: str, *, method: str = "cf", data_dir: Optiona
     except Exception as e:  # a broken run must not stop the report
       notes.append(f"no score histogram for {run['run']}: {type(e).__name__}: {e}")
   rows, opened = [], {}
-  for setting, run in chosen.items():
+  for setting, run in (chosen.items() if examples > 0 else ()):   # --examples=0: no image figure
     try:
       rows.append((setting, example_images(run, method, examples, opened, data_dir)))
     except Exception as e:
