@@ -4,6 +4,7 @@ In the spirit of the flax examples' fast tests: one (or a few) train steps of ea
 model of `plan.MODELS` on tiny data, through `loop.fit_models`, the loop that CLI
 runs, sweeps and the detector all use.
 """
+import json
 import os
 import sys
 
@@ -127,3 +128,38 @@ def test_the_detector_and_a_cli_run_train_the_same_flows(tmp_path, method):
   with np.load(tmp_path / "run" / "scores.npz") as f:
     cli_scores = f[f"score_{method}"]
   np.testing.assert_allclose(det.decision_function(test), cli_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_identical_jobs_train_once_and_every_run_gets_its_model_checkpoints_and_log(tmp_path, caplog):
+  # Flow-ratio's contrastive flow in a sweep over classes: the same rows and seed in every run.
+  # Jobs 0 and 2 are identical, job 1 has another seed: two models train, job 2 gets job 0's.
+  from cnf_jax.training.summaries import MetricsWriter
+  config = _tiny_config()
+  config.train.checkpoint_every = 2
+  data = _fit_data(False)
+  model = flow_from_config(config.flow, 4)
+  inputs = plan.model_inputs("contrastive_flow", data)
+  def job(seed, i):
+    os.makedirs(tmp_path / f"run{i}")
+    return loop.Job(inputs, seed, checkpoint_dir=str(tmp_path / f"run{i}" / "checkpoints" / "q"),
+                    writer=MetricsWriter(str(tmp_path / f"run{i}" / "metrics.jsonl"), tensorboard=False))
+  jobs = [job(7, 0), job(8, 1), job(7, 2)]
+  assert loop.job_key(jobs[0]) == loop.job_key(jobs[2]) != loop.job_key(jobs[1])
+  with caplog.at_level("INFO"):
+    fitted = loop.fit_models(model, config.train, 0.01, jobs, steps=4, name="q")
+  assert "3 runs, 2 distinct models to train" in caplog.text
+  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert same(fitted[0].variables, fitted[2].variables) and not same(fitted[0].variables, fitted[1].variables)
+  np.testing.assert_array_equal(fitted[0].losses, fitted[2].losses)
+  # What the identical job would have given alone (one model in the program).
+  alone, = loop.fit_models(model, config.train, 0.01, [loop.Job(inputs, 7)], steps=4, name="q")
+  np.testing.assert_allclose(alone.losses, fitted[0].losses, rtol=1e-5)
+  # Run 2 has its own copy of the checkpoints (steps 2 and 4) and its own log records.
+  assert sorted(os.listdir(tmp_path / "run2" / "checkpoints" / "q")) == sorted(
+      os.listdir(tmp_path / "run0" / "checkpoints" / "q"))
+  logs = [[json.loads(l)["step"] for l in open(tmp_path / f"run{i}" / "metrics.jsonl")] for i in range(3)]
+  assert logs[0] == logs[2] == logs[1] and logs[0][-1] == 4
+  # A rerun resumes every run from its checkpoints without training: the same variables.
+  again = loop.fit_models(model, config.train, 0.01, jobs, steps=4, name="q")
+  assert [a.start_step for a in again] == [4, 4, 4]
+  assert same(again[2].variables, fitted[2].variables)

@@ -28,8 +28,10 @@ The bookkeeping and the best parameters are checkpointed beside each TrainState
 import concurrent.futures
 import dataclasses
 import functools
+import hashlib
 import logging
 import os
+import shutil
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -333,10 +335,92 @@ def _check_finite(jobs: Sequence[Job], ckpts, losses: np.ndarray, first_step: in
                                f"stopped{also}. Last good checkpoint: {where}. {hint}")
 
 
+def job_key(job: Job) -> bytes:
+  """A digest of everything a job's training depends on besides the shared program: its seed,
+  objective (eps included), mixtures, training and held-out rows and starting variables. Jobs
+  with the same key train the same model (e.g. Flow-ratio's contrastive flow, fitted to the
+  same Tiny ImageNet rows with the same seed in every class of a sweep)."""
+  inputs = job.inputs
+  digest = hashlib.sha256(repr((job.seed, inputs.objective, sorted(inputs.mixtures.items()))).encode())
+  arrays = [inputs.x, inputs.contrastive, inputs.val_x, inputs.val_contrastive]
+  arrays += jax.tree.leaves(job.init_variables) if job.init_variables is not None else []
+  for a in arrays:
+    if a is None:
+      digest.update(b"none")
+      continue
+    a = np.ascontiguousarray(np.asarray(a))
+    digest.update(f"{a.shape}{a.dtype}".encode())
+    digest.update(a.tobytes())
+  return digest.digest()
+
+
+class _WriterTee:
+  """The log writers of identical jobs behind one job's writer: every run keeps its own records."""
+
+  def __init__(self, writers: Sequence[MetricsWriter]):
+    self.writers = list(writers)
+
+  @property
+  def primary(self) -> bool:
+    return self.writers[0].primary
+
+  def write(self, record: Dict[str, Any]) -> None:
+    for w in self.writers:
+      w.write(dict(record))
+
+  def drop_after(self, model: str, step: int) -> None:
+    for w in self.writers:
+      w.drop_after(model, step)
+
+  def close(self) -> None:
+    for w in self.writers:
+      w.close()
+
+
+def _copy_checkpoints(source: str, target: str) -> None:
+  """Replaces the checkpoints of `target` (and its .validation) with copies of `source`'s: each
+  run directory keeps the checkpoints of its own models (for resuming and the score CLI). Copied
+  to a temporary name and renamed, so a kill leaves either the old or the new directory."""
+  for suffix in ("", ".validation"):
+    src, dst = source + suffix, target + suffix
+    if not os.path.isdir(src):
+      continue
+    tmp = dst + ".copying"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+
+
 def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: float, jobs: Sequence[Job],
                steps: Optional[int] = None, name: str = "model", hint: str = DEFAULT_HINT,
                progress: bool = True) -> List[Fitted]:
   """Trains (or resumes, or just restores) N models of `model`; returns one Fitted per job.
+
+  Identical jobs (`job_key`) are trained once: the first of them trains, logging to every
+  one's writer, and the others get its Fitted and a copy of its checkpoints."""
+  jobs = list(jobs)
+  first_of: Dict[bytes, int] = {}
+  owner = [first_of.setdefault(job_key(job), i) for i, job in enumerate(jobs)]
+  unique = sorted(set(owner))
+  if len(unique) == len(jobs):
+    return _fit_distinct(model, train_cfg, noise_std, jobs, steps, name, hint, progress)
+  logger.info("model %s: %d runs, %d distinct models to train (the others are identical copies)", name,
+              len(jobs), len(unique))
+  trained = []
+  for u in unique:
+    writers = [jobs[i].writer for i in range(len(jobs)) if owner[i] == u and jobs[i].writer is not None]
+    trained.append(dataclasses.replace(jobs[u], writer=_WriterTee(writers) if len(writers) > 1 else jobs[u].writer))
+  fitted = dict(zip(unique, _fit_distinct(model, train_cfg, noise_std, trained, steps, name, hint, progress)))
+  for i, job in enumerate(jobs):
+    if owner[i] != i and job.checkpoint_dir and jobs[owner[i]].checkpoint_dir:
+      _copy_checkpoints(jobs[owner[i]].checkpoint_dir, job.checkpoint_dir)
+  return [fitted[owner[i]] for i in range(len(jobs))]
+
+
+def _fit_distinct(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: float, jobs: Sequence[Job],
+                  steps: Optional[int], name: str, hint: str, progress: bool) -> List[Fitted]:
+  """fit_models for jobs that are not identical.
 
   Args:
     model: the flow architecture all jobs share.
