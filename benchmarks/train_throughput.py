@@ -12,8 +12,8 @@ after --settle seconds of idle (torch's OpenMP threads spin-wait after their wor
 would otherwise slow the cnf_jax round that follows; measured: 21.5 against 29.5
 steps/s). The process keeps freed host memory (cnf_jax.host_memory) for both.
 
-  python benchmarks/train_throughput.py                       # float32
-  python benchmarks/train_throughput.py --dtype=bfloat16      # bf16 matmuls in cnf_jax
+  python benchmarks/train_throughput.py                       # the CLI default (bf16 on a CPU)
+  python benchmarks/train_throughput.py --dtype=float32       # float32 matmuls in cnf_jax
 
 Prints one JSON line per implementation and a last line with the ratio.
 """
@@ -37,6 +37,7 @@ import freia_reference  # noqa: E402
 from cnf_jax import cli  # noqa: E402
 from cnf_jax.training import host_memory  # noqa: E402
 from cnf_jax.flows import Flow, init_flow  # noqa: E402
+from cnf_jax.flows.flow import resolve_compute_dtype  # noqa: E402
 from cnf_jax.flows.freia_interop import variables_from_freia  # noqa: E402
 from cnf_jax.training.train import Objective, TrainState, make_train_step  # noqa: E402
 
@@ -53,7 +54,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("check_steps", 10, "steps whose losses are compared between the two", flag_values=fv)
   flags.DEFINE_integer("steps_per_call", 1, "cnf_jax steps per compiled call (lax.scan over a stack of batches)",
                        flag_values=fv)
-  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "cnf_jax conditioner matmul dtype (FrEIA "
+  flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "cnf_jax conditioner matmul dtype; auto: the "
+                    "CLI default (flows.flow.resolve_compute_dtype: bfloat16 on a CPU, float32 elsewhere) (FrEIA "
                     "always runs float32)", flag_values=fv)
   flags.DEFINE_enum("impl", "both", ["both", "cnf_jax", "freia"], "which implementations to time", flag_values=fv)
   flags.DEFINE_float("settle", 0.5, "seconds of idle before each timed round, so that the other implementation's "
@@ -68,7 +70,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 def jax_trainer(args, inn):
   """Returns (run(batches) -> losses, sync()) for cnf_jax, starting from `inn`'s weights."""
   model = Flow(dim=args.dim, block="allinone", num_blocks=args.blocks, hidden=(args.width,) * args.depth,
-               clamp=2.0, permute_soft=True, compute_dtype=args.dtype)
+               clamp=2.0, permute_soft=True, compute_dtype=resolve_compute_dtype(args.dtype))
   variables = variables_from_freia(inn, init_flow(model, jax.random.key(args.seed)))
   tx = optax.adam(args.lr)
   params = jax.tree.map(jnp.asarray, variables["params"])
@@ -140,7 +142,7 @@ def main(argv: Sequence[str]) -> int:
     a, b = np.array(losses["cnf_jax"]), np.array(losses["freia"])
     common.emit({"check": "loss_trajectory", "steps": len(a), "max_abs_diff": float(np.abs(a - b).max()),
                  "max_rel_diff": float((np.abs(a - b) / np.maximum(np.abs(b), 1e-6)).max()),
-                 "first_loss": [a[0], b[0]], "last_loss": [a[-1], b[-1]], "dtype": args.dtype})
+                 "first_loss": [a[0], b[0]], "last_loss": [a[-1], b[-1]], "dtype": resolve_compute_dtype(args.dtype)})
   for run in runners.values():
     run(rest[:args.warmup])
   rest = rest[args.warmup:]
@@ -162,7 +164,7 @@ def main(argv: Sequence[str]) -> int:
     common.emit({"impl": name, "steps_per_s": round(steps_per_s, 3),
                  "samples_per_s": round(steps_per_s * 2 * args.batch, 1),
                  "gflops_per_s": round(steps_per_s * flops / 1e9, 1),
-                 "dtype": args.dtype if name == "cnf_jax" else "float32",
+                 "dtype": resolve_compute_dtype(args.dtype) if name == "cnf_jax" else "float32",
                  "batch": 2 * args.batch, "steps_per_call": args.steps_per_call if name == "cnf_jax" else 1,
                  "torch_threads": torch.get_num_threads(), "host_malloc": host_malloc})
   if len(rates) == 2:
