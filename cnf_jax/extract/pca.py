@@ -4,11 +4,13 @@
       --apply=<root>/cifar10-train-effnet_lite0,<root>/cifar10-test-effnet_lite0
 
 fits PCA on the --fit dataset (no labels used) and writes, for it and every --apply
-dataset, a new dataset `<dir>_pca<dims>`. Rerun with more --apply datasets, it keeps those that
-exist and maps the new ones with the PCA already fitted (--overwrite refits and rewrites all); (backbone name `<backbone>_pca<dims>`, so
+dataset, a new dataset `<dir>_pca<dims>` (backbone name `<backbone>_pca<dims>`, so
 `dataset_dir(root, source, split, 'effnet_lite0_pca128')` finds it) holding the
 projected features and the transform itself (transform.npz: mean [D],
 components [dims, D]), so every split goes through the same map.
+
+Rerun with more --apply datasets, it keeps those that exist and maps the new ones with the PCA
+already fitted (--overwrite refits and rewrites all).
 
 numpy only: no torch needed.
 """
@@ -91,9 +93,10 @@ def main(argv: Sequence[str]) -> int:
   else:
     transform = fit_pca(fd.load(args.fit).features, args.dims)
   for path in [args.fit] + [a for a in args.apply if a]:
-    if os.path.exists(output_dir(path, args.dims)) and not args.overwrite:
-      print(f"{output_dir(path, args.dims)} exists: kept (--overwrite rewrites it)", file=sys.stderr)
-      print(output_dir(path, args.dims))
+    out = output_dir(path, args.dims)
+    if os.path.exists(out) and not args.overwrite:
+      print(f"{out} exists: kept (--overwrite rewrites it)", file=sys.stderr)
+      print(out)
       continue
     print(transform_dataset(path, transform, os.path.basename(args.fit.rstrip("/")), overwrite=args.overwrite))
   return 0

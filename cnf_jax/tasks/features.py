@@ -37,8 +37,8 @@ TEST_INDEX_FILE = "test_index.npz"
 # resolution (JPEG as the CIFAR zip) so that a flow cannot tell the sets apart by blur; the
 # one-class configs check it (data.check_pixels). As benchmarks/make_features.sh and
 # benchmarks/make_table_features.sh build them.
-EXTRACT_FLAGS = {"tiny_imagenet": " --bottleneck=32 --bottleneck_jpeg_quality=75",
-                 "celeb_a": " --bottleneck=32 --bottleneck_jpeg_quality=75"}
+_THROUGH_32PX = " --bottleneck=32 --bottleneck_jpeg_quality=75"
+EXTRACT_FLAGS = {"tiny_imagenet": _THROUGH_32PX, "celeb_a": _THROUGH_32PX}
 
 
 def build_command(root: str, source: str, split: str, backbone: str) -> str:

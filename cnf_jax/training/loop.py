@@ -400,6 +400,8 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
   Identical jobs (`job_key`) are trained once: the first of them trains, logging to every
   one's writer, and the others get its Fitted and a copy of its checkpoints."""
   jobs = list(jobs)
+  if len(jobs) <= 1:   # nothing to share: no need to hash the rows (tens of MB per job)
+    return _fit_distinct(model, train_cfg, noise_std, jobs, steps, name, hint, progress)
   first_of: Dict[bytes, int] = {}
   owner = [first_of.setdefault(job_key(job), i) for i, job in enumerate(jobs)]
   unique = sorted(set(owner))
