@@ -127,14 +127,16 @@ def soak_run(index: int, job: str, malloc: str, args, reference: dict, work: str
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--runs", type=int, default=20, help="runs to start at most")
-  parser.add_argument("--minutes", type=float, default=20, help="start no run after this many minutes")
+  parser.add_argument("--minutes", type=float, default=20,
+                      help="start no run after this many minutes (0: no bound, every --runs run starts)")
   parser.add_argument("--parallel", type=int, default=2, help="runs at a time (load on the machine)")
   parser.add_argument("--malloc", default="keep,default", help="CNF_JAX_HOST_MALLOC values, alternated")
   parser.add_argument("--malloc_debug", action="store_true", help="glibc's malloc checker + MALLOC_PERTURB_")
   parser.add_argument("--sweep_every", type=int, default=5, help="every k-th run is a sweep (0: never)")
   parser.add_argument("--interrupt", type=float, default=0.8, help="probability that an attempt is signalled")
   parser.add_argument("--max_interrupts", type=int, default=2, help="signals per run at most")
-  parser.add_argument("--max_delay", type=float, default=40.0, help="signal after uniform(1, this) seconds")
+  parser.add_argument("--max_delay", type=float, default=15.0,
+                      help="signal after uniform(1, this) seconds (an attempt of the main job takes ~12 s idle)")
   parser.add_argument("--timeout", type=float, default=600.0, help="an attempt running longer is killed")
   parser.add_argument("--cores", action="store_true", help="ulimit -c unlimited for every attempt")
   parser.add_argument("--seed", type=int, default=0)
@@ -163,30 +165,40 @@ def main():
 
   def one(spec):
     i, job, malloc = spec
-    if time.time() - start > args.minutes * 60:
+    if args.minutes > 0 and time.time() - start > args.minutes * 60:
       return None
     record = soak_run(i, job, malloc, args, references[(job, malloc)], work, args.seed * 100003 + i)
     with lock:
       records.append(record)
       print(json.dumps({k: v for k, v in record.items() if k != "abnormal"} |
                        {"abnormal": [(a["attempt"], a["exit"]) for a in record["abnormal"]]}), flush=True)
+      if args.out:   # after every run, so that a soak stopped part way still leaves its figures
+        _write_summary(args.out, _summary(records, args, start, same_across_malloc, finished=False), records)
     return record
 
   with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
     list(pool.map(one, jobs))
   shutil.rmtree(work, ignore_errors=True)
 
+  summary = _summary(records, args, start, same_across_malloc, finished=True)
+  print(json.dumps({k: v for k, v in summary.items() if k != "abnormal"}))
+  if args.out:
+    _write_summary(args.out, summary, records)
+
+
+def _summary(records: list, args, start: float, same_across_malloc: bool, finished: bool) -> dict:
+  """The soak's figures over the runs in `records` (finished: every run that was to start has)."""
   attempts = [a for r in records for a in r["attempts"]]
-  exits = collections.Counter(str(a["exit"]) for a in attempts)
   abnormal = [dict(a, run=r["run"], malloc=r["malloc"], job=r["job"]) for r in records for a in r["abnormal"]]
-  summary = {
+  return {
       "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+      "finished": finished,
       "runs": len(records),
       "runs_by_job": dict(collections.Counter(r["job"] for r in records)),
       "runs_by_malloc": dict(collections.Counter(r["malloc"] for r in records)),
       "attempts": len(attempts),
       "kills": dict(collections.Counter(a["signal"] for a in attempts if a["signal"])),
-      "exits": dict(exits),
+      "exits": dict(collections.Counter(str(a["exit"]) for a in attempts)),
       "aborts": sum(1 for a in attempts if a["exit"] == -6),
       "abnormal_exits": len(abnormal),
       "mismatches": sum(1 for r in records if not r["match"]),
@@ -195,12 +207,15 @@ def main():
       "minutes": round((time.time() - start) / 60, 1),
       "abnormal": abnormal,
   }
-  print(json.dumps({k: v for k, v in summary.items() if k != "abnormal"}))
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(dict(summary, records=records), f, indent=1)
-      f.write("\n")
+
+
+def _write_summary(path: str, summary: dict, records: list) -> None:
+  """Writes the summary with the per-run records to `path` atomically (a reader never sees half)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(dict(summary, records=sorted(records, key=lambda r: r["run"])), f, indent=1)
+    f.write("\n")
+  os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
