@@ -6,7 +6,9 @@ uninterrupted run; counts every exit that is not what the signal explains.
 A run is one workdir driven to completion: attempt, then (with probability --interrupt) SIGKILL or
 SIGTERM after a random delay, then attempt again, at most --max_interrupts times, then a last
 attempt left alone. Expected exits: 0; -9 after SIGKILL; 75 (checkpointed stop) or -15 (SIGTERM
-before the handler was installed, during imports) after SIGTERM; 0 when the signal came too late.
+before the handler was installed, during imports) after SIGTERM; -6 after an injected SIGABRT
+(--signals SIGABRT: what a native abort does to the run, whatever its cause); 0 when the signal
+came too late.
 Anything else (-6 SIGABRT, -11, 1, 3, ...) is "abnormal": its stderr is kept under --keep, and a
 core file too with --cores (ulimit -c unlimited, the core lands in the attempt's directory).
 
@@ -46,6 +48,8 @@ SWEEP_ARGS = ["-m", "cnf_jax.sweep", f"--config={ROOT}/configs/toy2d.py", "--arg
               "--set=methods=cf,flow", "--set=train.steps=200", "--set=train.checkpoint_every=50",
               "--set=train.log_every=25"]
 JOBS = {"main": MAIN_ARGS, "sweep": SWEEP_ARGS}
+# Exit codes that the signal sent explains (besides 0, when it came too late).
+EXPECTED_AFTER = {"SIGKILL": {-9}, "SIGTERM": {EXIT_PREEMPTED, -15}, "SIGABRT": {-6}}
 
 
 def _results(job: str, workdir: str) -> dict:
@@ -90,6 +94,7 @@ def _env(malloc: str, malloc_debug: bool, rng: random.Random) -> dict:
 def soak_run(index: int, job: str, malloc: str, args, reference: dict, work: str, seed: int) -> dict:
   """One workdir driven to completion with random interruptions; returns its record."""
   rng = random.Random(seed)
+  signals = [signal.Signals[name] for name in args.signals.split(",")]
   run_dir = os.path.join(work, f"run{index:04d}")
   workdir = os.path.join(run_dir, "w")
   os.makedirs(run_dir)
@@ -99,7 +104,7 @@ def soak_run(index: int, job: str, malloc: str, args, reference: dict, work: str
     env = _env(malloc, args.malloc_debug, rng)
     signal_after = None
     if interrupts < args.max_interrupts and rng.random() < args.interrupt:
-      signal_after = (rng.choice([signal.SIGKILL, signal.SIGTERM]), rng.uniform(1.0, args.max_delay))
+      signal_after = (rng.choice(signals), rng.uniform(1.0, args.max_delay))
       interrupts += 1
     n = len(record["attempts"])
     attempt_dir = os.path.join(run_dir, f"attempt{n}")
@@ -107,7 +112,7 @@ def soak_run(index: int, job: str, malloc: str, args, reference: dict, work: str
     code = _attempt(job, workdir, env, os.path.join(attempt_dir, "log.txt"), signal_after, args.cores, args.timeout)
     sig = signal_after and signal.Signals(signal_after[0]).name
     record["attempts"].append({"signal": sig, "delay": signal_after and round(signal_after[1], 2), "exit": code})
-    expected = {0} | ({-9} if sig == "SIGKILL" else {EXIT_PREEMPTED, -15} if sig == "SIGTERM" else set())
+    expected = {0} | EXPECTED_AFTER.get(sig, set())
     if code not in expected:
       keep = os.path.join(args.keep, f"run{index:04d}_attempt{n}")
       shutil.copytree(attempt_dir, keep, dirs_exist_ok=True)
@@ -134,6 +139,8 @@ def main():
   parser.add_argument("--malloc_debug", action="store_true", help="glibc's malloc checker + MALLOC_PERTURB_")
   parser.add_argument("--sweep_every", type=int, default=5, help="every k-th run is a sweep (0: never)")
   parser.add_argument("--interrupt", type=float, default=0.8, help="probability that an attempt is signalled")
+  parser.add_argument("--signals", default="SIGKILL,SIGTERM",
+                      help=f"sent at random, of {', '.join(EXPECTED_AFTER)} (with --cores, each SIGABRT writes a core)")
   parser.add_argument("--max_interrupts", type=int, default=2, help="signals per run at most")
   parser.add_argument("--max_delay", type=float, default=15.0,
                       help="signal after uniform(1, this) seconds (an attempt of the main job takes ~12 s idle)")
@@ -144,6 +151,9 @@ def main():
                       help="where the logs (and cores) of abnormal attempts are kept")
   parser.add_argument("--out", default=None, help="write the summary JSON here")
   args = parser.parse_args()
+  unknown = set(args.signals.split(",")) - set(EXPECTED_AFTER)
+  if unknown:
+    parser.error(f"--signals: {', '.join(sorted(unknown))} not one of {', '.join(EXPECTED_AFTER)}")
 
   start = time.time()
   work = tempfile.mkdtemp(prefix="cnf_soak_")
@@ -199,7 +209,8 @@ def _summary(records: list, args, start: float, same_across_malloc: bool, finish
       "attempts": len(attempts),
       "kills": dict(collections.Counter(a["signal"] for a in attempts if a["signal"])),
       "exits": dict(collections.Counter(str(a["exit"]) for a in attempts)),
-      "aborts": sum(1 for a in attempts if a["exit"] == -6),
+      # Aborts the soak did not inject (an injected SIGABRT's -6 is expected, not counted here).
+      "aborts": sum(1 for a in attempts if a["exit"] == -6 and a["signal"] != "SIGABRT"),
       "abnormal_exits": len(abnormal),
       "mismatches": sum(1 for r in records if not r["match"]),
       "references_equal_across_malloc": same_across_malloc,
