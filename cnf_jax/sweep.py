@@ -65,8 +65,10 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("workdir", None, "Sweep root: run r writes <workdir>/<r.name> (gs://... for --backend=tpu).",
                       flag_values=fv)
   flags.DEFINE_string("arg", "", "Words added to every run's config arg, e.g. runlocal.", flag_values=fv)
-  flags.DEFINE_multi_string("set", [], "KEY=VALUE set in every run's config (paths, not hyper-parameters), "
-                            "e.g. --set=data.features_root=/data/features; repeatable.", flag_values=fv)
+  flags.DEFINE_multi_string("set", [], "KEY=VALUE set in every run's config: where the data is, which "
+                            "methods or backbone to run (e.g. --set=data.features_root=/data/features "
+                            "--set=methods=cf,flow); settings a sweep compares belong in its declared runs; "
+                            "repeatable.", flag_values=fv)
   flags.DEFINE_list("runs", [], "Only these runs: names or shell patterns (cat-*, *eps=0*), comma-separated "
                     "(default: the whole sweep).", flag_values=fv)
   flags.DEFINE_enum("backend", "local", ["local", "tpu"], "Where to run: this machine or a Cloud TPU VM.",
