@@ -13,7 +13,8 @@ Anything else (-6 SIGABRT, -11, 1, 3, ...) is "abnormal": its stderr is kept und
 core file too with --cores (ulimit -c unlimited, the core lands in the attempt's directory).
 
 The allocator setting alternates between runs (--malloc keep,default: CNF_JAX_HOST_MALLOC), and
---malloc_debug adds glibc's checker (LD_PRELOAD=libc_malloc_debug.so.0 MALLOC_CHECK_=3) and a
+--host_devices 2 runs every process on two CPU devices (data-parallel steps with in-process
+collectives), as the test suite runs its CLIs. --malloc_debug adds glibc's checker (LD_PRELOAD=libc_malloc_debug.so.0 MALLOC_CHECK_=3) and a
 random MALLOC_PERTURB_ to every attempt. The finished results.json must equal, byte for byte, the
 reference run's of the same job (one uninterrupted run per job and allocator setting, made first).
 
@@ -84,8 +85,10 @@ def _attempt(job: str, workdir: str, env: dict, log_path: str, signal_after, cor
       return "timeout"
 
 
-def _env(malloc: str, malloc_debug: bool, rng: random.Random) -> dict:
+def _env(malloc: str, malloc_debug: bool, rng: random.Random, host_devices: int = 1) -> dict:
   env = dict(os.environ, PYTHONPATH=ROOT, CNF_JAX_HOST_MALLOC=malloc, PYTHONFAULTHANDLER="1")
+  if host_devices > 1:   # several CPU devices: data-parallel training with in-process collectives
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={host_devices}"
   if malloc_debug:
     env.update(LD_PRELOAD=MALLOC_DEBUG_LIB, MALLOC_CHECK_="3", MALLOC_PERTURB_=str(rng.randint(1, 255)))
   return env
@@ -101,7 +104,7 @@ def soak_run(index: int, job: str, malloc: str, args, reference: dict, work: str
   record = {"run": index, "job": job, "malloc": malloc, "attempts": [], "abnormal": []}
   interrupts = 0
   while True:
-    env = _env(malloc, args.malloc_debug, rng)
+    env = _env(malloc, args.malloc_debug, rng, args.host_devices)
     signal_after = None
     if interrupts < args.max_interrupts and rng.random() < args.interrupt:
       signal_after = (rng.choice(signals), rng.uniform(1.0, args.max_delay))
@@ -145,6 +148,8 @@ def main():
   parser.add_argument("--max_delay", type=float, default=15.0,
                       help="signal after uniform(1, this) seconds (an attempt of the main job takes ~12 s idle)")
   parser.add_argument("--timeout", type=float, default=600.0, help="an attempt running longer is killed")
+  parser.add_argument("--host_devices", type=int, default=1,
+                      help="CPU devices per process (XLA_FLAGS); the test suite runs its CLIs with 2")
   parser.add_argument("--cores", action="store_true", help="ulimit -c unlimited for every attempt")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--keep", default=os.path.join(tempfile.gettempdir(), "cnf_soak_abnormal"),
@@ -164,7 +169,7 @@ def main():
   for job, malloc in sorted({(j, m) for _, j, m in jobs}):
     workdir = os.path.join(work, f"reference_{job}_{malloc}", "w")
     os.makedirs(os.path.dirname(workdir))
-    code = _attempt(job, workdir, _env(malloc, False, random.Random(0)),
+    code = _attempt(job, workdir, _env(malloc, False, random.Random(0), args.host_devices),
                     os.path.join(os.path.dirname(workdir), "log.txt"), None, False, args.timeout)
     if code != 0:
       sys.exit(f"reference run {job}/{malloc} failed with exit {code}; see {os.path.dirname(workdir)}/log.txt")
@@ -215,6 +220,7 @@ def _summary(records: list, args, start: float, same_across_malloc: bool, finish
       "mismatches": sum(1 for r in records if not r["match"]),
       "references_equal_across_malloc": same_across_malloc,
       "malloc_debug": args.malloc_debug,
+      "host_devices": args.host_devices,
       "minutes": round((time.time() - start) / 60, 1),
       "abnormal": abnormal,
   }
