@@ -99,7 +99,7 @@ def main(argv):
   if not flags.FLAGS.workdir:
     _fail("--workdir is required: where checkpoints, metrics and results.json go")
   try:
-    host_memory.configure(default="default")   # before any compiled step runs (see host_memory)
+    host_memory.configure()   # before any compiled step runs (see host_memory)
   except UserInputError as e:
     _fail(str(e))
   # Our progress at INFO; libraries (orbax logs every save) at WARNING.

@@ -476,7 +476,7 @@ def main(argv: Sequence[str]) -> int:
     progress.set_quiet(True)
   from cnf_jax.training.checkpoints import quiet_orbax_after_failures
   quiet_orbax_after_failures()
-  host_memory.configure(default="default")
+  host_memory.configure()
   summary = score(args.workdir, args.input, args.out, args.method, args.alpha, args.resolution, args.checkpoint,
                   detector=args.detector)
   print(json.dumps(summary))

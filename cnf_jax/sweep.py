@@ -161,7 +161,7 @@ def train_vmapped(spec: launch.SweepSpec, root: str, names: List[str], wait: boo
     return 0
   from cnf_jax.experiments.sweep import run_declared_sweep  # imported late: jax loads only for real runs
   from cnf_jax.training import host_memory
-  host_memory.configure(default="default")   # before any compiled step runs (see host_memory)
+  host_memory.configure()   # before any compiled step runs (see host_memory)
   start = time.perf_counter()
   from cnf_jax.training.checkpoints import quiet_orbax_after_failures
   quiet_orbax_after_failures()

@@ -15,7 +15,7 @@ _PROGRAM = """
 import sys
 import jax.numpy as jnp
 from cnf_jax.training import host_memory
-mode = host_memory.configure(default=sys.argv[1])
+mode = host_memory.configure() if sys.argv[1] == "cli" else host_memory.configure(default=sys.argv[1])
 x = jnp.ones((1024, 1024))                    # large allocations after the setting
 print(mode, float((x @ x)[0, 0]))
 """
@@ -35,6 +35,12 @@ def _run(default, **env):
 def test_keep_applies_on_glibc_and_computation_still_works():
   assert _run("keep") == ["kept", "1024.0"]
   assert _run("default", CNF_JAX_HOST_MALLOC="keep") == ["kept", "1024.0"]   # the variable wins
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+def test_the_command_line_tools_keep_freed_memory_unless_told_not_to():
+  assert _run("cli") == ["kept", "1024.0"]
+  assert _run("cli", CNF_JAX_HOST_MALLOC="default") == ["default", "1024.0"]
 
 
 def test_default_leaves_the_allocator_alone():

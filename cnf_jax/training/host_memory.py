@@ -7,15 +7,18 @@ fault per 4 KiB. On the 2-core CPU that was ~12 ms of a 46-70 ms train step
 (benchmarks/README.md). Raising glibc's mmap and trim thresholds keeps freed blocks in the
 heap for the next call; the process's resident memory then stays at its peak.
 
-Chosen by the environment variable CNF_JAX_HOST_MALLOC = "keep" | "default":
-- the command-line tools (main, sweep, score) default to "default": glibc's own behaviour.
-  The first CI run with "keep" as their default had one CLI run die with SIGABRT, not seen
-  in 150 reruns since, nor in the soak of benchmarks/results/soak (125 processes killed and
-  resumed at random, 65 with "keep", some under glibc's heap checker). With "keep" a large
-  block sits on the heap next to others, so a small overrun past its end, harmless in an
-  mmapped block's page padding, corrupts a neighbour and glibc aborts: the one mechanism
-  found that only "keep" has; none was caught. Until the cause is found, "keep" is opt-in there.
-- the benchmarks default to "keep", for both implementations they compare.
+Chosen by the environment variable CNF_JAX_HOST_MALLOC = "keep" | "default" ("default" is
+glibc's own behaviour); where it is unset, the command-line tools (main, sweep, score) and the
+benchmarks keep. The price is resident memory: it stays at the process's peak instead of
+shrinking between calls. The library (ContrastiveFlowDetector) never changes a user's allocator.
+
+"keep" was opt-in for the CLIs from 2026-11-28 to 2026-12-04, after one CLI run aborted in the
+first CI run with it on. The allocator was not the cause: an abort of the same kind (SIGABRT in
+a CLI run of the tests, under load) had come hours before this module existed. The cause found
+later: with several CPU devices (the test suite runs its CLIs on two), the loop of that time
+queued up to log_every data-parallel steps unwaited, and XLA's in-process all-reduce deadlocks
+and aborts under such a queue (tests/test_runahead.py, benchmarks/results/soak/README.md). The
+loop now waits for every compiled chunk.
 
 The same can be had without code, before the process starts:
 MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=2147483647.
@@ -46,10 +49,15 @@ def keep_freed_host_memory() -> bool:
   """
   if not sys.platform.startswith("linux"):
     return False
+  # glibc's soname first: ctypes.util.find_library would run `ldconfig -p` in a child process,
+  # and this runs in every CLI process, after jax has started its threads.
   try:
-    mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
   except (OSError, AttributeError):
-    return False
+    try:
+      mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+      return False
   mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
   applied = bool(mallopt(M_MMAP_THRESHOLD, _LARGEST)) and bool(mallopt(M_TRIM_THRESHOLD, _LARGEST))
   if not applied:
@@ -57,7 +65,10 @@ def keep_freed_host_memory() -> bool:
   return applied
 
 
-def configure(default: str) -> str:
+CLI_DEFAULT = "keep"
+
+
+def configure(default: str = CLI_DEFAULT) -> str:
   """Applies $CNF_JAX_HOST_MALLOC (or `default` where unset); returns "kept" or "default".
 
   Raises UserInputError for a value other than "keep" or "default".
