@@ -14,9 +14,10 @@ core file too with --cores (ulimit -c unlimited, the core lands in the attempt's
 
 The allocator setting alternates between runs (--malloc keep,default: CNF_JAX_HOST_MALLOC), and
 --host_devices 2 runs every process on two CPU devices (data-parallel steps with in-process
-collectives), as the test suite runs its CLIs. --malloc_debug adds glibc's checker (LD_PRELOAD=libc_malloc_debug.so.0 MALLOC_CHECK_=3) and a
-random MALLOC_PERTURB_ to every attempt. The finished results.json must equal, byte for byte, the
-reference run's of the same job (one uninterrupted run per job and allocator setting, made first).
+collectives), as the test suite runs its CLIs. --malloc_debug adds glibc's checker
+(LD_PRELOAD=libc_malloc_debug.so.0 MALLOC_CHECK_=3) and a random MALLOC_PERTURB_ to every attempt.
+The finished results.json must equal, byte for byte, the reference run's of the same job (one
+uninterrupted run per job and allocator setting, made first).
 
 Prints one JSON line per run and a summary line (runs, attempts, kills, aborts, abnormal exits,
 mismatches); --out writes the summary with the per-run lines.
@@ -97,7 +98,6 @@ def _env(malloc: str, malloc_debug: bool, rng: random.Random, host_devices: int 
 def soak_run(index: int, job: str, malloc: str, args, reference: dict, work: str, seed: int) -> dict:
   """One workdir driven to completion with random interruptions; returns its record."""
   rng = random.Random(seed)
-  signals = [signal.Signals[name] for name in args.signals.split(",")]
   run_dir = os.path.join(work, f"run{index:04d}")
   workdir = os.path.join(run_dir, "w")
   os.makedirs(run_dir)
@@ -107,7 +107,7 @@ def soak_run(index: int, job: str, malloc: str, args, reference: dict, work: str
     env = _env(malloc, args.malloc_debug, rng, args.host_devices)
     signal_after = None
     if interrupts < args.max_interrupts and rng.random() < args.interrupt:
-      signal_after = (rng.choice(signals), rng.uniform(1.0, args.max_delay))
+      signal_after = (rng.choice(args.signal_list), rng.uniform(1.0, args.max_delay))
       interrupts += 1
     n = len(record["attempts"])
     attempt_dir = os.path.join(run_dir, f"attempt{n}")
@@ -143,7 +143,8 @@ def main():
   parser.add_argument("--sweep_every", type=int, default=5, help="every k-th run is a sweep (0: never)")
   parser.add_argument("--interrupt", type=float, default=0.8, help="probability that an attempt is signalled")
   parser.add_argument("--signals", default="SIGKILL,SIGTERM",
-                      help=f"sent at random, of {', '.join(EXPECTED_AFTER)} (with --cores, each SIGABRT writes a core)")
+                      help=f"sent at random, of {', '.join(EXPECTED_AFTER)} "
+                           "(with --cores, each SIGABRT writes a core)")
   parser.add_argument("--max_interrupts", type=int, default=2, help="signals per run at most")
   parser.add_argument("--max_delay", type=float, default=15.0,
                       help="signal after uniform(1, this) seconds (an attempt of the main job takes ~12 s idle)")
@@ -159,6 +160,7 @@ def main():
   unknown = set(args.signals.split(",")) - set(EXPECTED_AFTER)
   if unknown:
     parser.error(f"--signals: {', '.join(sorted(unknown))} not one of {', '.join(EXPECTED_AFTER)}")
+  args.signal_list = [signal.Signals[name] for name in args.signals.split(",")]
 
   start = time.time()
   work = tempfile.mkdtemp(prefix="cnf_soak_")

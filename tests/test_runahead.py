@@ -2,9 +2,9 @@
 
 Why (issue 17's SIGABRT): with several CPU devices (conftest gives every test and every CLI
 subprocess two), the gradient all-reduce of a data-parallel step is an in-process rendezvous
-between the devices' threads. When the host dispatches a few hundred such programs without
-waiting for them, a rendezvous waits for a participant that cannot run, and XLA ends the
-process after 40 s with LOG(FATAL) "Termination timeout ... Exiting to ensure a consistent
+between the devices' threads. When the host dispatches tens to hundreds of such programs
+without waiting for them, a rendezvous waits for a participant that cannot run, and XLA ends
+the process after about a minute with LOG(FATAL) "Termination timeout ... Exiting to ensure a consistent
 program state": SIGABRT. The loop of 08944f6 dispatched one step per call and waited only
 every log_every steps; with log_every = checkpoint_every = 1,500 it aborted in 2 of 2 runs
 (benchmarks/results/soak/README.md). The loop now waits for each compiled chunk.

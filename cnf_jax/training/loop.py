@@ -521,8 +521,9 @@ def _fit_distinct(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: 
       t1 = time.perf_counter()
       state, metrics = chunk_fn(state, batches, step_rngs, eps, replicate(jnp.asarray(active), replicated))
       # Waiting here for every chunk also keeps the host from queueing programs ahead of the
-      # devices: with several CPU devices, a few hundred queued data-parallel steps deadlock
-      # XLA's in-process all-reduce, which then aborts the process (tests/test_runahead.py).
+      # devices: with several CPU devices, tens to hundreds of queued data-parallel steps
+      # deadlock XLA's in-process all-reduce, which then aborts the process
+      # (tests/test_runahead.py).
       metrics = jax.device_get(metrics)
       t2 = time.perf_counter()
       spent["host_batches_s"] += t1 - t0

@@ -1,17 +1,19 @@
 """The abort of issue 17, without cnf_jax: data-parallel steps on two CPU devices, queued unwaited.
 
-  python benchmarks/results/soak/rendezvous_runahead.py --steps 200    # SIGABRT after ~60 s
-  python benchmarks/results/soak/rendezvous_runahead.py --steps 100    # finishes in a second
+  python benchmarks/results/soak/rendezvous_runahead.py --steps 2000 --wait_every 50   # SIGABRT
+  python benchmarks/results/soak/rendezvous_runahead.py --steps 2000 --wait_every 10   # finishes
 
 Each step is a jitted gradient step whose batch is split over the two devices, so XLA inserts an
 all-reduce: on the CPU an in-process rendezvous of the two devices' threads. The loop dispatches
---steps of them without waiting for any (JAX's asynchronous dispatch), as a training loop that only
-looks at its loss every few hundred steps does. Past some depth (between 150 and 200 steps on the
-busy 2-core machine, 2026-12-04) a rendezvous waits for a participant that never arrives; XLA logs
-"This thread has been waiting ... may be stuck" after 20 s and, after 40 s more, LOG(FATAL)
-"Termination timeout ... Exiting to ensure a consistent program state": abort(), exit -6, and with
-faulthandler a stderr that ends in the list of extension modules. --wait_every k waits every k
-steps (as cnf_jax's loop waits for every compiled chunk) and never aborts.
+steps without waiting for them (JAX's asynchronous dispatch), waiting only every --wait_every
+steps (0: never), as a training loop that looks at its loss every so many steps does. When too
+many are queued, a rendezvous waits for a participant that never arrives; XLA logs "This thread
+has been waiting ... may be stuck" after 20 s and, after 40 s more, LOG(FATAL) "Termination
+timeout ... Exiting to ensure a consistent program state": abort(), exit -6, and with
+faulthandler a stderr that ends in the list of extension modules. On the busy 2-core machine
+(2026-12-04, rendezvous_runahead_2026-12-04.jsonl) 2,000 steps waiting every 1 or 10 steps
+finished 4 of 4 and waiting every 50 or never aborted 4 of 4; the depth at which it deadlocks
+varies with timing (without waiting, 150 steps once finished and 200 once aborted).
 """
 import argparse
 import json
