@@ -56,7 +56,7 @@ import numbers
 import os
 import warnings
 import zipfile
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import flax
 import jax
@@ -72,7 +72,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from cnf_jax import exported
 from cnf_jax.data import preprocessing
-from cnf_jax.errors import UserInputError
+from cnf_jax.errors import NonFiniteLossError, UserInputError
 from cnf_jax.evaluation import metrics
 from cnf_jax.evaluation import selection
 from cnf_jax.evaluation.conformal import benjamini_hochberg, conformal_pvalues
@@ -92,9 +92,15 @@ SCORE_CHUNK = 1024
 # Fraction of the training split held out to set eps="auto" (the quantile is taken on it).
 EPS_HOLDOUT = 0.1
 DIVERGED_HINT = "Lower lr, raise noise_std, or check the data for extreme values."
-# noise_std="auto": this many standard deviations of a typical normalised column (chosen on
-# ADBench's dev sets, benchmarks/results/adbench/README.md).
+# noise_std="scaled" (and "auto" on too few rows): this many standard deviations of a typical
+# normalised column (the best fixed value on ADBench's dev sets, benchmarks/results/adbench).
 NOISE_SCALE = 0.6
+# noise_std="auto": the candidates, in the same unit, and the share of the training rows held
+# out to compare them by their log-likelihood (likelihood cross-validation, as for a KDE's
+# bandwidth). Below NOISE_MIN_ROWS training rows the held-out mean is too noisy: "scaled".
+NOISE_GRID = (0.03, 0.1, 0.3, 0.6, 1.0)
+NOISE_HOLDOUT = 0.2
+NOISE_MIN_ROWS = 20
 PROBA_METHODS = ("linear", "unify")
 SCORINGS = ("roc_auc_score", "prc_n_score")
 
@@ -111,26 +117,43 @@ def _is_number(v) -> bool:
   return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-NOISE_RULES = ("auto", "silverman")
+NOISE_RULES = ("auto", "scaled", "silverman")
+
+
+def noise_spread(normalize: str, x_train: np.ndarray) -> float:
+  """The unit of the noise rules: the root-mean-square standard deviation of the normalised
+  columns x_train [N, D]; exactly 1 with 'standardize' (no float rounding of that 1)."""
+  if normalize == "standardize":
+    return 1.0
+  return float(np.sqrt(np.mean(np.var(x_train, axis=0, dtype=np.float64))))
 
 
 def resolve_noise_std(noise_std, normalize: str, x_train: np.ndarray) -> float:
-  """The training noise for noise_std (a number, 'auto' or 'silverman') on the normalised rows
-  x_train [N, D].
+  """The training noise for noise_std (a number, 'scaled' or 'silverman') on the normalised rows
+  x_train [N, D]; for 'auto' the value used when there are too few rows to choose (= 'scaled').
 
-  'auto' is NOISE_SCALE times the root-mean-square standard deviation s of the columns: exactly
-  NOISE_SCALE with 'standardize' (each column has std 1 by construction; no float rounding
-  of that 1), the same fraction of the data's spread on the sphere or unnormalised.
+  'scaled' is NOISE_SCALE times noise_spread: exactly NOISE_SCALE with 'standardize', the same
+  fraction of the data's spread on the sphere or unnormalised.
   'silverman' is Silverman's rule of thumb for a Gaussian kernel density's bandwidth,
-  s * (4 / ((D + 2) N)) ** (1 / (D + 4)): less noise for many rows in few dimensions.
+  spread * (4 / ((D + 2) N)) ** (1 / (D + 4)): less noise for many rows in few dimensions.
   """
   if not isinstance(noise_std, str):
     return float(noise_std)
   n, d = x_train.shape
-  spread = 1.0 if normalize == "standardize" else float(np.sqrt(np.mean(np.var(x_train, axis=0, dtype=np.float64))))
+  spread = noise_spread(normalize, x_train)
   if noise_std == "silverman":
     return spread * (4.0 / ((d + 2) * n)) ** (1.0 / (d + 4))
   return NOISE_SCALE * spread
+
+
+def choose_noise(heldout_log_lik: Dict[float, float]) -> float:
+  """The candidate noise with the highest mean held-out log-likelihood ({noise: value}; a
+  non-finite value never wins); ties go to the larger noise (the smoother density)."""
+  finite = {k: v for k, v in heldout_log_lik.items() if math.isfinite(v)}
+  if not finite:
+    raise UserInputError("every candidate noise level diverged or gave a non-finite held-out likelihood; "
+                         "pass a fixed noise_std (e.g. 0.6) and check the data for extreme values")
+  return max(finite, key=lambda k: (finite[k], k))
 
 
 def select_detector(X, candidates, *, contrastive=None, validation_fraction: float = 0.1, **common):
@@ -418,13 +441,26 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     config.seed = seed
     oc = config.objective
     data = plan.with_validation(plan.FitData(x_train, con, permute), seed, config.train.validation_fraction)
-    held = None
-    if plan.eps_source(oc.eps_auto, oc.eps_holdout) == "eps_probe":
-      held, kept = plan.probe_split(data.inliers, seed, oc.eps_holdout)
-      data = dataclasses.replace(data, probe_inliers=kept)
     model = self._model(dim)
     trained, history, validation, eps = {}, {}, {}, None
+    held = None
+    self.noise_selection_ = {}
+    if self.noise_std == "auto" and len(data.inliers) >= NOISE_MIN_ROWS:
+      # The noise is chosen by likelihood cross-validation: ML flows with each candidate noise
+      # on the training rows less a held-out share, compared by that share's log-likelihood.
+      # The chosen one is also the eps probe (its held-out rows set eps="auto").
+      held, kept = plan.probe_split(data.inliers, seed, NOISE_HOLDOUT)
+      data = dataclasses.replace(data, probe_inliers=kept)
+      candidates = [float(g * noise_spread(self.normalize, x_train)) for g in NOISE_GRID]
+      self.noise_selection_, probes = self._noise_candidates(model, config, data, held, candidates, seed)
+      self.noise_std_ = config.preprocess.noise_std = choose_noise(self.noise_selection_)
+      trained["eps_probe"], history["eps_probe"] = probes[self.noise_std_]
+    elif plan.eps_source(oc.eps_auto, oc.eps_holdout) == "eps_probe":
+      held, kept = plan.probe_split(data.inliers, seed, oc.eps_holdout)
+      data = dataclasses.replace(data, probe_inliers=kept)
     for name in plan.models_needed([self.method], oc.eps_auto, oc.eps_holdout):
+      if name in trained:
+        continue   # the chosen noise candidate serves as the eps probe
       if name == "cf":
         eps = (objectives.auto_eps(self._log_prob(trained["eps_probe"], held), oc.eps_quantile, oc.eps_offset)
                if oc.eps_auto else float(oc.eps))
@@ -456,6 +492,44 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     # PyOD: threshold at the (1 - contamination) quantile of the training scores.
     self._set_training_scores(scores, float(np.percentile(scores, 100 * (1 - self.contamination))))
     return self
+
+  def _noise_candidates(self, model: Flow, config, data, held: np.ndarray, candidates, seed: int
+                        ) -> Tuple[Dict[float, float], Dict[float, tuple]]:
+    """({noise: mean log p of the held-out rows held [H, D]}, {noise: (variables, losses)}) of
+    maximum-likelihood flows trained on data.probe_inliers with each candidate noise.
+
+    One vmapped program with the eps probe's seed for every candidate: the same
+    initialisation and batches, only the noise differs. A candidate whose loss diverges
+    (too little noise on integer-coded columns, say) scores -inf instead of failing the fit.
+    """
+    inputs = plan.model_inputs("eps_probe", data)
+    jobs = [loop.Job(inputs, plan.model_seed(seed, "eps_probe"), noise_std=noise,
+                     label=f"{type(self).__name__}: noise candidate {noise:.3g}") for noise in candidates]
+
+    def fit(some):
+      return loop.fit_models(model, config.train, candidates[0], some, steps=config.train.steps, name="noise",
+                             hint=DIVERGED_HINT, progress=False)
+
+    try:
+      fitted = fit(jobs)
+    except NonFiniteLossError:   # one diverged: the others one by one
+      fitted = []
+      for job in jobs:
+        try:
+          fitted += fit([job])
+        except NonFiniteLossError:
+          fitted.append(None)
+    log_lik, probes = {}, {}
+    for noise, f in zip(candidates, fitted):
+      log_lik[noise] = -math.inf
+      if f is None:
+        continue
+      variables = jax.device_get(f.variables)
+      log_p = self._log_prob(variables, held)
+      if np.all(np.isfinite(log_p)):
+        log_lik[noise] = float(np.mean(log_p))
+      probes[noise] = (variables, f.losses)
+    return log_lik, probes
 
   def _set_training_scores(self, scores: np.ndarray, threshold: float) -> None:
     """decision_scores_ [N], threshold_, labels_ [N] and, as PyOD keeps them for predict_proba's
@@ -691,6 +765,8 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
         "constant_columns": self.constant_columns_.tolist(),
         "eps": self.eps_,
         "noise_std": self.noise_std_,
+        # [[noise, mean held-out log-likelihood or None for -inf], ...] of noise_std='auto'
+        "noise_selection": [[k, v if math.isfinite(v) else None] for k, v in self.noise_selection_.items()],
         "selection_criterion": getattr(self, "selection_criterion_", None),
         "threshold": self.threshold_,
         "preprocessing": preprocessing.to_json_dict(method, stats),
@@ -767,6 +843,7 @@ class ContrastiveFlowDetector(OutlierMixin, BaseEstimator):
     det.kept_columns_ = np.setdiff1d(np.arange(det.n_features_in_), det.constant_columns_)
     det.eps_ = meta["eps"]
     det.noise_std_ = meta.get("noise_std", params["noise_std"])   # older files: a number in params
+    det.noise_selection_ = {k: -math.inf if v is None else v for k, v in meta.get("noise_selection", [])}
     det.selection_criterion_ = meta.get("selection_criterion")
     det.preprocessing_ = preprocessing.from_json_dict(meta["preprocessing"], path)
     det.calibration_scores_ = arrays["calibration_scores"]

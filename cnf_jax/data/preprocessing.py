@@ -66,9 +66,9 @@ def transform(x, method: str, stats: Dict[str, np.ndarray], xp=np):
   raise UserInputError(f"preprocess.normalize must be one of {METHODS}, got {method!r}")
 
 
-def add_noise(rng: jax.Array, x: jax.Array, std: float) -> jax.Array:
-  """x + N(0, std^2) per entry; a no-op for std == 0."""
-  if std == 0:
+def add_noise(rng: jax.Array, x: jax.Array, std) -> jax.Array:
+  """x + N(0, std^2) per entry; std a number (a no-op for 0) or a traced scalar."""
+  if isinstance(std, (int, float)) and std == 0:
     return x
   return x + std * jax.random.normal(rng, x.shape, x.dtype)
 

@@ -80,6 +80,8 @@ class Job:
   checkpoint_dir: orbax checkpoints to resume from and save to, or None (no checkpoints).
   writer: where log records go (MetricsWriter), or None.
   label: names the model in messages, e.g. "model 'cf'" or "model 'cf' of run /tmp/x".
+  noise_std: this model's training noise, or None: fit_models' noise_std. Models of one
+    program may differ in it (the detector trains its noise candidates together).
   """
   inputs: plan.ModelInputs
   seed: int
@@ -87,6 +89,7 @@ class Job:
   checkpoint_dir: Optional[str] = None
   writer: Optional[MetricsWriter] = None
   label: str = "model"
+  noise_std: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -156,26 +159,29 @@ def batch_sizes(train_cfg: ml_collections.ConfigDict, objective: plan.Objective)
 
 @functools.lru_cache(maxsize=64)
 def _compiled_chunk(model: Flow, optimizer: Tuple, kind: str, permute: str, margin: float, weight: float,
-                    noise_std: float, parallel: str, sizes: Tuple):
+                    noise_std: Optional[float], parallel: str, sizes: Tuple):
   """(chunk_fn, tx, replicated sharding, batch sharding), cached so refits do not recompile.
 
-  chunk_fn(states [N, ...], batches {part: [N, L, B, D]}, step_rngs [N], eps [N], active [N])
-    -> (states, metrics {name: [N, L]}).
-  The clamp eps is traced (models with different eps share the program); the batch is
-  split over the 'data' mesh axis (axis 2) with parallel='data'. A model with active
-  False keeps its state (early-stopped); its metrics are computed but meaningless.
+  chunk_fn(states [N, ...], batches {part: [N, L, B, D]}, step_rngs [N], eps [N], noise [N],
+    active [N]) -> (states, metrics {name: [N, L]}).
+  The clamp eps is traced (models with different eps share the program); so is the noise
+  when noise_std is None (otherwise the noise is the constant noise_std, as every run of a
+  sweep shares it, and the argument is unused). The batch is split over the 'data' mesh
+  axis (axis 2) with parallel='data'. A model with active False keeps its state
+  (early-stopped); its metrics are computed but meaningless.
   """
   tx = make_optimizer(ml_collections.ConfigDict(dict(optimizer)))
 
-  def one_model(state, batches, rng, eps, active):
-    step = make_train_step(model, tx, plan.Objective(kind, eps, permute, margin, weight), noise_std)
+  def one_model(state, batches, rng, eps, noise, active):
+    step = make_train_step(model, tx, plan.Objective(kind, eps, permute, margin, weight),
+                           noise if noise_std is None else noise_std)
     new, metrics = jax.lax.scan(lambda s, batch: step(s, batch, rng), state, batches)
     return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), metrics
 
   mesh = data_mesh(parallel, dict(sizes))
   replicated = NamedSharding(mesh, PartitionSpec())
   batch = NamedSharding(mesh, PartitionSpec(None, None, "data"))
-  fn = jax.jit(jax.vmap(one_model), in_shardings=(replicated, batch, replicated, replicated, replicated),
+  fn = jax.jit(jax.vmap(one_model), in_shardings=(replicated, batch, replicated, replicated, replicated, replicated),
                out_shardings=(replicated, replicated), donate_argnums=0)
   return fn, tx, replicated, batch
 
@@ -341,7 +347,8 @@ def job_key(job: Job) -> bytes:
   with the same key train the same model (e.g. Flow-ratio's contrastive flow, fitted to the
   same Tiny ImageNet rows with the same seed in every class of a sweep)."""
   inputs = job.inputs
-  digest = hashlib.sha256(repr((job.seed, inputs.objective, sorted(inputs.mixtures.items()))).encode())
+  digest = hashlib.sha256(repr((job.seed, inputs.objective, sorted(inputs.mixtures.items()),
+                                job.noise_std)).encode())
   arrays = [inputs.x, inputs.contrastive, inputs.val_x, inputs.val_contrastive]
   arrays += jax.tree.leaves(job.init_variables) if job.init_variables is not None else []
   for a in arrays:
@@ -453,14 +460,19 @@ def _fit_distinct(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: 
     if "contrastive" in sizes and job.inputs.contrastive is None:
       raise UserInputError(f"{job.label} uses the {first.kind} objective but there is no contrastive data")
   optimizer = (("steps", steps),) + tuple((k, tc[k]) for k in OPTIMIZER_KEYS)
+  noises = [float(noise_std if job.noise_std is None else job.noise_std) for job in jobs]
+  # One noise for all (every CLI run and sweep): a compile-time constant, as it always was.
+  # Several (the detector's noise candidates): traced per model, one program for all.
+  static_noise = noises[0] if len(set(noises)) == 1 else None
   chunk_fn, tx, replicated, batch_sharding = _compiled_chunk(
-      model, optimizer, first.kind, first.permute, float(first.margin), float(first.weight), float(noise_std),
+      model, optimizer, first.kind, first.permute, float(first.margin), float(first.weight), static_noise,
       tc.parallel, tuple(sorted(sizes.items())))
 
   keys = [jax.random.split(jax.random.key(job.seed)) for job in jobs]
   states = [start_state(model, tx, k[0], job.init_variables) for k, job in zip(keys, jobs)]
   step_rngs = replicate(jnp.stack([k[1] for k in keys]), replicated)
   eps = replicate(jnp.asarray([job.inputs.objective.eps for job in jobs], jnp.float32), replicated)
+  noise = replicate(jnp.asarray(noises, jnp.float32), replicated)
   ckpts = [Checkpoints(job.checkpoint_dir, keep=tc.keep_checkpoints) if job.checkpoint_dir else None
            for job in jobs]
   validate = any(j.inputs.val_x is not None for j in jobs)
@@ -519,7 +531,7 @@ def _fit_distinct(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: 
       batches = {part: global_batch(_LazyBatches(arrays[part], rows[part]), batch_sharding) for part in rows}
       was_active = active.copy()
       t1 = time.perf_counter()
-      state, metrics = chunk_fn(state, batches, step_rngs, eps, replicate(jnp.asarray(active), replicated))
+      state, metrics = chunk_fn(state, batches, step_rngs, eps, noise, replicate(jnp.asarray(active), replicated))
       # Waiting here for every chunk also keeps the host from queueing programs ahead of the
       # devices: with several CPU devices, tens to hundreds of queued data-parallel steps
       # deadlock XLA's in-process all-reduce, which then aborts the process
