@@ -163,3 +163,22 @@ def test_identical_jobs_train_once_and_every_run_gets_its_model_checkpoints_and_
   again = loop.fit_models(model, config.train, 0.01, jobs, steps=4, name="q")
   assert [a.start_step for a in again] == [4, 4, 4]
   assert same(again[2].variables, fitted[2].variables)
+
+
+def test_models_with_different_noise_train_as_one_program_like_apart():
+  """Jobs of one program may differ in their noise (the detector's noise candidates): the
+  noise is then traced per model, and each model trains as it would alone with that noise."""
+  config = _tiny_config()
+  data = _fit_data(False)
+  model = flow_from_config(config.flow, 4)
+  inputs = plan.model_inputs("flow", data)
+  jobs = [loop.Job(inputs, 3, noise_std=noise) for noise in (0.05, 0.5)]
+  assert loop.job_key(jobs[0]) != loop.job_key(jobs[1])
+  together = loop.fit_models(model, config.train, 0.05, jobs, steps=6, name="n", progress=False)
+  for job, both in zip(jobs, together):
+    alone, = loop.fit_models(model, config.train, job.noise_std, [loop.Job(inputs, 3)], steps=6, name="n",
+                             progress=False)
+    np.testing.assert_allclose(both.losses, alone.losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(both.variables), jax.tree.leaves(alone.variables)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(together[0].losses, together[1].losses)

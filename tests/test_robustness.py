@@ -58,7 +58,7 @@ ESTIMATOR_CASES = [
      "contamination=0.9): must be a number in (0, 0.5]"),
     ("bad_eps", lambda d, t: ContrastiveFlowDetector(eps="median").fit(_data()), "eps='median'): must be 'auto'"),
     ("bad_noise_std", lambda d, t: ContrastiveFlowDetector(noise_std=-0.1).fit(_data()),
-     "noise_std=-0.1): must be 'auto' or 'silverman' or a finite number >= 0"),
+     "noise_std=-0.1): must be 'auto' or 'scaled' or 'silverman' or a finite number >= 0"),
     ("contrastive_wrong_dimension", lambda d, t: ContrastiveFlowDetector(**TINY).fit(_data(), contrastive=_data(20, 5)),
      "contrastive has 5 features, but ContrastiveFlowDetector is expecting 3"),
     ("unknown_contrastive_recipe", lambda d, t: ContrastiveFlowDetector(**TINY).fit(_data(), contrastive="shuffle"),
