@@ -55,7 +55,8 @@ flags.DEFINE_string("detector", "{}", "JSON of ContrastiveFlowDetector arguments
 flags.DEFINE_integer("max_rows", 10000, "subsample larger sets to this many rows (stratified)")
 flags.DEFINE_float("minutes", 0, "stop starting new measurements after this many minutes (0: no limit)")
 flags.DEFINE_bool("summarize", False, "write results.md and adbench.png from --out instead of running")
-flags.DEFINE_string("summary_config", "default", "with --summarize: the detector config to tabulate")
+flags.DEFINE_string("summary_config", "default", "with --summarize: the detector config to tabulate, or a comma "
+                    "list: the others' methods are shown as '<method>@<config>'")
 flags.DEFINE_string("selection", "", "with --summarize: JSON lines of the candidate settings (--sets=dev runs) to "
                     "tabulate as the choice of the defaults")
 flags.DEFINE_string("select_method", "cf", "with --selection: the method whose mean AUROC chooses the setting")
@@ -205,14 +206,33 @@ def run(paths: dict) -> None:
 
 # ---- summary ---------------------------------------------------------------------------------
 
+def is_flow(method: str) -> bool:
+  return method.split("@")[0] in FLOW_METHODS
+
+
+def tabulated(records: list, config: str) -> list:
+  """The records a summary compares: every baseline's, the detector methods' of the first
+  config of the comma list `config`, and those of the others as methods named
+  '<method>@<config>' (e.g. 'cf@scaled': the detector's earlier default beside the new one)."""
+  first, *others = config.split(",")
+  rows = []
+  for r in records:
+    if r["method"] not in FLOW_METHODS or r["config"] == first:
+      rows.append(r)
+    elif r["config"] in others:
+      rows.append({**r, "method": f"{r['method']}@{r['config']}"})
+  return rows
+
+
 def summarize(records: list, config: str, out_dir: str, all_sets) -> str:
   """Markdown: per protocol, AUROC and AUPR per set and method (mean over the seeds that every
   method has on that set), their means over all sets, the dev and the holdout sets (of
-  all_sets, the names of every set), mean rank, failures and median time."""
+  all_sets, the names of every set), mean rank, failures and median time. config: the
+  detector config to tabulate, or a comma list (the others' methods as '<method>@<config>')."""
   import collections
-  rows = [r for r in records if r["config"] == config or r["method"] not in FLOW_METHODS]
+  rows = tabulated(records, config)
   dev, _ = dev_holdout(all_sets)
-  lines = [f"# ADBench on the shared data (detector config `{config}`)", ""]
+  lines = [f"# ADBench on the shared data (detector config `{config.split(',')[0]}`)", ""]
   figures = {}
   for protocol in PROTOCOLS:
     by_seed, fails, times, seeds = (collections.defaultdict(dict), collections.Counter(),
@@ -228,7 +248,7 @@ def summarize(records: list, config: str, out_dir: str, all_sets) -> str:
       times[r["method"]].append(r["fit_s"] + r["score_s"])
     if not by_seed:
       continue
-    methods = sorted({m for _, m in by_seed} | set(fails), key=lambda m: (m not in FLOW_METHODS, m))
+    methods = sorted({m for _, m in by_seed} | set(fails), key=lambda m: (not is_flow(m), "@" in m, m))
     # Means and ranks over the sets every ranked method finished. A method that failed on any
     # set is not ranked (else its failures would drop those sets for every method); its
     # per-set values and its failure count are still shown.
@@ -330,7 +350,7 @@ def _plot(figures: dict, path: str) -> None:
   for ax, (protocol, summary) in zip(axes[0], figures.items()):
     methods = sorted((m for m in summary if not math.isnan(summary[m]["rank"])), key=lambda m: summary[m]["rank"])
     ax.barh(range(len(methods)), [summary[m]["rank"] for m in methods],
-            color=["tab:red" if m in FLOW_METHODS else "tab:gray" for m in methods])
+            color=["tab:red" if is_flow(m) else "tab:gray" for m in methods])
     ax.set_yticks(range(len(methods)), [f"{m} ({100 * summary[m]['auroc']:.1f})" for m in methods])
     ax.invert_yaxis()
     ax.set_xlabel("mean rank over sets (lower is better); label: mean AUROC")

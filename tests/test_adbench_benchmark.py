@@ -135,3 +135,15 @@ def test_methods_are_compared_on_the_seeds_they_all_have(tmp_path):
   assert "| s2 | **70.0** | 60.0 |" in text
   assert "| **mean AUROC** | 80.0 | 70.0 |" in text
   assert "Seeds [0, 1, 2] (2 on 1 sets, 1 on 1 sets" in text
+
+
+def test_a_second_config_is_shown_as_its_own_methods(tmp_path):
+  def record(method, config, auroc):
+    return {"config": config, "set": "s1", "method": method, "protocol": "semi", "seed": 0,
+            "fit_s": 1.0, "score_s": 0.0, "auroc": auroc, "aupr": auroc}
+  records = [record("cf", "default", 0.9), record("cf", "scaled", 0.7), record("cf", "other", 0.1),
+             record("knn5", "baselines", 0.8)]
+  text = adbench.summarize(records, "default,scaled", str(tmp_path), {"s1"})
+  # cf of 'default', then cf of 'scaled' as its own column; config 'other' is left out.
+  assert "| set | cf | cf@scaled | knn5 |" in text
+  assert "| s1 (dev) | **90.0** | 70.0 | 80.0 |" in text
