@@ -126,13 +126,14 @@ def standardizer(train: np.ndarray):
 
 
 def run_method(method: str, train: np.ndarray, test: np.ndarray, seed: int, detector_args: dict):
-  """(test scores [m], fit seconds, score seconds); higher score = more anomalous."""
-  start = time.perf_counter()
+  """(test scores [m], fit seconds, score seconds, the detector's training noise or None);
+  higher score = more anomalous."""
+  start, noise = time.perf_counter(), None
   if method in FLOW_METHODS:
     import cnf_jax
     det = cnf_jax.ContrastiveFlowDetector(method=method, random_state=seed, **detector_args).fit(train)
     fitted = time.perf_counter()
-    scores = det.decision_function(test)
+    scores, noise = det.decision_function(test), float(det.noise_std_)
   else:
     from cnf_jax.evaluation import baselines
     scale = standardizer(train)
@@ -143,7 +144,7 @@ def run_method(method: str, train: np.ndarray, test: np.ndarray, seed: int, dete
     score_fn = baselines.fit(name, scale(train), None, cfg, seed)
     fitted = time.perf_counter()
     scores = score_fn(scale(test))
-  return np.asarray(scores, np.float64), fitted - start, time.perf_counter() - fitted
+  return np.asarray(scores, np.float64), fitted - start, time.perf_counter() - fitted, noise
 
 
 def measure(set_name, family, x, y, protocol, seed, method, config, detector_args, max_rows) -> dict:
@@ -153,8 +154,10 @@ def measure(set_name, family, x, y, protocol, seed, method, config, detector_arg
             "config": config, "n_train": len(train), "n_test": len(test), "dim": x.shape[1],
             "test_anomalies": int(labels.sum())}
   try:
-    scores, fit_s, score_s = run_method(method, train, test, seed, detector_args)
+    scores, fit_s, score_s, noise = run_method(method, train, test, seed, detector_args)
     record.update(fit_s=round(fit_s, 3), score_s=round(score_s, 3))
+    if noise is not None:
+      record["noise_std"] = noise   # the training noise the detector used (chosen, with 'auto')
     if not np.all(np.isfinite(scores)):
       record["error"] = f"{int((~np.isfinite(scores)).sum())} non-finite scores"
     else:

@@ -71,6 +71,8 @@ def test_runs_resumes_and_summarizes(tmp_path):
   assert all("error" not in r for r in records), [r for r in records if "error" in r]
   # The anomalies are 6 standard deviations away: every method separates them.
   assert min(r["auroc"] for r in records) > 0.9
+  # The detector's records say which training noise it used ('auto' chooses one of its grid).
+  assert all(r["noise_std"] in (0.03, 0.1, 0.3, 0.6, 1.0) for r in records if r["method"] == "flow")
   # A rerun measures nothing new.
   again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0 and sum(1 for _ in open(out)) == len(records)
