@@ -89,7 +89,8 @@ METHODS = ("cf", "flow", "flow_ratio")
 CHUNK_STEPS = 100
 # Rows per scoring call; inputs are padded to it so one compilation serves every N.
 SCORE_CHUNK = 1024
-# Fraction of the training split held out to set eps="auto" (the quantile is taken on it).
+# Fraction of the training split held out to set eps="auto" (the quantile is taken on it),
+# with a fixed noise; with noise_std="auto" the chosen noise candidate's NOISE_HOLDOUT split is.
 EPS_HOLDOUT = 0.1
 DIVERGED_HINT = "Lower lr, raise noise_std, or check the data for extreme values."
 # noise_std="scaled" (and "auto" on too few rows): this many standard deviations of a typical
