@@ -174,6 +174,9 @@ def test_models_with_different_noise_train_as_one_program_like_apart():
   inputs = plan.model_inputs("flow", data)
   jobs = [loop.Job(inputs, 3, noise_std=noise) for noise in (0.05, 0.5)]
   assert loop.job_key(jobs[0]) != loop.job_key(jobs[1])
+  # A job without its own noise trains with fit_models' (0.05 here): the same model as jobs[0].
+  assert loop.job_key(loop.Job(inputs, 3), 0.05) == loop.job_key(jobs[0], 0.05)
+  assert loop.job_key(loop.Job(inputs, 3), 0.5) == loop.job_key(jobs[1], 0.05)
   together = loop.fit_models(model, config.train, 0.05, jobs, steps=6, name="n", progress=False)
   for job, both in zip(jobs, together):
     alone, = loop.fit_models(model, config.train, job.noise_std, [loop.Job(inputs, 3)], steps=6, name="n",
@@ -182,3 +185,14 @@ def test_models_with_different_noise_train_as_one_program_like_apart():
     for a, b in zip(jax.tree.leaves(both.variables), jax.tree.leaves(alone.variables)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert not np.allclose(together[0].losses, together[1].losses)
+
+
+def test_a_job_with_the_shared_noise_spelled_out_trains_once_with_one_without(caplog):
+  config = _tiny_config()
+  model = flow_from_config(config.flow, 4)
+  inputs = plan.model_inputs("flow", _fit_data(False))
+  with caplog.at_level("INFO"):
+    fitted = loop.fit_models(model, config.train, 0.05, [loop.Job(inputs, 3), loop.Job(inputs, 3, noise_std=0.05)],
+                             steps=4, name="n", progress=False)
+  assert "2 runs, 1 distinct models to train" in caplog.text
+  np.testing.assert_array_equal(fitted[0].losses, fitted[1].losses)

@@ -341,14 +341,18 @@ def _check_finite(jobs: Sequence[Job], ckpts, losses: np.ndarray, first_step: in
                                f"stopped{also}. Last good checkpoint: {where}. {hint}")
 
 
-def job_key(job: Job) -> bytes:
+def job_key(job: Job, noise_std: Optional[float] = None) -> bytes:
   """A digest of everything a job's training depends on besides the shared program: its seed,
-  objective (eps included), mixtures, training and held-out rows and starting variables. Jobs
-  with the same key train the same model (e.g. Flow-ratio's contrastive flow, fitted to the
-  same Tiny ImageNet rows with the same seed in every class of a sweep)."""
+  objective (eps included), mixtures, training noise, training and held-out rows and starting
+  variables. Jobs with the same key train the same model (e.g. Flow-ratio's contrastive flow,
+  fitted to the same Tiny ImageNet rows with the same seed in every class of a sweep).
+
+  noise_std: fit_models' noise, which a job without its own (job.noise_std None) trains with:
+  the key holds the noise a job actually gets, so None and an equal explicit noise match."""
   inputs = job.inputs
+  noise = job.noise_std if job.noise_std is not None else noise_std
   digest = hashlib.sha256(repr((job.seed, inputs.objective, sorted(inputs.mixtures.items()),
-                                job.noise_std)).encode())
+                                None if noise is None else float(noise))).encode())
   arrays = [inputs.x, inputs.contrastive, inputs.val_x, inputs.val_contrastive]
   arrays += jax.tree.leaves(job.init_variables) if job.init_variables is not None else []
   for a in arrays:
@@ -410,7 +414,7 @@ def fit_models(model: Flow, train_cfg: ml_collections.ConfigDict, noise_std: flo
   if len(jobs) <= 1:   # nothing to share: no need to hash the rows (tens of MB per job)
     return _fit_distinct(model, train_cfg, noise_std, jobs, steps, name, hint, progress)
   first_of: Dict[bytes, int] = {}
-  owner = [first_of.setdefault(job_key(job), i) for i, job in enumerate(jobs)]
+  owner = [first_of.setdefault(job_key(job, noise_std), i) for i, job in enumerate(jobs)]
   unique = sorted(set(owner))
   if len(unique) == len(jobs):
     return _fit_distinct(model, train_cfg, noise_std, jobs, steps, name, hint, progress)
