@@ -32,20 +32,10 @@ BACKBONE="${BACKBONE:-effnet_lite0}"
 mkdir -p "$ROOT"
 LOG="$ROOT/make_features.log"
 
-run() {  # run <source name> <zip> <split> [extractor flags]
-  local name=$1 zip=$2 split=$3
-  shift 3
-  local out="$ROOT/$name-$split-$BACKBONE"
-  echo "== $name $split -> $out" >&2
-  local start=$(date +%s)
-  "$PY" -m cnf_jax.extract --source="$DATA/$zip" --split="$split" --source_name="$name" \
-    --backbone="$BACKBONE" --resolution="$RES" --batch_size=64 --out="$out" "$@" $EXTRA \
-    | tail -n 1 | tee -a "$LOG"
-  echo "   wall $(( $(date +%s) - start )) s" >&2
-}
+source "$(dirname "$0")/features_lib.sh"
 
 total_start=$(date +%s)
-run cifar10 cifar10-jpeg.zip test
-run cifar10 cifar10-jpeg.zip train
-run tiny_imagenet tiny-imagenet-200-subset-jpeg.zip train --bottleneck="$BOTTLENECK" --bottleneck_jpeg_quality=75
+extract_one cifar10 cifar10-jpeg.zip test
+extract_one cifar10 cifar10-jpeg.zip train
+extract_one tiny_imagenet tiny-imagenet-200-subset-jpeg.zip train --bottleneck="$BOTTLENECK" --bottleneck_jpeg_quality=75
 echo "{\"total_wall_s\": $(( $(date +%s) - total_start )), \"root\": \"$ROOT\", \"backbone\": \"$BACKBONE\", \"resolution\": $RES, \"bottleneck\": $BOTTLENECK}" | tee -a "$LOG"
