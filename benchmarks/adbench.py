@@ -23,6 +23,8 @@ Methods:
   kde, pca, knn, lof, abod, mcd, pyod:<Name>
                          cnf_jax.evaluation.baselines with PyOD's defaults, on standardised
                          columns (mean and std of the training rows; constant columns get std 1).
+  kde_cv                 kde with its bandwidth chosen by likelihood cross-validation on the
+                         training rows, as the detector chooses its noise (record: bandwidth).
 
 Every (set, protocol, seed, method, config) is one JSON line in --out, appended as soon as it
 is measured: a rerun skips what is there, so an interrupted benchmark resumes. A method that
@@ -126,14 +128,15 @@ def standardizer(train: np.ndarray):
 
 
 def run_method(method: str, train: np.ndarray, test: np.ndarray, seed: int, detector_args: dict):
-  """(test scores [m], fit seconds, score seconds, the detector's training noise or None);
-  higher score = more anomalous."""
-  start, noise = time.perf_counter(), None
+  """(test scores [m], fit seconds, score seconds, {record key: the setting the method chose});
+  higher score = more anomalous. Chosen settings: the detector's training noise (noise_std),
+  kde_cv's bandwidth (bandwidth)."""
+  start, chosen = time.perf_counter(), {}
   if method in FLOW_METHODS:
     import cnf_jax
     det = cnf_jax.ContrastiveFlowDetector(method=method, random_state=seed, **detector_args).fit(train)
     fitted = time.perf_counter()
-    scores, noise = det.decision_function(test), float(det.noise_std_)
+    scores, chosen = det.decision_function(test), {"noise_std": float(det.noise_std_)}
   else:
     from cnf_jax.evaluation import baselines
     scale = standardizer(train)
@@ -144,7 +147,9 @@ def run_method(method: str, train: np.ndarray, test: np.ndarray, seed: int, dete
     score_fn = baselines.fit(name, scale(train), None, cfg, seed)
     fitted = time.perf_counter()
     scores = score_fn(scale(test))
-  return np.asarray(scores, np.float64), fitted - start, time.perf_counter() - fitted, noise
+    if hasattr(score_fn, "bandwidth"):
+      chosen = {"bandwidth": float(score_fn.bandwidth)}
+  return np.asarray(scores, np.float64), fitted - start, time.perf_counter() - fitted, chosen
 
 
 def measure(set_name, family, x, y, protocol, seed, method, config, detector_args, max_rows) -> dict:
@@ -154,10 +159,9 @@ def measure(set_name, family, x, y, protocol, seed, method, config, detector_arg
             "config": config, "n_train": len(train), "n_test": len(test), "dim": x.shape[1],
             "test_anomalies": int(labels.sum())}
   try:
-    scores, fit_s, score_s, noise = run_method(method, train, test, seed, detector_args)
+    scores, fit_s, score_s, chosen = run_method(method, train, test, seed, detector_args)
     record.update(fit_s=round(fit_s, 3), score_s=round(score_s, 3))
-    if noise is not None:
-      record["noise_std"] = noise   # the training noise the detector used (chosen, with 'auto')
+    record.update(chosen)   # e.g. the training noise the detector used (chosen, with 'auto')
     if not np.all(np.isfinite(scores)):
       record["error"] = f"{int((~np.isfinite(scores)).sum())} non-finite scores"
     else:

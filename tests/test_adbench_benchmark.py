@@ -62,17 +62,20 @@ def test_runs_resumes_and_summarizes(tmp_path):
   out = tmp_path / "res" / "runs.jsonl"
   detector = json.dumps({"steps": 20, "num_blocks": 2, "hidden": [16], "batch_size": 32})
   command = [sys.executable, SCRIPT, f"--data_root={root}", f"--out={out}", "--seeds=0",
-             "--methods=flow,knn5,kde", "--protocols=semi,unsup", f"--detector={detector}"]
+             "--methods=flow,knn5,kde,kde_cv", "--protocols=semi,unsup", f"--detector={detector}"]
   env = subprocess_env(CNF_JAX_QUIET="1")
   proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   records = [json.loads(line) for line in open(out)]
-  assert len(records) == 2 * 2 * 3
+  assert len(records) == 2 * 2 * 4
   assert all("error" not in r for r in records), [r for r in records if "error" in r]
   # The anomalies are 6 standard deviations away: every method separates them.
   assert min(r["auroc"] for r in records) > 0.9
   # The detector's records say which training noise it used ('auto' chooses one of its grid).
   assert all(r["noise_std"] in (0.03, 0.1, 0.3, 0.6, 1.0) for r in records if r["method"] == "flow")
+  # ... and kde_cv's records the bandwidth it chose (the other baselines choose nothing).
+  assert all(r["bandwidth"] > 0 for r in records if r["method"] == "kde_cv")
+  assert not any("bandwidth" in r or "noise_std" in r for r in records if r["method"] in ("kde", "knn5"))
   # A rerun measures nothing new.
   again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0 and sum(1 for _ in open(out)) == len(records)

@@ -184,7 +184,34 @@ def test_pyod_methods_without_pyod_are_a_one_line_config_error(monkeypatch):
     baselines.fit("pyod:ECOD", np.zeros((5, 2)))
   # Other unknown methods name the pyod:<Name> form too.
   config.methods = "cf,svm"
-  with pytest.raises(UserInputError, match=r"entry='svm' is not valid; choose one of cf, .*, mcd, pca_recon, "
+  with pytest.raises(UserInputError, match=r"entry='svm' is not valid; choose one of cf, .*, mcd, pca_recon, kde_cv, "
                                            r"or pyod:<Name> for a PyOD detector \(e.g. pyod:IForest\)$"):
     config_lib.validate(config)
   assert baselines.is_baseline("pyod:ECOD") and baselines.is_baseline("knn") and not baselines.is_baseline("cf")
+
+
+def test_kde_cv_chooses_the_bandwidth_with_the_best_held_out_likelihood():
+  rng = np.random.default_rng(0)
+  # The exact log density equals sklearn's (the tree is exact near the data).
+  train, x = rng.normal(size=(300, 3)), rng.normal(size=(40, 3))
+  from sklearn.neighbors import KernelDensity
+  np.testing.assert_allclose(baselines.gaussian_kde_log_density(train, x, 0.4),
+                             KernelDensity(bandwidth=0.4).fit(train).score_samples(x), rtol=1e-6)
+  # Many rows on a thin ring in 2-D: a small bandwidth; a few rows of a wide blob in 6-D: a large one.
+  angle = rng.uniform(0, 2 * np.pi, 3000)
+  ring = np.c_[np.cos(angle), np.sin(angle)] + 0.01 * rng.normal(size=(3000, 2))
+  ring_h, ring_values = baselines.kde_cv_bandwidth(ring, seed=0)
+  blob_h, blob_values = baselines.kde_cv_bandwidth(rng.normal(size=(30, 6)), seed=0)
+  scale = baselines.median_pairwise_distance(ring)
+  assert ring_h == max(ring_values, key=ring_values.get) and ring_h <= 0.05 * scale + 1e-12
+  assert blob_h == max(blob_values, key=blob_values.get) and len(blob_values) == len(baselines.KDE_CV_FACTORS)
+  assert blob_h / baselines.median_pairwise_distance(rng.normal(size=(30, 6))) > 0.2
+  # The fitted baseline uses it: scores are -log density at the chosen bandwidth; seed-deterministic.
+  score = baselines.fit("kde_cv", ring, seed=0)
+  assert score.bandwidth == ring_h
+  # (near the ring: far from it, sklearn's tree sums are approximate, see _kde)
+  near = ring[:40] + 0.005 * rng.normal(size=(40, 2))
+  np.testing.assert_allclose(score(near), -baselines.gaussian_kde_log_density(ring, near, ring_h), rtol=1e-6)
+  # Too few rows to split: the median rule.
+  few = rng.normal(size=(5, 2))
+  assert baselines.kde_cv_bandwidth(few)[0] == pytest.approx(baselines.median_pairwise_distance(few))

@@ -25,6 +25,12 @@ run them.
              (sklearn KernelDensity); bandwidth `kde_bandwidth` (PyOD: 1.0), or the
              median pairwise distance of the inliers when it is 0. Far from the inliers
              sklearn's tree evaluation is approximate (in PyOD too; see _kde).
+  kde_cv     kde with its bandwidth chosen on the inliers alone by likelihood cross-validation:
+             each of KDE_CV_FACTORS x the median pairwise inlier distance is fitted on 80%
+             of the inliers (the seed picks them) and the one that gives the other 20% the
+             highest mean log density wins (ties: the larger); then refitted on them all.
+             The same rule as ContrastiveFlowDetector's noise_std="auto", so that ADBench
+             compares a tuned detector with a tuned density baseline. Not PyOD's.
   pca        PyOD's PCA detector: x is z-scored with the inliers' mean and standard
              deviation (`pca_standardize`), then scored sum_j |z - v_j| / r_j over all
              principal components v_j of the z-scored inliers, r_j the fraction of variance
@@ -78,7 +84,7 @@ from cnf_jax.errors import UserInputError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
-NAMES = ("mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd", "pca_recon")
+NAMES = ("mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd", "pca_recon", "kde_cv")
 # Baselines that use the contrastive (auxiliary) data.
 USES_CONTRASTIVE = ("mse_ratio",)
 KNN_METHODS = ("largest", "mean", "median")
@@ -86,6 +92,12 @@ KNN_METHODS = ("largest", "mean", "median")
 # pca leaves out the components that explain at most this fraction of the variance (see _pca).
 PCA_MIN_VARIANCE_RATIO = 1e-12
 PYOD_PREFIX = "pyod:"
+
+# kde_cv's candidate bandwidths, in units of the median pairwise inlier distance (the median
+# rule is 1.0); its held-out share of the inliers, and the fewest inliers it splits (below: 1.0).
+KDE_CV_FACTORS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+KDE_CV_HOLDOUT = 0.2
+KDE_CV_MIN_ROWS = 10
 
 # Rows of x scored at once by the neighbour-based methods: bounds the [chunk, N] distance matrix.
 _CHUNK = 2048
@@ -177,6 +189,46 @@ def _kde(inliers, contrastive, cfg, seed) -> ScoreFn:
   # and there the value depends on the tree's leaves; the same tree gives PyOD's numbers.
   kde = sk_neighbors.KernelDensity(kernel="gaussian", bandwidth=bandwidth, leaf_size=30).fit(inliers)
   return lambda x: -kde.score_samples(_as64(x))
+
+
+def gaussian_kde_log_density(train: np.ndarray, x: np.ndarray, bandwidth: float) -> np.ndarray:
+  """Exact log density [T] at x [T, D] of the Gaussian KDE on train [N, D] with this bandwidth
+  (what sklearn's KernelDensity estimates with its tree), in chunks of x."""
+  n, d = train.shape
+  norm = np.log(n) + 0.5 * d * np.log(2 * np.pi * bandwidth ** 2)
+  sq_train = np.sum(train ** 2, axis=1)
+  out = []
+  for start in range(0, len(x), _CHUNK):
+    part = x[start:start + _CHUNK]
+    d2 = np.maximum(np.sum(part ** 2, axis=1)[:, None] + sq_train[None, :] - 2 * part @ train.T, 0.0)
+    z = -0.5 * d2 / bandwidth ** 2
+    peak = z.max(axis=1)
+    out.append(peak + np.log(np.exp(z - peak[:, None]).sum(axis=1)) - norm)
+  return np.concatenate(out) if out else np.zeros(0)
+
+
+def kde_cv_bandwidth(inliers: np.ndarray, seed: int = 0) -> tuple:
+  """(bandwidth, {bandwidth: mean held-out log density}): kde_cv's likelihood cross-validation
+  (see the module docstring); with fewer than KDE_CV_MIN_ROWS inliers, the median rule alone."""
+  scale = median_pairwise_distance(inliers, seed=seed) if len(inliers) > 1 else 1.0
+  scale = scale if scale > 0 else 1.0
+  if len(inliers) < KDE_CV_MIN_ROWS:
+    return scale, {}
+  order = np.random.default_rng([seed, 22]).permutation(len(inliers))
+  held = max(1, int(round(KDE_CV_HOLDOUT * len(inliers))))
+  fit_on, held_out = inliers[np.sort(order[held:])], inliers[np.sort(order[:held])]
+  values = {f * scale: float(np.mean(gaussian_kde_log_density(fit_on, held_out, f * scale))) for f in KDE_CV_FACTORS}
+  best = max(values.values())
+  return max(h for h, v in values.items() if v == best), values
+
+
+def _kde_cv(inliers, contrastive, cfg, seed) -> ScoreFn:
+  bandwidth, _ = kde_cv_bandwidth(inliers, seed)
+  kde = sk_neighbors.KernelDensity(kernel="gaussian", bandwidth=bandwidth, leaf_size=30).fit(inliers)
+  def score(x):
+    return -kde.score_samples(_as64(x))
+  score.bandwidth = bandwidth   # what was chosen, for the caller's records
+  return score
 
 
 def _pca(inliers, contrastive, cfg, seed) -> ScoreFn:
@@ -331,7 +383,7 @@ def _pyod(name, inliers, seed) -> ScoreFn:
 
 
 _FITS = {"mse": _mse, "mse_ratio": _mse_ratio, "kde": _kde, "pca": _pca, "knn": _knn, "lof": _lof,
-         "abod": _abod, "mcd": _mcd, "pca_recon": _pca_recon}
+         "abod": _abod, "mcd": _mcd, "pca_recon": _pca_recon, "kde_cv": _kde_cv}
 
 
 def fit(name: str, inliers: np.ndarray, contrastive: Optional[np.ndarray] = None,

@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
   # Comma-separated: cf (contrastive flow), flow (maximum likelihood), flow_ratio
   # (log p_contrastive - log p_inlier, two flows), oe (the flow fine-tuned with outlier
   # exposure), and the baselines of cnf_jax/evaluation/baselines.py (mse, mse_ratio, kde, pca, knn,
-  # lof, abod, mcd, pca_recon, and pyod:<Name> for an installed PyOD detector, e.g. pyod:IForest),
+  # lof, abod, mcd, pca_recon, kde_cv, and pyod:<Name> for an installed PyOD detector, e.g. pyod:IForest),
   # which are fitted and scored at evaluation, not trained.
   c.methods = "cf,flow,flow_ratio"
 

@@ -32,7 +32,7 @@ from cnf_jax.files import atomic_write
 PAPER_METHODS = ("cf", "flow", "flow_ratio", "oe", "mse", "mse_ratio", "kde", "pca", "knn", "lof", "abod", "mcd")
 METHOD_LABELS = {"cf": "CF", "flow": "Flow", "flow_ratio": "Flow-ratio", "oe": "OE", "mse": "MSE",
                  "mse_ratio": "MSE-ratio", "kde": "KDE", "pca": "PCA", "knn": "KNN", "lof": "LOF",
-                 "abod": "ABOD", "mcd": "MCD", "pca_recon": "PCA-recon"}
+                 "abod": "ABOD", "mcd": "MCD", "pca_recon": "PCA-recon", "kde_cv": "KDE-cv"}
 SWEEP_FILE = "sweep.json"  # <root>/sweep.json: the declared run names, written by cnf_jax.sweep.
 
 
