@@ -205,6 +205,35 @@ def test_eps_ablation_config(tmp_path, features):
   assert results["eps"] == -3.0 and set(results["auroc"]) == {"cf"}
 
 
+def test_cf_factors_config_changes_one_setting_per_run(tmp_path, features):
+  module = _module("cf_factors")
+  runs = config_lib.declared_sweep(module)
+  assert len(runs) == len(module.CLASSES) * len(module.FACTORS) * len(module.SEEDS)
+  reference = module.get_config("cat")
+  # The reference is the ten-class table's CF: configs/oneclass.py:<class>,chosen,fast.
+  table = _module("oneclass").get_config("cat,chosen,fast")
+  table.methods = "cf"
+  assert reference.to_dict() == table.to_dict()
+  def value(c, dotted):
+    for part in dotted.split("."):
+      c = c[part]
+    return c
+  keys = config_lib.flatten_keys(reference)
+  for run in runs:
+    config = run.config(module)
+    if config.data.inlier_class != "cat":
+      continue
+    changed = {k for k in keys if value(config, k) != value(reference, k)} - {"seed"}
+    assert changed == set(run.overrides) - {"seed"}, (run.name, changed)
+  # Runs that differ only in data.* share a program: the classes and the contrastive-set sizes.
+  groups = sweep.group_runs([r.config(module) for r in runs])
+  assert sorted(map(len, groups))[-1] == len(module.CLASSES) * 3 and len(groups) == len(module.FACTORS) - 2
+  c = _local("cf_factors", "cat", features)
+  c.preprocess.normalize, c.objective.eps_auto = "standardize", True
+  results = experiment.train_and_evaluate(c, str(tmp_path / "w"))
+  assert set(results["auroc"]) == {"cf"} and "selection" in results
+
+
 def test_mixture_errors_name_the_source(tmp_path, features):
   c = _local("contamination", "d=0.5", features)
   c.data.contrastive_mixture = "tiny_imagenet:0.5,cifar10/zebra:0.5"
