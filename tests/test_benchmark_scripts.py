@@ -1,0 +1,94 @@
+"""The benchmark shell scripts: the commands they issue.
+
+A stand-in Python records each command (what the commands do is tested elsewhere: extraction
+in test_extract.py, sweeps in test_sweep.py). make_features.sh / make_table_features.sh: every
+dataset lands where the configs read it (feature_dataset.dataset_dir), with the requested
+backbone, and the contrastive and CelebA sets pass the 32 px bottleneck. results/table1/run.sh
+and results/backbones/run.sh: the sweeps' settings and the report over their roots.
+"""
+import json
+import os
+import shutil
+import subprocess
+
+from cnf_jax.data.feature_dataset import dataset_dir
+from tests.cli_util import ROOT
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+echo '{"images": 0}'
+"""
+
+
+def _commands(tmp_path, script, *args, backbone="effnet_lite2", data="/data"):
+  fake = tmp_path / "python"
+  fake.write_text(FAKE_PYTHON)
+  fake.chmod(0o755)
+  calls = tmp_path / "calls.txt"
+  env = dict(os.environ, PYTHON=str(fake), CALLS=str(calls), BACKBONE=backbone)
+  proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", script), str(tmp_path / "root"), data, *args],
+                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  return [line.split() for line in calls.read_text().splitlines()]
+
+
+def _flag(command, name):
+  values = [a.split("=", 1)[1] for a in command if a.startswith(f"--{name}=")]
+  return values[0] if values else None
+
+
+def test_make_features_writes_the_datasets_the_oneclass_configs_read(tmp_path):
+  commands = _commands(tmp_path, "make_features.sh", "128")
+  root = str(tmp_path / "root")
+  outs = {(_flag(c, "source_name"), _flag(c, "split")): c for c in commands}
+  assert set(outs) == {("cifar10", "test"), ("cifar10", "train"), ("tiny_imagenet", "train")}
+  for (source, split), command in outs.items():
+    assert _flag(command, "out") == dataset_dir(root, source, split, "effnet_lite2")
+    assert _flag(command, "backbone") == "effnet_lite2" and _flag(command, "resolution") == "128"
+  # Only the contrastive set is shrunk to the inliers' 32 px.
+  assert _flag(outs["tiny_imagenet", "train"], "bottleneck") == "32"
+  assert _flag(outs["cifar10", "train"], "bottleneck") is None
+
+
+def test_make_table_features_uses_the_backbone_and_its_tiny_imagenet_pca(tmp_path):
+  commands = _commands(tmp_path, "make_table_features.sh", "128", "64")
+  root = str(tmp_path / "root")
+  extract = [c for c in commands if c[1] == "cnf_jax.extract"]
+  pca, = [c for c in commands if c[1] == "cnf_jax.extract.pca"]
+  outs = {(_flag(c, "source_name"), _flag(c, "split")): c for c in extract}
+  assert set(outs) == {("cifar100", "train"), ("cifar100", "test"), ("svhn_cropped", "test"),
+                       ("celeb_a", "train"), ("celeb_a", "test")}
+  for (source, split), command in outs.items():
+    assert _flag(command, "out") == dataset_dir(root, source, split, "effnet_lite2")
+  assert _flag(outs["celeb_a", "train"], "bottleneck") == "32"
+  assert _flag(pca, "fit") == dataset_dir(root, "tiny_imagenet", "train", "effnet_lite2")
+  assert _flag(pca, "dims") == "64"
+  assert sorted(_flag(pca, "apply").split(",")) == sorted(_flag(c, "out") for c in extract)
+
+
+def test_table1_runs_every_method_on_one_feature_set_and_reports_both_roots(tmp_path):
+  out = tmp_path / "report"
+  commands = _commands(tmp_path, "results/table1/run.sh", "effnet_lite2_pca256", str(out), data=str(tmp_path / "work"))
+  flows, baselines, report = commands
+  for sweep, methods in ((flows, "cf,flow,flow_ratio,oe"), (baselines, "mse,mse_ratio,kde,pca,knn,lof,abod,mcd")):
+    assert sweep[1] == "cnf_jax.sweep" and _flag(sweep, "config") == "configs/oneclass.py"
+    assert _flag(sweep, "arg") == "chosen,fast" and "--quiet" in sweep
+    sets = [a.split("=", 1)[1] for a in sweep if a.startswith("--set=")]
+    assert sets == [f"data.features_root={tmp_path / 'root'}", "data.backbone=effnet_lite2_pca256", f"methods={methods}"]
+  assert _flag(flows, "workdir") == str(tmp_path / "work" / "effnet_lite2_pca256" / "flows")
+  assert report[1] == "cnf_jax.report" and _flag(report, "workdir") == _flag(flows, "workdir")
+  assert _flag(report, "also") == _flag(baselines, "workdir") and _flag(report, "out") == str(out)
+  walls = [json.loads(line) for line in open(out / "wall.jsonl")]
+  assert [w["sweep"] for w in walls] == ["flows", "baselines"] and all(w["features"] == "effnet_lite2_pca256" for w in walls)
+
+
+def test_backbones_run_takes_feature_sets_and_tables_them(tmp_path):
+  script = tmp_path / "backbones" / "run.sh"   # a copy: it appends to wall.jsonl next to itself
+  script.parent.mkdir()
+  shutil.copy(os.path.join(ROOT, "benchmarks", "results", "backbones", "run.sh"), script)
+  commands = _commands(tmp_path, str(script), "effnet_lite0_pca64", "effnet_lite0", data=str(tmp_path / "work"))
+  sweeps, (table,) = commands[:-1], commands[-1:]
+  assert [next(a for a in c if a.startswith("--set=data.backbone=")) for c in sweeps] == [
+      "--set=data.backbone=effnet_lite0_pca64", "--set=data.backbone=effnet_lite0"]
+  assert table[-3:-1] == [f"effnet_lite0_pca64={tmp_path / 'work' / 'effnet_lite0_pca64'}",
+                          f"effnet_lite0={tmp_path / 'work' / 'effnet_lite0'}"]
