@@ -1,5 +1,8 @@
 """What else moves CF (issue 14, part 1): one setting changed at a time from the table's.
 
+  # one run: the reference with noise 0.05 on cat
+  python -m cnf_jax.main --config=configs/cf_factors.py:cat --config.preprocess.noise_std=0.05 --workdir=/tmp/cnf/cff_cat
+  # every run (CLASSES x FACTORS), then the table
   python -m cnf_jax.sweep --config=configs/cf_factors.py --workdir=/tmp/cnf/cf_factors --set=data.features_root=$R
   python -m cnf_jax.report --workdir=/tmp/cnf/cf_factors      # one row per setting
 
