@@ -227,7 +227,8 @@ def test_cf_factors_config_changes_one_setting_per_run(tmp_path, features):
     assert changed == set(run.overrides) - {"seed"}, (run.name, changed)
   # Runs that differ only in data.* share a program: the classes and the contrastive-set sizes.
   groups = sweep.group_runs([r.config(module) for r in runs])
-  assert sorted(map(len, groups))[-1] == len(module.CLASSES) * 3 and len(groups) == len(module.FACTORS) - 2
+  assert sorted(map(len, groups))[-1] == len(module.CLASSES) * 3 * len(module.SEEDS)
+  assert len(groups) == len(module.FACTORS) - 2
   c = _local("cf_factors", "cat", features)
   c.preprocess.normalize, c.objective.eps_auto = "standardize", True
   results = experiment.train_and_evaluate(c, str(tmp_path / "w"))
