@@ -326,6 +326,34 @@ def test_full_disk_is_one_error_line_nothing_half_written_and_a_rerun_with_room_
   assert json.loads((tmp_path / "run" / "results.json").read_text()) == finished[1]
 
 
+def test_a_failed_save_is_removed_even_while_its_writer_threads_still_create_files(tmp_path):
+  # Seen once under load in the full-disk test above: tensorstore's threads of the failed save
+  # were still creating `<step>.orbax-checkpoint-tmp/...` after the first rmtree, and the half
+  # step stayed. Here a thread keeps re-creating such files for 0.3 s after removal starts.
+  from cnf_jax.training import checkpoints
+  ckpt = checkpoints.Checkpoints(str(tmp_path / "ckpt"))
+  ckpt.save(20, {"w": np.ones(3)})
+  partial = tmp_path / "ckpt" / "40.orbax-checkpoint-tmp" / "default.orbax-checkpoint-tmp"
+  partial.mkdir(parents=True)
+  (partial / "data").write_bytes(b"x" * 8192)
+  def writer():
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+      try:
+        partial.mkdir(parents=True, exist_ok=True)
+        (partial / f"more{time.monotonic_ns()}").write_bytes(b"y")
+      except OSError:  # removed under our feet: try again, as a writer thread would
+        pass
+      time.sleep(0.005)
+  thread = threading.Thread(target=writer)
+  thread.start()
+  written = ckpt._remove_partial(40)
+  thread.join()
+  assert written >= 8192
+  assert sorted(os.listdir(tmp_path / "ckpt")) == ["20"]
+  assert ckpt.all_steps() == [20]
+
+
 @needs_mount
 def test_read_only_workdir_finished_run_is_read_and_unfinished_is_one_line(finished, tmp_path):
   shutil.copytree(finished[0], tmp_path / "done")

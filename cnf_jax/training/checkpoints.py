@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from typing import Any, Callable, Iterator, Optional, Tuple
 
 import jax
@@ -155,14 +156,29 @@ class Checkpoints:
       raise disk.full_error(self.directory, max(needed, written),
                             f"checkpoint step {step}", lower_bound=previous is None) from None
 
-  def _remove_partial(self, step: int) -> int:
+  def _remove_partial(self, step: int, quiet_s: float = 0.2, timeout_s: float = 10.0) -> int:
     """Deletes what a failed save of `step` left (its temporary or final directory); returns
-    the bytes it held (what had been written)."""
-    written = 0
-    for name in os.listdir(self.directory):
-      if name == str(step) or name.startswith(f"{step}.orbax-checkpoint-tmp"):
-        written += disk.tree_size(os.path.join(self.directory, name))
-        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    the bytes it held (what had been written).
+
+    The error can reach us while tensorstore's writer threads of the same save are still
+    failing one by one, and each may create a directory or file after a first rmtree (seen
+    under load: a `<step>.orbax-checkpoint-tmp/default.orbax-checkpoint-tmp` left behind). So it
+    removes until nothing of the step has reappeared for `quiet_s` (at most `timeout_s`)."""
+    written, quiet_since = 0, None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+      names = [n for n in os.listdir(self.directory)
+               if n == str(step) or n.startswith(f"{step}.orbax-checkpoint-tmp")]
+      if names:
+        quiet_since = None
+        for name in names:
+          written += disk.tree_size(os.path.join(self.directory, name))
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+      elif quiet_since is None:
+        quiet_since = time.monotonic()
+      elif time.monotonic() - quiet_since >= quiet_s:
+        break
+      time.sleep(0.02)
     self._manager.reload()
     return written
 
