@@ -5,7 +5,7 @@
   python -m cnf_jax.main --config=configs/celeba.py:female,chosen,fast --workdir=/tmp/cnf/celeba_female_cf
 
 Arg: female or male (the inlier side), optionally ",runlocal" for a
-seconds-long smoke test on subsets, and ",chosen" / ",fast" as in configs/oneclass.py.
+seconds-long smoke test on subsets, and ",paper" / ",fast" as in configs/oneclass.py.
 As in the paper, each side is once the
 inlier class and the other side the test-time anomalies (Table 3 has both rows
 and their average); the contrastive data stay ImageNet-like (Tiny ImageNet), so
@@ -34,9 +34,9 @@ SIDES = ("female", "male")  # attribute Male = 0, 1
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, __file__, runlocal=False, chosen=False, fast=False, positional=config_lib.Positional(
-      "side", SIDES, needs="the inlier side, ':female' or ':male'"))
   oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
+  arg = config_lib.parse_arg(arg, __file__, **oneclass.WORDS, positional=config_lib.Positional(
+      "side", SIDES, needs="the inlier side, ':female' or ':male'"))
   c = oneclass.shared_setup(arg)
   c.data.inlier_source = "celeb_a"
   c.data.label_field = "attributes/Male"

@@ -10,7 +10,7 @@ household_furniture insects large_carnivores large_man-made_outdoor_things
 large_natural_outdoor_scenes large_omnivores_and_herbivores medium_mammals
 non-insect_invertebrates people reptiles small_mammals trees vehicles_1
 vehicles_2), optionally ",runlocal" for a seconds-long smoke test on subsets, and
-",chosen" / ",fast" as in configs/oneclass.py.
+",paper" / ",fast" as in configs/oneclass.py.
 
 Inliers: the CIFAR-100 training images of that superclass; anomalies: the test
 images of the other 19 superclasses; auroc_by_group holds each of them alone.
@@ -36,11 +36,11 @@ from cnf_jax.tasks.oneclass import CIFAR100_SUPERCLASSES
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, __file__, runlocal=False, chosen=False, fast=False, positional=config_lib.Positional(
+  oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
+  arg = config_lib.parse_arg(arg, __file__, **oneclass.WORDS, positional=config_lib.Positional(
       "inlier_class", CIFAR100_SUPERCLASSES, needs="exactly one CIFAR-100 superclass, e.g. ':people'"))
   # The CIFAR-10 set-up (features, flow, training, every method of Table 1, runlocal sizes) with
   # CIFAR-100's coarse labels.
-  oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
   c = oneclass.shared_setup(arg)
   c.data.inlier_source = "cifar100"
   c.data.label_field = "coarse_label"

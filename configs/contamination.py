@@ -45,7 +45,8 @@ def get_config(arg=None):
       arg, __file__, d=config_lib.fraction(0.1, "the fraction of inlier data"), runlocal=False,
       positional=config_lib.Positional("inlier_class", CIFAR10_CLASSES, default="horse",
                                        needs="at most one CIFAR-10 class (default horse)"))
-  c = _ONECLASS.get_config(config_lib.join_arg(arg.inlier_class, "runlocal" if arg.runlocal else ""))
+  # The paper's settings (eps = 0, PyOD's defaults), as the recorded study ran.
+  c = _ONECLASS.get_config(config_lib.join_arg(arg.inlier_class, "paper", "runlocal" if arg.runlocal else ""))
   c.methods = "cf,flow_ratio"
   c.data.contrastive_mixture = mixture(arg.inlier_class, arg.d)
   return c

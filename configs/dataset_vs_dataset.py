@@ -6,7 +6,7 @@
   python -m cnf_jax.main --config=configs/dataset_vs_dataset.py:cifar100,svhn,celeba,chosen,fast --workdir=/tmp/cnf/dvd
 
 Arg: one or more of cifar100, svhn, celeba (the test-time anomaly datasets),
-optionally ",runlocal" for a seconds-long smoke test on subsets, and ",chosen" /
+optionally ",runlocal" for a seconds-long smoke test on subsets, and ",paper" /
 ",fast" as in configs/oneclass.py. The models only
 see CIFAR-10, so one run with all three evaluates Table 4's row for a seed in
 one training, as the sweep does.
@@ -36,10 +36,10 @@ DATASETS = {"cifar100": "cifar100", "svhn": "svhn_cropped", "celeba": "celeb_a"}
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, __file__, runlocal=False, chosen=False, fast=False, positional=config_lib.Positional(
+  oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
+  arg = config_lib.parse_arg(arg, __file__, **oneclass.WORDS, positional=config_lib.Positional(
       "datasets", tuple(DATASETS), many=True,
       needs="the anomaly dataset(s), e.g. ':svhn' or ':cifar100,svhn,celeba'"))
-  oneclass = config_lib.load_config_module(os.path.join(os.path.dirname(__file__), "oneclass.py"))
   c = oneclass.shared_setup(arg)
   c.task = "dataset_vs_dataset"
   del c.data.inlier_class  # every CIFAR-10 class is in-distribution

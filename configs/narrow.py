@@ -44,7 +44,8 @@ def mixture(ratio: float) -> str:
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, __file__, ratio=config_lib.fraction(0.0, "the fraction of Tiny ImageNet"),
                              runlocal=False)
-  c = _ONECLASS.get_config(config_lib.join_arg(INLIER, "runlocal" if arg.runlocal else ""))
+  # The paper's settings (eps = 0, PyOD's defaults), as the recorded study ran.
+  c = _ONECLASS.get_config(config_lib.join_arg(INLIER, "paper", "runlocal" if arg.runlocal else ""))
   c.methods = "cf,flow_ratio"
   c.data.contrastive_mixture = mixture(arg.ratio)
   return c

@@ -50,7 +50,8 @@ PCA_VARIANCE = (0.5, 0.8, 0.9, 0.95)
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, __file__, runlocal=False, positional=config_lib.Positional(
       "inlier_class", CIFAR10_CLASSES, default="airplane", needs="at most one CIFAR-10 class (default airplane)"))
-  c = _ONECLASS.get_config(config_lib.join_arg(arg.inlier_class, "runlocal" if arg.runlocal else ""))
+  # Each method's knob around the paper's settings and PyOD's defaults: what the criterion chose from.
+  c = _ONECLASS.get_config(config_lib.join_arg(arg.inlier_class, "paper", "runlocal" if arg.runlocal else ""))
   c.train.validation_fraction = VALIDATION_FRACTION   # configs/oneclass.py's too; the criterion needs it
   return c
 

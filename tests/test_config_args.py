@@ -213,6 +213,9 @@ def test_every_config_rejects_a_key_it_does_not_declare(name):
     ("narrow", "ratio=x", "configs/narrow.py: ratio='x' is not a number in [0, 1]"),
     ("dataset_vs_dataset", "svhn,svhn", "configs/dataset_vs_dataset.py: argument 'svhn' is given twice"),
     ("celeba", "female,male", "configs/celeba.py needs the inlier side, ':female' or ':male'; got 'female', 'male'"),
+    # The label-free choices are the default; 'paper' gives the paper's settings back, 'chosen' is the old word.
+    ("oneclass", "deer,paper,chosen", "the config words 'paper' and 'chosen' exclude each other"),
+    ("celeba", "male,chosen,paper", "the config words 'paper' and 'chosen' exclude each other"),
 ])
 def test_config_arg_errors(name, arg, message):
   with pytest.raises(UserInputError) as e:
