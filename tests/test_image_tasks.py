@@ -26,6 +26,12 @@ def _config(name, arg):
   return config_lib.load_config_module(os.path.join(CONFIGS, f"{name}.py")).get_config(arg)
 
 
+def _small(name, arg):
+  """The config for these tests' mock sets of a dozen inliers per class: with ',paper' (PyOD's k = 5
+  and 20), since the label-free choices' k = 50 needs 50 inliers (an error otherwise)."""
+  return _config(name, f"{arg},paper")
+
+
 def test_cifar100_superclass_on_features_the_extractor_made_from_mock_tfds(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   from cnf_jax.extract import __main__ as extract_cli  # needs torch, as the extractor does
@@ -44,7 +50,7 @@ def test_cifar100_superclass_on_features_the_extractor_made_from_mock_tfds(tmp_p
   k = int(np.bincount(train.coarse_labels, minlength=20).argmax())
   name = CIFAR100_SUPERCLASSES[k]
 
-  config = feature_util.configure(_config("cifar100", f"{name},runlocal"), root)
+  config = feature_util.configure(_small("cifar100", f"{name},runlocal"), root)
   workdir = tmp_path / "run"
   results = experiment.train_and_evaluate(config, str(workdir))
   assert results["inlier_class"] == name
@@ -74,7 +80,7 @@ def test_celeba_one_side_against_the_other(tmp_path, side):
   root = tmp_path / "features"
   _celeba(root, rng)
   feature_util.write_tiny_imagenet(root)
-  config = feature_util.configure(_config("celeba", f"{side},runlocal"), root)
+  config = feature_util.configure(_small("celeba", f"{side},runlocal"), root)
   results = experiment.train_and_evaluate(config, str(tmp_path / "run"))
   n_male_train, n_male_test = 40, 27   # every third example
   assert results["num_inliers"] == (n_male_train if side == "male" else 120 - n_male_train)
@@ -100,15 +106,15 @@ def test_celeba_from_a_folder_split_by_the_attribute(tmp_path):
     feature_util.write(other_root, "celeb_a", split, tfds_like.features, male, class_names=["a", "b"])
   for r in (root, folder_root, other_root):
     feature_util.write_tiny_imagenet(r)
-  by_attribute = experiment.train_and_evaluate(feature_util.configure(_config("celeba", "male,runlocal"), root),
+  by_attribute = experiment.train_and_evaluate(feature_util.configure(_small("celeba", "male,runlocal"), root),
                                                str(tmp_path / "a"))
-  by_folder = experiment.train_and_evaluate(feature_util.configure(_config("celeba", "male,runlocal"), folder_root),
+  by_folder = experiment.train_and_evaluate(feature_util.configure(_small("celeba", "male,runlocal"), folder_root),
                                             str(tmp_path / "b"))
   for key in ("num_inliers", "num_test_anomalies", "auroc", "auroc_by_group"):
     assert by_folder[key] == by_attribute[key], key
   # Other label folders are not taken for the attribute.
   with pytest.raises(UserInputError, match="has no attribute 'Male'"):
-    experiment.train_and_evaluate(feature_util.configure(_config("celeba", "male,runlocal"), other_root),
+    experiment.train_and_evaluate(feature_util.configure(_small("celeba", "male,runlocal"), other_root),
                                   str(tmp_path / "c"))
 
 
@@ -129,7 +135,7 @@ def test_dataset_vs_dataset_records_each_datasets_auroc(tmp_path):
   rng = np.random.default_rng(1)
   root = tmp_path / "features"
   _dataset_vs_dataset_features(root, rng)
-  config = feature_util.configure(_config("dataset_vs_dataset", "cifar100,svhn,celeba,runlocal"), root)
+  config = feature_util.configure(_small("dataset_vs_dataset", "cifar100,svhn,celeba,runlocal"), root)
   workdir = tmp_path / "run"
   results = experiment.train_and_evaluate(config, str(workdir))
   assert results["num_inliers"] == 200 and results["num_test"] == 60 + 30 + 40 + 50
@@ -146,7 +152,7 @@ def test_dataset_vs_dataset_records_each_datasets_auroc(tmp_path):
   np.testing.assert_array_equal(index["index"], np.r_[np.arange(60), np.arange(30) * 2, np.arange(40) * 2,
                                                       np.arange(50) * 2])
 
-  one = feature_util.configure(_config("dataset_vs_dataset", "svhn,runlocal"), root)
+  one = feature_util.configure(_small("dataset_vs_dataset", "svhn,runlocal"), root)
   assert one.data.anomaly_sources == "svhn_cropped" and "inlier_class" not in one.data
 
 
@@ -204,7 +210,7 @@ def test_contrastive_features_of_another_resolution_are_refused(tmp_path):
     feature_util.write(root, "cifar10", split, feature_util.clusters(rng, y), y, class_names=names,
                        extra_metadata={"effective_pixels": 32})
   feature_util.write_tiny_imagenet(root, extra_metadata={"effective_pixels": 64})
-  config = feature_util.configure(_config("oneclass", "deer,runlocal"), root)
+  config = feature_util.configure(_small("oneclass", "deer,runlocal"), root)
   with pytest.raises(UserInputError, match=r"tiny_imagenet-train-toy come from 64 px images, the inliers .* from "
                                            r"32 px ones: rebuild the contrastive set .*--bottleneck=32"):
     oneclass.load_data(config)
