@@ -34,7 +34,7 @@ projected onto the unit sphere, training adds N(0, 0.02^2) noise; the flows
 are 8 FrEIA AllInOne blocks with 512-512 conditioners. The settings apply one rule to every
 method (",paper": eps = 0 as in the paper, PyOD's defaults for the baselines): a setting the held-out
 criterion (configs/selection.py, no test label) chose on every class where it was searched
-replaces the default: CF eps 100, ABOD k 20, PCA-recon 80% of the variance (4 of 4 classes),
+replaces the paper's or PyOD's value: CF eps 100, ABOD k 20, PCA-recon 80% of the variance (4 of 4 classes),
 KNN and LOF k 50 (10 of 10); split choices (KDE bandwidth, PCA weighting, the flows' shared
 noise) keep the default (benchmarks/results/selection). 10% of the
 inliers and of the Tiny ImageNet rows are held out of all training and fitting
