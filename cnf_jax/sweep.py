@@ -27,7 +27,8 @@ Default: --vmap for --backend=local, since one compilation then serves the whole
 ten classes x three seeds of Table 1 train as one program) and this command has always done
 that; --parallel=N (N > 1) asks for processes and so means --novmap. --backend=tpu defaults to
 --novmap: one ssh command per run, each run synced to the bucket on its own, so a preempted
-spot VM or a failed command costs that run only.
+spot VM or a failed command costs that run only. A sweep of baselines only (no flow
+to train) shares no program: --vmap then loads, scores and releases its runs one at a time.
 
 Bad flags and bad configs, a workdir in use by another process (without --wait) and a full
 disk print one line `error: ...` and exit 2; a non-finite loss exits 3; SIGTERM saves every
