@@ -93,12 +93,20 @@ def _toy2d_fixed_eps(eps, steps=20):
   return c
 
 
-def test_fixed_eps_may_differ_within_one_program(tmp_path):
+def test_fixed_eps_may_differ_within_one_program(tmp_path, monkeypatch):
   """objective.eps is a per-run key: the eps ablation trains every fixed eps as one program."""
   eps = (-4.0, -1.0)
   assert sweep.group_runs([_toy2d_fixed_eps(e) for e in eps]) == [[0, 1]]
   separate = [experiment.train_and_evaluate(_toy2d_fixed_eps(e), str(tmp_path / f"s{i}")) for i, e in enumerate(eps)]
+  # The two runs load equal data: the program keeps one copy of each array (read-only).
+  monkeypatch.setattr(experiment, "SHARE_MIN_BYTES", 0)
+  prepared, real_share = [], experiment.share_arrays
+  monkeypatch.setattr(experiment, "share_arrays", lambda run, shared: prepared.append(real_share(run, shared)) or prepared[-1])
   vmapped = sweep.train_and_evaluate_many([_toy2d_fixed_eps(e) for e in eps], [str(tmp_path / f"v{i}") for i in range(2)])
+  a, b = prepared
+  for get in (lambda r: r.data.inliers, lambda r: r.data.test, lambda r: r.data.contrastive,
+              lambda r: r.fit_data.inliers, lambda r: r.fit_data.contrastive):
+    assert get(a) is get(b) and not get(a).flags.writeable
   for i, (e, a, b) in enumerate(zip(eps, separate, vmapped)):
     assert a["eps"] == b["eps"] == e
     assert b["auroc"] == pytest.approx(a["auroc"], abs=1e-4)
@@ -147,11 +155,25 @@ def test_a_sweep_of_baselines_only_holds_one_run_in_memory_at_a_time(tmp_path, m
     for key in ("score_knn", "score_kde"):
       np.testing.assert_array_equal(np.load(tmp_path / f"v{s}" / "scores.npz")[key],
                                     np.load(tmp_path / f"s{s}" / "scores.npz")[key])
-  # A sweep that trains flows still loads every run before the shared program starts.
-  live_at_scoring.clear()
-  loaded.clear()
+  # A sweep that trains flows loads every run before the shared program starts.
+  trained, real_train = [], experiment.train_models
+  monkeypatch.setattr(experiment, "train_models", lambda runs: trained.append(len(runs)) or real_train(runs))
   flows = [_toy2d_baselines(s) for s in seeds[:2]]
   for c in flows:
     c.methods, c.train.steps = "flow,knn", 5
   sweep.train_and_evaluate_many(flows, [str(tmp_path / f"f{s}") for s in seeds[:2]])
-  assert live_at_scoring == [2, 2]
+  assert trained == [2]
+
+
+def test_shared_arrays_keep_one_copy_of_equal_contents_only():
+  shared = experiment.SharedArrays()
+  x = np.arange(2 ** 18, dtype=np.float32).reshape(-1, 64)   # 1 MiB
+  same, other = x.copy(), x.copy()
+  other[-1, -1] += 1
+  assert shared.share(x) is x and x.flags.writeable        # the first copy is kept as it is
+  assert shared.share(same) is x and not x.flags.writeable  # an equal one is replaced, and then read-only
+  assert shared.share(other) is other                       # one different value: its own array
+  assert shared.share(x.astype(np.float64)) is not x        # same values, other dtype
+  small = np.zeros(3)
+  assert shared.share(small) is small and shared.share(small.copy()) is not small   # under SHARE_MIN_BYTES
+  assert shared.share(None) is None
