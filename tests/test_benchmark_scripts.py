@@ -5,11 +5,13 @@ in test_extract.py, sweeps in test_sweep.py). make_features.sh / make_table_feat
 dataset lands where the configs read it (feature_dataset.dataset_dir), with the requested
 backbone, and the contrastive and CelebA sets pass the 32 px bottleneck. results/table1/run.sh
 and results/backbones/run.sh: the sweeps' settings and the report over their roots.
+results/table1/seeds.py: runs.jsonl from sweep roots, and the table over seeds from it.
 """
 import json
 import os
 import shutil
 import subprocess
+import sys
 
 from cnf_jax.data.feature_dataset import dataset_dir
 from tests.cli_util import ROOT
@@ -92,3 +94,44 @@ def test_backbones_run_takes_feature_sets_and_tables_them(tmp_path):
       "--set=data.backbone=effnet_lite0_pca64", "--set=data.backbone=effnet_lite0"]
   assert table[-3:-1] == [f"effnet_lite0_pca64={tmp_path / 'work' / 'effnet_lite0_pca64'}",
                           f"effnet_lite0={tmp_path / 'work' / 'effnet_lite0'}"]
+
+
+def _write_run(root, cls, seed, aurocs):
+  run = root / f"{cls}-seed={seed}"
+  run.mkdir(parents=True)
+  (run / "config.json").write_text(json.dumps({"seed": seed, "data": {"inlier_class": cls}}))
+  (run / "results.json").write_text(json.dumps({
+      "methods": list(aurocs), "auroc": aurocs, "aupr": aurocs, "fpr95": {m: 0.5 for m in aurocs},
+      "selection": {"values": {m: 0.7 for m in aurocs}}, "feature_dim": 1280, "eps": 100.0}))
+
+
+def _seeds(*args):
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "results", "table1", "seeds.py"), *args],
+                        capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  return proc.stdout
+
+
+def test_table1_seeds_collects_sweep_roots_into_runs_jsonl_and_tables_every_full_seed(tmp_path):
+  classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+  runs = tmp_path / "runs.jsonl"
+  # Seed 0 is only in runs.jsonl (its sweep roots are gone); one stale seed-1 line gets replaced.
+  lines = [{"class": c, "seed": 0, "method": m, "sweep": "old", "auroc": a, "criterion": 0.6}
+           for c in classes for m, a in (("cf", 0.9), ("flow", 0.85))]
+  lines.append({"class": "airplane", "seed": 1, "method": "cf", "sweep": "old", "auroc": 0.1, "criterion": 0.6})
+  runs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+  for i, c in enumerate(classes):
+    _write_run(tmp_path / "flows", c, 1, {"cf": 0.9 + i / 1000, "flow": 0.8})
+  _write_run(tmp_path / "flows", "airplane", 2, {"cf": 0.5, "flow": 0.5})  # seed 2 has one class only
+  assert "22 lines from 1 sweep root" in _seeds(f"--runs={runs}", f"--collect={tmp_path / 'flows'}")
+  rows = [json.loads(line) for line in runs.read_text().splitlines()]
+  assert len(rows) == 42
+  airplane_cf = [r for r in rows if (r["class"], r["seed"], r["method"]) == ("airplane", 1, "cf")]
+  assert airplane_cf == [{"class": "airplane", "seed": 1, "method": "cf", "sweep": "flows", "auroc": 0.9,
+                          "aupr": 0.9, "fpr95": 0.5, "criterion": 0.7, "feature_dim": 1280, "eps": 100.0}]
+  table = _seeds(f"--runs={runs}")
+  assert "Seeds with all ten classes and all methods: [0, 1]" in table
+  # CF: seed 0 90.00, seed 1 90.45 (90.0 .. 90.9); Flow: 85.00 and 80.00.
+  assert "| CF | 90.00 | 90.05 |" in table and "| 90.23 | 90.00 | 90.45 |" in table
+  assert "| Flow | 82.50 |" in table and "| 82.50 | 85.00 | 80.00 |" in table
+  assert "| CF - Flow | +7.73 | 10 of 10 | +7.50 | +5.00 (10/10), +10.45 (10/10) |" in table
