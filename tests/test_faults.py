@@ -460,6 +460,42 @@ def test_sigterm_checkpoints_at_the_chunk_end_exits_75_and_a_rerun_is_identical(
   assert json.loads((workdir / "results.json").read_text()) == reference
 
 
+BUSY_MAIN_THREAD = """
+import signal, sys, time
+from cnf_jax.training import preemption
+preemption.install()
+# The main thread now gets no signal, as inside a long C call (sklearn's KDE scoring a run):
+# Python's handler cannot run; only the watcher thread sees SIGTERM arrive.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+print("ready", flush=True)
+time.sleep(float(sys.argv[1]))
+print("requested" if preemption.requested() else "not requested", flush=True)
+"""
+
+
+def test_sigterm_requests_at_once_and_a_second_one_ends_a_process_stuck_in_c_code():
+  def start(seconds):
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_MAIN_THREAD, str(seconds)], cwd=ROOT, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n", proc.stderr.read()
+    return proc
+
+  # One SIGTERM: the request is set although the main thread never ran the handler.
+  proc = start(3)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=60)
+  assert (proc.returncode, out) == (0, "requested\n"), err
+  # Two: the process ends now, not when the long call returns.
+  proc = start(120)
+  proc.send_signal(signal.SIGTERM)
+  time.sleep(0.5)
+  assert proc.poll() is None   # the first is only a request
+  began = time.time()
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=30)
+  assert proc.returncode == 128 + signal.SIGTERM and time.time() - began < 30
+
+
 def test_a_checkpoint_round_writes_every_model_before_raising_the_first_failure(tmp_path):
   # The threaded round (loop.save_checkpoints): real orbax saves of six models, model 1's and
   # model 4's failing; every other model is on disk, in order (stop record, then state), and the

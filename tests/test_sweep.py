@@ -165,6 +165,35 @@ def test_a_sweep_of_baselines_only_holds_one_run_in_memory_at_a_time(tmp_path, m
   assert trained == [2]
 
 
+@pytest.mark.parametrize("methods", ["knn,kde", "flow,knn"])
+def test_sigterm_stops_a_sweep_between_runs_and_a_rerun_finishes_the_rest(tmp_path, monkeypatch, methods):
+  """After SIGTERM the sweep stops before its next run (one run's baselines can score for
+  minutes), keeps the finished runs, and the rerun gives what an uninterrupted sweep gives."""
+  from cnf_jax.training import preemption
+  configs = [_toy2d_baselines(s) for s in (0, 1, 2)]
+  for c in configs:
+    c.methods, c.train.steps = methods, 5
+  reference = sweep.train_and_evaluate_many(configs, [str(tmp_path / f"r{s}") for s in (0, 1, 2)])
+  workdirs = [str(tmp_path / f"v{s}") for s in (0, 1, 2)]
+  real_evaluate = experiment.evaluate_and_write
+
+  def evaluate_then_sigterm(run, variables, eps):
+    results = real_evaluate(run, variables, eps)
+    preemption._requested.set()   # what the handler does when SIGTERM arrives while a run scores
+    return results
+
+  monkeypatch.setattr(experiment, "evaluate_and_write", evaluate_then_sigterm)
+  try:
+    with pytest.raises(preemption.Preempted, match="stopped by SIGTERM after 1 of 3 runs"):
+      sweep.train_and_evaluate_many(configs, workdirs)
+  finally:
+    preemption._requested.clear()
+  assert [os.path.exists(os.path.join(w, "results.json")) for w in workdirs] == [True, False, False]
+  monkeypatch.setattr(experiment, "evaluate_and_write", real_evaluate)
+  resumed = sweep.train_and_evaluate_many(configs, workdirs)
+  assert [r["auroc"] for r in resumed] == [r["auroc"] for r in reference]
+
+
 def test_shared_arrays_keep_one_copy_of_equal_contents_only():
   shared = experiment.SharedArrays()
   x = np.arange(2 ** 18, dtype=np.float32).reshape(-1, 64)   # 1 MiB

@@ -41,6 +41,7 @@ from cnf_jax.flows import flow_from_config
 from cnf_jax.training import loop
 from cnf_jax.training import objectives
 from cnf_jax.training import plan
+from cnf_jax.training import preemption
 from cnf_jax.training.summaries import MetricsWriter
 from cnf_jax.training.train import is_primary
 
@@ -348,7 +349,8 @@ def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdi
     # Baselines only: there is no program to share, so each run is loaded, scored and released
     # in turn. Holding every run's data at once (the path below) took the ten raw 1,280-d
     # CIFAR-10 runs past 7.5 GB of host memory for nothing.
-    for i in todo:
+    for k, i in enumerate(todo):
+      _stop_if_preempted(k, len(todo))
       results[i] = train_and_evaluate_many([configs[i]], [workdirs[i]], wait)[0]
     return results
   runs = prepare_runs([configs[i] for i in todo], [workdirs[i] for i in todo])
@@ -361,9 +363,18 @@ def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdi
     for r in runs:
       check_workdir(r.workdir, r.config, r.data.dim, r.preprocess_stats)
     variables, eps = train_models(runs)
-    for i, r, v, e in zip(todo, runs, variables, eps):
+    for k, (i, r, v, e) in enumerate(zip(todo, runs, variables, eps)):
+      _stop_if_preempted(k, len(runs))
       results[i] = evaluate_and_write(r, v, e)
   return results
+
+
+def _stop_if_preempted(done: int, total: int) -> None:
+  """Between the runs of a sweep: after SIGTERM, stop before the next run (scoring one run's
+  baselines can take minutes; the finished runs keep their results.json)."""
+  if done and preemption.requested():
+    raise preemption.Preempted(f"stopped by SIGTERM after {done} of {total} runs, each finished one has its "
+                               "results.json; rerun the same command to do the rest")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, wait: bool = False) -> dict:
