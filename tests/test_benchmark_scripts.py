@@ -112,26 +112,31 @@ def _seeds(*args):
   return proc.stdout
 
 
-def test_table1_seeds_collects_sweep_roots_into_runs_jsonl_and_tables_every_full_seed(tmp_path):
+def test_table1_seeds_collects_sweep_roots_into_runs_jsonl_and_tables_each_methods_complete_seeds(tmp_path):
   classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
   runs = tmp_path / "runs.jsonl"
   # Seed 0 is only in runs.jsonl (its sweep roots are gone); one stale seed-1 line gets replaced.
   lines = [{"class": c, "seed": 0, "method": m, "sweep": "old", "auroc": a, "criterion": 0.6}
-           for c in classes for m, a in (("cf", 0.9), ("flow", 0.85))]
+           for c in classes for m, a in (("cf", 0.9), ("flow", 0.85), ("kde", 0.7))]
   lines.append({"class": "airplane", "seed": 1, "method": "cf", "sweep": "old", "auroc": 0.1, "criterion": 0.6})
   runs.write_text("".join(json.dumps(line) + "\n" for line in lines))
   for i, c in enumerate(classes):
     _write_run(tmp_path / "flows", c, 1, {"cf": 0.9 + i / 1000, "flow": 0.8})
   _write_run(tmp_path / "flows", "airplane", 2, {"cf": 0.5, "flow": 0.5})  # seed 2 has one class only
-  assert "22 lines from 1 sweep root" in _seeds(f"--runs={runs}", f"--collect={tmp_path / 'flows'}")
+  _write_run(tmp_path / "baselines", "airplane", 1, {"kde": 0.6})         # KDE: one class of seed 1
+  out = _seeds(f"--runs={runs}", f"--collect={tmp_path / 'flows'}", f"--collect={tmp_path / 'baselines'}")
+  assert "23 lines from 2 sweep root(s)" in out
   rows = [json.loads(line) for line in runs.read_text().splitlines()]
-  assert len(rows) == 42
+  assert len(rows) == 53
   airplane_cf = [r for r in rows if (r["class"], r["seed"], r["method"]) == ("airplane", 1, "cf")]
   assert airplane_cf == [{"class": "airplane", "seed": 1, "method": "cf", "sweep": "flows", "auroc": 0.9,
                           "aupr": 0.9, "fpr95": 0.5, "criterion": 0.7, "feature_dim": 1280, "eps": 100.0}]
-  table = _seeds(f"--runs={runs}")
-  assert "Seeds with all ten classes and all methods: [0, 1]" in table
-  # CF: seed 0 90.00, seed 1 90.45 (90.0 .. 90.9); Flow: 85.00 and 80.00.
-  assert "| CF | 90.00 | 90.05 |" in table and "| 90.23 | 90.00 | 90.45 |" in table
-  assert "| Flow | 82.50 |" in table and "| 82.50 | 85.00 | 80.00 |" in table
-  assert "| CF - Flow | +7.73 | 10 of 10 | +7.50 | +5.00 (10/10), +10.45 (10/10) |" in table
+  table = _seeds(f"--runs={runs}").splitlines()
+  row = lambda label: next(line for line in table if line.startswith(f"| {label} |"))
+  assert "| seed 0 | seed 1 |" in table[2] and "seed 2" not in table[2]   # no method has all of seed 2
+  # CF: seed 0 90.00, seed 1 90.45 (90.0 .. 90.9); Flow 85.00 and 80.00; KDE only seed 0 is complete.
+  assert row("CF").startswith("| CF | 90.00 | 90.05 |") and row("CF").endswith("| 90.23 | 2 | 90.00 | 90.45 |")
+  assert row("Flow").startswith("| Flow | 82.50 |") and row("Flow").endswith("| 82.50 | 2 | 85.00 | 80.00 |")
+  assert row("KDE").startswith("| KDE | 70.00 | 70.00 |") and row("KDE").endswith("| 70.00 | 1 | 70.00 | - |")
+  assert row("CF - Flow") == "| CF - Flow | 2 | +7.73 | 10 of 10 | +7.50 | +5.00 (10/10), +10.45 (10/10) |"
+  assert row("CF - KDE") == "| CF - KDE | 1 | +20.00 | 10 of 10 | +20.00 | +20.00 (10/10) |"

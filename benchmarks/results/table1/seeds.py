@@ -5,7 +5,7 @@ kept in runs.jsonl, so the table over seeds is built from that file, not from th
 
   # add the finished runs of sweep roots to runs.jsonl (a line already there is replaced):
   python benchmarks/results/table1/seeds.py --runs=<dir>/runs.jsonl --collect=<W>/flows --collect=<W>/baselines
-  # print the markdown tables: mean over seeds per class, mean per seed, CF against every method:
+  # print the markdown tables: mean over each method's complete seeds per class, mean per seed, CF - X:
   python benchmarks/results/table1/seeds.py --runs=<dir>/runs.jsonl
 """
 import glob
@@ -67,34 +67,38 @@ def collect(path: str, roots: Sequence[str]) -> int:
 
 
 def tables(rows: List[dict]) -> str:
-  """Markdown: AUROC (%) per class averaged over the seeds every method has, per-seed means, CF - X."""
+  """Markdown: AUROC (%) per class averaged over each method's complete seeds (all ten classes),
+  the mean per seed ('-' where a method lacks a class in that seed), and CF - X over the seeds
+  both methods have complete."""
   auroc = {(r["class"], r["seed"], r["method"]): 100 * r["auroc"] for r in rows}
   methods = [m for m in METHOD_LABELS if any(r["method"] == m for r in rows)]
   seeds = sorted({r["seed"] for r in rows})
-  # Only the (class, seed) pairs that every method has, so every mean covers the same runs.
-  pairs = [(c, s) for s in seeds for c in CLASSES if all((c, s, m) in auroc for m in methods)]
-  full_seeds = [s for s in seeds if all((c, s) in pairs for c in CLASSES)]
-  out = [f"Seeds with all ten classes and all methods: {full_seeds}; methods: {', '.join(methods)}.", ""]
-  out += ["| method | " + " | ".join(CLASSES) + " | mean | " + " | ".join(f"seed {s}" for s in full_seeds) + " |",
-          "|---" * (len(CLASSES) + 2 + len(full_seeds)) + "|"]
+  complete = {m: [s for s in seeds if all((c, s, m) in auroc for c in CLASSES)] for m in methods}
+  shown = [s for s in seeds if any(s in complete[m] for m in methods)]
+  out = ["Each method's mean is over the seeds in which it has all ten classes (column 'seeds').", "",
+         "| method | " + " | ".join(CLASSES) + " | mean | seeds | " + " | ".join(f"seed {s}" for s in shown) + " |",
+         "|---" * (len(CLASSES) + 3 + len(shown)) + "|"]
   for m in methods:
-    per_class = [np.mean([auroc[c, s, m] for s in full_seeds]) for c in CLASSES]
-    per_seed = [np.mean([auroc[c, s, m] for c in CLASSES]) for s in full_seeds]
+    if not complete[m]:
+      continue
+    per_class = [np.mean([auroc[c, s, m] for s in complete[m]]) for c in CLASSES]
+    per_seed = [f"{np.mean([auroc[c, s, m] for c in CLASSES]):.2f}" if s in complete[m] else "-" for s in shown]
     out.append(f"| {METHOD_LABELS[m]} | " + " | ".join(f"{v:.2f}" for v in per_class)
-               + f" | {np.mean(per_class):.2f} | " + " | ".join(f"{v:.2f}" for v in per_seed) + " |")
+               + f" | {np.mean(per_class):.2f} | {len(complete[m])} | " + " | ".join(per_seed) + " |")
   if "cf" in methods:
-    out += ["", "| CF - X (class means over the seeds) | mean | CF higher | min | per seed: mean (CF higher) |",
-            "|---|---|---|---|---|"]
+    out += ["", "| CF - X (class means over the seeds both have) | seeds | mean | CF higher | min | per seed: mean (CF higher) |",
+            "|---|---|---|---|---|---|"]
     for m in methods:
-      if m == "cf":
+      both = [s for s in complete["cf"] if s in complete[m]]
+      if m == "cf" or not both:
         continue
-      diff = np.array([np.mean([auroc[c, s, "cf"] - auroc[c, s, m] for s in full_seeds]) for c in CLASSES])
+      diff = np.array([np.mean([auroc[c, s, "cf"] - auroc[c, s, m] for s in both]) for c in CLASSES])
       per_seed = []
-      for s in full_seeds:
+      for s in both:
         d = np.array([auroc[c, s, "cf"] - auroc[c, s, m] for c in CLASSES])
         per_seed.append(f"{d.mean():+.2f} ({(d > 0).sum()}/10)")
-      out.append(f"| CF - {METHOD_LABELS[m]} | {diff.mean():+.2f} | {(diff > 0).sum()} of 10 | {diff.min():+.2f} | "
-                 + ", ".join(per_seed) + " |")
+      out.append(f"| CF - {METHOD_LABELS[m]} | {len(both)} | {diff.mean():+.2f} | {(diff > 0).sum()} of 10 | "
+                 f"{diff.min():+.2f} | " + ", ".join(per_seed) + " |")
   return "\n".join(out)
 
 
