@@ -48,7 +48,9 @@ def lines_of_root(root: str) -> List[dict]:
                   "sweep": os.path.basename(os.path.normpath(root)),
                   **{m: round(results[m][method], 6) for m in ("auroc", "aupr", "fpr95")},
                   "criterion": round(criterion[method], 6) if method in criterion else None,
-                  "feature_dim": results["feature_dim"], "eps": results.get("eps")})
+                  "feature_dim": results["feature_dim"], "eps": results.get("eps"),
+                  **({"baseline_seconds": results["baseline_seconds"][method]}
+                     if method in results.get("baseline_seconds", {}) else {})})
   return out
 
 
