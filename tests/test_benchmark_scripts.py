@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from cnf_jax.data.feature_dataset import dataset_dir
+from cnf_jax.tasks.oneclass import CIFAR10_CLASSES
 from tests.cli_util import ROOT
 
 FAKE_PYTHON = """#!/usr/bin/env bash
@@ -113,7 +114,7 @@ def _seeds(*args):
 
 
 def test_table1_seeds_collects_sweep_roots_into_runs_jsonl_and_tables_each_methods_complete_seeds(tmp_path):
-  classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+  classes = CIFAR10_CLASSES
   runs = tmp_path / "runs.jsonl"
   # Seed 0 is only in runs.jsonl (its sweep roots are gone); one stale seed-1 line gets replaced.
   lines = [{"class": c, "seed": 0, "method": m, "sweep": "old", "auroc": a, "criterion": 0.6}

@@ -16,9 +16,9 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from absl import app, flags
 
+from cnf_jax.files import atomic_write
 from cnf_jax.reports.tables import METHOD_LABELS
-
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+from cnf_jax.tasks.oneclass import CIFAR10_CLASSES as CLASSES
 FLAGS = flags.FLAGS
 flags.DEFINE_string("runs", None, "The runs.jsonl to read (and, with --collect, to update).", required=True)
 flags.DEFINE_multi_string("collect", [], "A sweep root whose finished runs (results.json) go into --runs.")
@@ -61,10 +61,8 @@ def collect(path: str, roots: Sequence[str]) -> int:
   by_key.update({(r["class"], r["seed"], r["method"]): r for r in new})
   order = {c: i for i, c in enumerate(CLASSES)}
   rows = sorted(by_key.values(), key=lambda r: (r["seed"], order.get(r["class"], 99), r["class"], r["method"]))
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
+  with atomic_write(path) as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
-  os.replace(tmp, path)
   return len(new)
 
 
