@@ -67,6 +67,25 @@ def test_knn_methods_and_kde_bandwidth_rule():
   assert baselines.median_pairwise_distance(inliers) == pytest.approx(2.0)   # distances 1, 3, 2
 
 
+def test_exact_kde_equals_the_tree_near_the_inliers_and_the_true_density_far_from_them(monkeypatch):
+  rng = np.random.default_rng(3)
+  inliers, near = rng.normal(size=(400, 16)), rng.normal(size=(50, 16))
+  cfg = config_lib.default_config().baselines
+  tree = baselines.fit("kde", inliers, cfg=cfg)
+  cfg.kde_exact = True
+  exact = baselines.fit("kde", inliers, cfg=cfg)
+  np.testing.assert_allclose(exact(near), tree(near), rtol=1e-9)
+  # Far away one kernel dominates: -log p = log N + D/2 log(2 pi) + min squared distance / 2 - log(#nearest),
+  # here with a single nearest row (the logsumexp keeps it; a sum of exps would underflow to -inf).
+  far = inliers[:3] + 60.0
+  d2 = ((far[:, None, :] - inliers[None]) ** 2).sum(-1)
+  expected = np.log(400) + 8 * np.log(2 * np.pi) + d2.min(1) / 2 - np.log(np.exp(-(d2 - d2.min(1)[:, None]) / 2).sum(1))
+  np.testing.assert_allclose(exact(far), expected, rtol=1e-12)
+  # Blocks of rows: a small block budget gives the same values as one block.
+  monkeypatch.setattr(baselines, "_KDE_BLOCK_ENTRIES", 400 * 7)
+  np.testing.assert_allclose(baselines.fit("kde", inliers, cfg=cfg)(near), exact(near), rtol=1e-12)
+
+
 def test_pca_recon_keeps_the_components_that_explain_the_variance_fraction():
   rng = np.random.default_rng(0)
   # Variance 100 along axis 0, 1 along axis 1: 0.9 keeps axis 0 only; the error is x1^2.

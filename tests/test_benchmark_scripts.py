@@ -6,6 +6,7 @@ dataset lands where the configs read it (feature_dataset.dataset_dir), with the 
 backbone, and the contrastive and CelebA sets pass the 32 px bottleneck. results/table1/run.sh
 and results/backbones/run.sh: the sweeps' settings and the report over their roots.
 results/table1/seeds.py: runs.jsonl from sweep roots, and the table over seeds from it.
+kde_speed.py: one JSON line timing both KDEs on small data.
 """
 import json
 import os
@@ -141,3 +142,12 @@ def test_table1_seeds_collects_sweep_roots_into_runs_jsonl_and_tables_each_metho
   assert row("KDE").startswith("| KDE | 70.00 | 70.00 |") and row("KDE").endswith("| 70.00 | 1 | 70.00 | - |")
   assert row("CF - Flow") == "| CF - Flow | 2 | +7.73 | 10 of 10 | +7.50 | +5.00 (10/10), +10.45 (10/10) |"
   assert row("CF - KDE") == "| CF - KDE | 1 | +20.00 | 10 of 10 | +20.00 | +20.00 (10/10) |"
+
+
+def test_kde_speed_times_both_kdes_and_finds_them_equal_near_the_data():
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "kde_speed.py"), "--train=60", "--test=20",
+                         "--dim=8"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  record = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert (record["train"], record["test"], record["dim"]) == (60, 20, 8)
+  assert record["tree_s"] >= 0 and record["exact_s"] >= 0 and record["max_abs_diff_nats"] < 1e-9
