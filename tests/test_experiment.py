@@ -1,4 +1,5 @@
 """The experiment runner: which models a run trains, auto eps, configs."""
+import copy
 import glob
 import os
 
@@ -74,6 +75,27 @@ def test_auto_eps_trains_a_probe_on_held_out_inliers(tmp_path):
   # In 4-D standardised data log p of inliers is around -6; eps must land in that range, not at 0.
   assert -20 < results["eps"] < 0
   assert set(results["auroc"]) == {"cf"}
+
+
+def test_a_run_stopped_after_its_config_changed_is_not_taken_for_finished(tmp_path):
+  """A run restarted with new settings rewrites config.json before it trains; stopped then, the
+  old results.json must not pass for the new config's (a sweep would skip the run)."""
+  config = _load_config("npz", "runlocal")
+  config.data.path = _npz(tmp_path / "d.npz")
+  config.methods = "knn"
+  workdir = str(tmp_path / "w")
+  experiment.train_and_evaluate(config, workdir)
+  assert experiment.finished_results(config, workdir)["methods"] == ["knn"]
+  more = copy.deepcopy(config)
+  more.methods = "knn,mse"
+  run = experiment.prepare_run(more, workdir)
+  experiment.check_workdir(workdir, more, run.data.dim, run.preprocess_stats)   # where a kill could land
+  assert experiment.finished_results(more, workdir) is None
+  assert experiment.finished_results(config, workdir) is None and not os.path.exists(os.path.join(workdir, "results.json"))
+  # The same config again keeps its results until it writes new ones.
+  assert experiment.train_and_evaluate(more, workdir)["methods"] == ["knn", "mse"]
+  experiment.check_workdir(workdir, more, run.data.dim, run.preprocess_stats)
+  assert experiment.finished_results(more, workdir)["methods"] == ["knn", "mse"]
 
 
 def test_config_validation_messages():

@@ -107,6 +107,28 @@ def read_only_results(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
+def _drop_results_of_another_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Removes results.json when it was written under another config.json than `config`.
+
+  `finished_results` trusts a results.json whose config.json equals the config. A run started with
+  new settings (more methods, another baseline knob) rewrites config.json before it trains; if it
+  were stopped then, the old results.json would pass for the new config's, and the next sweep
+  would skip the run. The new run writes its own results.json when it finishes.
+  """
+  results_path = os.path.join(workdir, "results.json")
+  if not os.path.exists(results_path):
+    return
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      same = json.load(f) == json.loads(config.to_json())
+  except (OSError, ValueError):
+    same = False
+  if not same:
+    logger.info("workdir %s: results.json was made with another config; removed, this run writes its own",
+                workdir)
+    os.remove(results_path)
+
+
 def check_workdir(workdir: str, config: ml_collections.ConfigDict, dim: int, preprocess_stats: dict) -> None:
   """Refuses a workdir that holds a run of another model; records this run's identity otherwise.
 
@@ -129,6 +151,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, dim: int, pre
   elif is_primary():  # with jax.distributed, process 0 writes; the others only check
     write_json_atomic(path, identity)
   if is_primary():
+    _drop_results_of_another_config(workdir, config)
     write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
     preprocessing.save(os.path.join(workdir, "preprocessing.json"), config.preprocess.normalize,
                        preprocess_stats)
