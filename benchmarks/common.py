@@ -6,6 +6,12 @@ import time
 import numpy as np
 
 
+def on_sphere(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+  """[rows, dim] float64 points of unit norm."""
+  x = rng.normal(size=(rows, dim))
+  return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def sphere_batches(num: int, batch: int, dim: int, seed: int = 0, noise: float = 0.02):
   """`num` (inlier [batch, dim], contrastive [batch, dim]) float32 pairs on the unit sphere plus noise.
 

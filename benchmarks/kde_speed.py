@@ -27,16 +27,10 @@ flags.DEFINE_float("bandwidth", 1.0, "Gaussian kernel width (PyOD's default 1.0)
 flags.DEFINE_integer("seed", 0, "data seed")
 
 
-def on_sphere(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
-  """[rows, dim] float64 points of unit norm."""
-  x = rng.normal(size=(rows, dim))
-  return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
   rng = np.random.default_rng(FLAGS.seed)
-  train, test = on_sphere(rng, FLAGS.train, FLAGS.dim), on_sphere(rng, FLAGS.test, FLAGS.dim)
+  train, test = common.on_sphere(rng, FLAGS.train, FLAGS.dim), common.on_sphere(rng, FLAGS.test, FLAGS.dim)
   scores, seconds = {}, {}
   for exact in (False, True):
     cfg = baselines.default_config()

@@ -82,7 +82,7 @@ def test_exact_kde_equals_the_tree_near_the_inliers_and_the_true_density_far_fro
   expected = np.log(400) + 8 * np.log(2 * np.pi) + d2.min(1) / 2 - np.log(np.exp(-(d2 - d2.min(1)[:, None]) / 2).sum(1))
   np.testing.assert_allclose(exact(far), expected, rtol=1e-12)
   # Blocks of rows: a small block budget gives the same values as one block.
-  monkeypatch.setattr(baselines, "_KDE_BLOCK_ENTRIES", 400 * 7)
+  monkeypatch.setattr(baselines, "_BLOCK_ENTRIES", 400 * 7)
   np.testing.assert_allclose(baselines.fit("kde", inliers, cfg=cfg)(near), exact(near), rtol=1e-12)
 
 
@@ -234,3 +234,17 @@ def test_kde_cv_chooses_the_bandwidth_with_the_best_held_out_likelihood():
   # Too few rows to split: the median rule.
   few = rng.normal(size=(5, 2))
   assert baselines.kde_cv_bandwidth(few)[0] == pytest.approx(baselines.median_pairwise_distance(few))
+
+
+def test_euclidean_distances_equal_cdist_also_where_the_blas_form_cancels(monkeypatch):
+  # Far pairs, exact duplicates and pairs 1e-9 apart at norm ~1e3, where |x|^2 + |y|^2 - 2 x.y
+  # alone would leave an absolute error of ~1e-5: each distance to cdist's within float rounding.
+  from scipy.spatial import distance as spatial_distance
+  rng = np.random.default_rng(0)
+  y = rng.normal(size=(40, 30)) * 300
+  x = np.concatenate([rng.normal(size=(50, 30)), y[:5], y[5:10] + 1e-9, y[10:15] * (1 + 1e-12)])
+  monkeypatch.setattr(baselines, "_BLOCK_ENTRIES", 7 * 40)   # blocks of 7 rows
+  ours = baselines.euclidean_distances(x, y)
+  theirs = spatial_distance.cdist(x, y)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-13)
+  assert (ours[50:55, :5].diagonal() == 0).all()

@@ -7,6 +7,7 @@ backbone, and the contrastive and CelebA sets pass the 32 px bottleneck. results
 and results/backbones/run.sh: the sweeps' settings and the report over their roots.
 results/table1/seeds.py: runs.jsonl from sweep roots, and the table over seeds from it.
 kde_speed.py: one JSON line timing both KDEs on small data.
+pca_speed.py: one JSON line timing cdist and the BLAS distances of the PCA baseline.
 """
 import json
 import os
@@ -151,3 +152,12 @@ def test_kde_speed_times_both_kdes_and_finds_them_equal_near_the_data():
   record = json.loads(proc.stdout.strip().splitlines()[-1])
   assert (record["train"], record["test"], record["dim"]) == (60, 20, 8)
   assert record["tree_s"] >= 0 and record["exact_s"] >= 0 and record["max_abs_diff_nats"] < 1e-9
+
+
+def test_pca_speed_times_both_distances_and_finds_the_scores_equal():
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "pca_speed.py"), "--train=60", "--test=20",
+                         "--dim=8"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  record = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert (record["train"], record["test"], record["dim"], record["components"]) == (60, 20, 8, 8)
+  assert record["cdist_s"] >= 0 and record["blas_s"] >= 0 and record["max_rel_diff"] < 1e-12
