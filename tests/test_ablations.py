@@ -225,10 +225,11 @@ def test_cf_factors_config_changes_one_setting_per_run(tmp_path, features):
       continue
     changed = {k for k in keys if value(config, k) != value(reference, k)} - {"seed"}
     assert changed == set(run.overrides) - {"seed"}, (run.name, changed)
-  # Runs that differ only in data.* share a program: the classes and the contrastive-set sizes.
+  # Runs that differ only in data.* and eps share a program: the classes, the reference, the two
+  # contrastive-set sizes and the three fixed eps.
   groups = sweep.group_runs([r.config(module) for r in runs])
-  assert sorted(map(len, groups))[-1] == len(module.CLASSES) * 3 * len(module.SEEDS)
-  assert len(groups) == len(module.FACTORS) - 2
+  assert sorted(map(len, groups))[-1] == len(module.CLASSES) * 6 * len(module.SEEDS)
+  assert len(groups) == len(module.FACTORS) - 5
   c = _local("cf_factors", "cat", features)
   c.preprocess.normalize, c.objective.eps_auto = "standardize", True
   results = experiment.train_and_evaluate(c, str(tmp_path / "w"))
