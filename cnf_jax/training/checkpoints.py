@@ -152,19 +152,9 @@ class Checkpoints:
     except Exception as e:
       if not disk.is_disk_full(e):
         raise
-      self._wait_for_writers()
       written = self._remove_partial(step)
       raise disk.full_error(self.directory, max(needed, written),
                             f"checkpoint step {step}", lower_bound=previous is None) from None
-
-  def _wait_for_writers(self) -> None:
-    """Lets the failed save's other writes end (they fail too, on a full disk) before its files
-    are removed: the first failure reaches us while orbax still awaits the rest."""
-    try:
-      with _orbax_thread_errors_silenced():
-        self._manager.wait_until_finished()
-    except Exception:  # the same full disk, reported already
-      pass
 
   def _remove_partial(self, step: int, quiet_s: float = 1.0, timeout_s: float = 30.0) -> int:
     """Deletes what a failed save of `step` left (its temporary or final directory); returns
