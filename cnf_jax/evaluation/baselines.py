@@ -205,13 +205,18 @@ def _kde(inliers, contrastive, cfg, seed) -> ScoreFn:
 _BLOCK_ENTRIES = 1 << 24
 
 
+def _rows_per_block(columns: int) -> int:
+  """Rows of x scored at a time against `columns` rows of the other set, within _BLOCK_ENTRIES."""
+  return max(1, min(_CHUNK, _BLOCK_ENTRIES // max(columns, 1)))
+
+
 def gaussian_kde_log_density(train: np.ndarray, x: np.ndarray, bandwidth: float) -> np.ndarray:
   """Exact log density [T] at x [T, D] of the Gaussian KDE on train [N, D] with this bandwidth
   (what sklearn's KernelDensity estimates with its tree), in blocks of x's rows."""
   n, d = train.shape
   norm = np.log(n) + 0.5 * d * np.log(2 * np.pi * bandwidth ** 2)
   sq_train = np.sum(train ** 2, axis=1)
-  rows = max(1, min(_CHUNK, _BLOCK_ENTRIES // max(n, 1)))
+  rows = _rows_per_block(n)
   out = []
   for start in range(0, len(x), rows):
     part = x[start:start + rows]
@@ -280,7 +285,7 @@ def euclidean_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
   took 40 s. Pairs close enough for cancellation to matter are recomputed as |x_i - y_j|.
   """
   sq_y = np.sum(y ** 2, axis=1)
-  rows = max(1, min(_CHUNK, _BLOCK_ENTRIES // max(len(y), 1)))
+  rows = _rows_per_block(len(y))
   out = np.empty((len(x), len(y)))
   for start in range(0, len(x), rows):
     part = x[start:start + rows]
