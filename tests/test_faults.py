@@ -354,6 +354,23 @@ def test_a_failed_save_is_removed_even_while_its_writer_threads_still_create_fil
   assert ckpt.all_steps() == [20]
 
 
+def test_a_save_that_never_finished_is_removed_when_its_directory_is_opened_for_writing(tmp_path):
+  # What a kill during a save leaves, or writer threads of a failed save that outlived its removal:
+  # the next run (the only writer: the workdir lock) removes it; a read-only opening leaves it.
+  from cnf_jax.training import checkpoints
+  ckpt = checkpoints.Checkpoints(str(tmp_path / "ckpt"))
+  ckpt.save(20, {"w": np.arange(3.0)})
+  ckpt.close()
+  (tmp_path / "ckpt" / "40.orbax-checkpoint-tmp" / "default.orbax-checkpoint-tmp").mkdir(parents=True)
+  (tmp_path / "ckpt" / "60.orbax-checkpoint-tmp-1765000000").write_bytes(b"x")
+  leftovers = ["20", "40.orbax-checkpoint-tmp", "60.orbax-checkpoint-tmp-1765000000"]
+  checkpoints.Checkpoints(str(tmp_path / "ckpt"), read_only=True).close()
+  assert sorted(os.listdir(tmp_path / "ckpt")) == leftovers
+  reopened = checkpoints.Checkpoints(str(tmp_path / "ckpt"))
+  assert sorted(os.listdir(tmp_path / "ckpt")) == ["20"]
+  assert reopened.restore(20, {"w": np.zeros(3)})["w"].tolist() == [0.0, 1.0, 2.0]
+
+
 @needs_mount
 def test_read_only_workdir_finished_run_is_read_and_unfinished_is_one_line(finished, tmp_path):
   shutil.copytree(finished[0], tmp_path / "done")

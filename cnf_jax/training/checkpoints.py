@@ -122,6 +122,22 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
                                            enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._failed_steps = []   # steps whose save failed here: their leftovers are removed again at close()
+    if not read_only:
+      self._remove_temporary()
+
+  def _remove_temporary(self) -> None:
+    """Deletes `<step>.orbax-checkpoint-tmp*` entries: saves that never finished (a kill during a
+    save, or the writer threads of a failed save that outlived its removal). The workdir lock
+    admits one writer, so no save of another process can be in flight here."""
+    for name in os.listdir(self.directory):
+      if ".orbax-checkpoint-tmp" in name:
+        path = os.path.join(self.directory, name)
+        logger.info("removing %s: a checkpoint save that did not finish", path)
+        if os.path.isdir(path):
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          os.remove(path)
 
   def latest_step(self):
     """The newest saved step, or None."""
@@ -153,6 +169,7 @@ class Checkpoints:
       if not disk.is_disk_full(e):
         raise
       written = self._remove_partial(step)
+      self._failed_steps.append(step)
       raise disk.full_error(self.directory, max(needed, written),
                             f"checkpoint step {step}", lower_bound=previous is None) from None
 
@@ -235,4 +252,8 @@ class Checkpoints:
     return {"params": saved["params"], "constants": saved.get("constants", {})}
 
   def close(self) -> None:
+    # A failed save's writer threads can outlive _remove_partial's quiet period under load
+    # (the full-disk test, 1 run in several): remove what they wrote once more on the way out.
+    for step in self._failed_steps:
+      self._remove_partial(step, quiet_s=0.2)
     self._manager.close()
