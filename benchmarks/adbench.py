@@ -29,7 +29,8 @@ Methods:
 Every (set, protocol, seed, method, config) is one JSON line in --out, appended as soon as it
 is measured: a rerun skips what is there, so an interrupted benchmark resumes. A method that
 raises or gives a non-finite score is recorded with `error` (and counts as a failure in the
-summary), never skipped silently. --summarize writes results.md and adbench.png next to --out.
+summary), never skipped silently. --summarize writes results.md and adbench.png next to --out
+(or into --report_dir).
 """
 import glob
 import json
@@ -59,6 +60,7 @@ flags.DEFINE_float("minutes", 0, "stop starting new measurements after this many
 flags.DEFINE_bool("summarize", False, "write results.md and adbench.png from --out instead of running")
 flags.DEFINE_string("summary_config", "default", "with --summarize: the detector config to tabulate, or a comma "
                     "list: the others' methods are shown as '<method>@<config>'")
+flags.DEFINE_string("report_dir", "", "with --summarize: the folder for results.md and adbench.png (default: --out's)")
 flags.DEFINE_string("selection", "", "with --summarize: JSON lines of the candidate settings (--sets=dev runs) to "
                     "tabulate as the choice of the defaults")
 flags.DEFINE_string("select_method", "cf", "with --selection: the method whose mean AUROC chooses the setting")
@@ -370,7 +372,8 @@ def _plot(figures: dict, path: str) -> None:
 def main(argv):
   del argv
   if FLAGS.summarize:
-    out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
+    out_dir = FLAGS.report_dir or os.path.dirname(os.path.abspath(FLAGS.out))
+    os.makedirs(out_dir, exist_ok=True)
     records = read_records(FLAGS.out)
     # dev / holdout are halves of all the sets on disk (or, without the data, of those measured).
     names = set_paths(FLAGS.data_root) if glob.glob(os.path.join(FLAGS.data_root, "*", "*.npz")) else {}

@@ -86,6 +86,12 @@ def test_runs_resumes_and_summarizes(tmp_path):
   text = open(tmp_path / "res" / "results.md").read()
   assert "## Protocol `semi`" in text and "## Protocol `unsup`" in text and "mean rank" in text
   assert os.path.getsize(tmp_path / "res" / "adbench.png") > 1000
+  # --report_dir: the same report in another folder (a second view of one runs.jsonl).
+  elsewhere = subprocess.run([sys.executable, SCRIPT, "--summarize", f"--out={out}", f"--report_dir={tmp_path / 'view'}"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert elsewhere.returncode == 0, elsewhere.stderr[-2000:]
+  assert open(tmp_path / "view" / "results.md").read() == text
+  assert os.path.getsize(tmp_path / "view" / "adbench.png") > 1000
 
 
 def test_a_failing_method_is_recorded_not_fatal(tmp_path):
