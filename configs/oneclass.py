@@ -73,8 +73,10 @@ WORDS = dict(runlocal=False, chosen=False, paper=False, fast=False)
 RAW_BACKBONE = "effnet_lite0"
 RAW_OE_MARGIN = 1280.0   # OE's margin, 1 nat per feature dimension (the criterion chose it over 128 and 512)
 RAW_KNN_K = dict(airplane=5, automobile=5, bird=10, cat=50, deer=20, dog=10, frog=5, horse=10, ship=5, truck=10)
-RAW_LOF_K = dict(bird=200, frog=50)              # 500 on the other eight classes
-RAW_KDE_BANDWIDTH = dict(cat=0.25, truck=0.25)   # 0.1 on the other eight classes
+RAW_LOF_K = dict(airplane=500, automobile=500, bird=200, cat=500, deer=500, dog=500, frog=50, horse=500,
+                 ship=500, truck=500)
+RAW_KDE_BANDWIDTH = dict(airplane=0.1, automobile=0.1, bird=0.1, cat=0.25, deer=0.1, dog=0.1, frog=0.1,
+                         horse=0.1, ship=0.1, truck=0.25)
 RAW_ABOD_K = 50                                  # every class (the largest k searched)
 
 
@@ -143,9 +145,9 @@ def get_config(arg=None):
     if uses_chosen_settings(arg):
       name = arg.inlier_class
       c.baselines.knn_k = RAW_KNN_K[name]
-      c.baselines.lof_k = RAW_LOF_K.get(name, 500)
+      c.baselines.lof_k = RAW_LOF_K[name]
       c.baselines.abod_k = RAW_ABOD_K
-      c.baselines.kde_bandwidth = RAW_KDE_BANDWIDTH.get(name, 0.1)
+      c.baselines.kde_bandwidth = RAW_KDE_BANDWIDTH[name]
   if arg.fast:   # before runlocal, which shrinks every run further
     c.train.steps, c.train.lr, c.train.checkpoint_every = 1000, 1e-3, 1000
   if arg.runlocal:
