@@ -61,8 +61,8 @@ flags.DEFINE_bool("summarize", False, "write results.md and adbench.png from --o
 flags.DEFINE_string("summary_config", "default", "with --summarize: the detector config to tabulate, or a comma "
                     "list: the others' methods are shown as '<method>@<config>'")
 flags.DEFINE_string("report_dir", "", "with --summarize: the folder for results.md and adbench.png (default: --out's)")
-flags.DEFINE_string("selection", "", "with --summarize: JSON lines of the candidate settings (--sets=dev runs) to "
-                    "tabulate as the choice of the defaults")
+flags.DEFINE_list("selection", [], "with --summarize: files of JSON lines of candidate settings (--sets=dev runs), "
+                  "each tabulated as one stage of the choice of the defaults")
 flags.DEFINE_string("select_method", "cf", "with --selection: the method whose mean AUROC chooses the setting")
 
 FLOW_METHODS = ("cf", "flow", "flow_ratio")
@@ -345,6 +345,13 @@ def selection_table(records: list, method: str) -> str:
   return "\n".join(lines)
 
 
+def selection_sections(paths: list, method: str) -> str:
+  """Markdown: one selection_table per file in `paths` (one stage of the choice each), headed by
+  the file's name; '' for no paths."""
+  return "".join(f"\n## The choice of the defaults: `{os.path.basename(path)}` (protocol semi, seed 0, dev sets)\n\n"
+                 + selection_table(read_records(path), method) + "\n" for path in paths)
+
+
 def _ranks(values: np.ndarray) -> np.ndarray:
   """Ranks [K] of values [K], 1 = highest; ties share their mean rank."""
   from scipy.stats import rankdata
@@ -378,9 +385,7 @@ def main(argv):
     # dev / holdout are halves of all the sets on disk (or, without the data, of those measured).
     names = set_paths(FLAGS.data_root) if glob.glob(os.path.join(FLAGS.data_root, "*", "*.npz")) else {}
     text = summarize(records, FLAGS.summary_config, out_dir, names or {r["set"] for r in records})
-    if FLAGS.selection:
-      text += ("\n## The choice of the defaults (protocol semi, seed 0, dev sets)\n\n"
-               + selection_table(read_records(FLAGS.selection), FLAGS.select_method) + "\n")
+    text += selection_sections(FLAGS.selection, FLAGS.select_method)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
       f.write(text + "\n")
     print(text)

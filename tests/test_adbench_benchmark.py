@@ -113,6 +113,21 @@ def test_selection_table_compares_configs_on_the_sets_all_finished():
   assert "| 2 | 70.00 | 90.00 |" in rows[1]
 
 
+def test_each_selection_file_is_its_own_table(tmp_path):
+  def write(name, configs):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"config": c, "set": "s1", "method": "cf", "protocol": "semi", "seed": 0,
+                                        "auroc": a}) + "\n" for c, a in configs))
+    return str(path)
+  noise = write("selection.jsonl", [("noise0.6", 0.8), ("noise0.1", 0.7)])
+  architecture = write("selection_architecture.jsonl", [("default", 0.85), ("blocks8", 0.9)])
+  text = adbench.selection_sections([noise, architecture], "cf")
+  first, second = text.split("`selection_architecture.jsonl`")
+  assert "`selection.jsonl`" in first and "| noise0.6 | 1 | 80.00 | 80.00 |" in first and "blocks8" not in first
+  assert second.index("| blocks8 |") < second.index("| default |") and "noise" not in second
+  assert adbench.selection_sections([], "cf") == ""
+
+
 def test_a_method_that_failed_somewhere_is_shown_but_not_ranked(tmp_path):
   def record(set_name, method, auroc=None):
     r = {"config": "default", "set": set_name, "method": method, "protocol": "semi", "seed": 0,
