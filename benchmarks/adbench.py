@@ -379,6 +379,12 @@ def _plot(figures: dict, path: str) -> None:
 def main(argv):
   del argv
   if FLAGS.summarize:
+    # read_records treats a missing --out as "nothing measured yet" (a fresh run); a missing
+    # --selection file is a typo, which would otherwise print an empty table.
+    missing = [path for path in FLAGS.selection if not os.path.isfile(path)]
+    if missing:
+      raise app.UsageError(f"--selection: no such file {', '.join(missing)}; give the JSON lines that "
+                           "--sets=dev runs of the candidate settings wrote")
     out_dir = FLAGS.report_dir or os.path.dirname(os.path.abspath(FLAGS.out))
     os.makedirs(out_dir, exist_ok=True)
     records = read_records(FLAGS.out)

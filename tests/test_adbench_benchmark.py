@@ -128,6 +128,15 @@ def test_each_selection_file_is_its_own_table(tmp_path):
   assert adbench.selection_sections([], "cf") == ""
 
 
+def test_a_missing_selection_file_stops_the_summary_before_it_writes(tmp_path):
+  proc = subprocess.run([sys.executable, SCRIPT, "--summarize", f"--out={tmp_path / 'runs.jsonl'}",
+                         f"--selection={tmp_path / 'typo.jsonl'}", f"--report_dir={tmp_path / 'report'}"],
+                        cwd=ROOT, env=subprocess_env(CNF_JAX_QUIET="1"), capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "--selection: no such file" in proc.stderr and "typo.jsonl" in proc.stderr
+  assert not os.path.exists(tmp_path / "report")
+
+
 def test_a_method_that_failed_somewhere_is_shown_but_not_ranked(tmp_path):
   def record(set_name, method, auroc=None):
     r = {"config": "default", "set": set_name, "method": method, "protocol": "semi", "seed": 0,
