@@ -77,7 +77,7 @@ RAW_LOF_K = dict(airplane=500, automobile=500, bird=200, cat=500, deer=500, dog=
                  ship=500, truck=500)
 RAW_KDE_BANDWIDTH = dict(airplane=0.1, automobile=0.1, bird=0.1, cat=0.25, deer=0.1, dog=0.1, frog=0.1,
                          horse=0.1, ship=0.1, truck=0.25)
-RAW_ABOD_K = 50                                  # every class (the largest k searched)
+RAW_ABOD_K = 50   # every class (the largest k searched)
 
 
 def uses_chosen_settings(arg) -> bool:
