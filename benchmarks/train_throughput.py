@@ -55,8 +55,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("steps_per_call", 1, "cnf_jax steps per compiled call (lax.scan over a stack of batches)",
                        flag_values=fv)
   flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "cnf_jax conditioner matmul dtype; auto: the "
-                    "CLI default (flows.flow.resolve_compute_dtype: bfloat16 on a CPU, float32 elsewhere) (FrEIA "
-                    "always runs float32)", flag_values=fv)
+                    "CLI default (flows.flow.resolve_compute_dtype: bfloat16 on a CPU with AMX-BF16, float32 "
+                    "elsewhere) (FrEIA always runs float32)", flag_values=fv)
   flags.DEFINE_enum("impl", "both", ["both", "cnf_jax", "freia"], "which implementations to time", flag_values=fv)
   flags.DEFINE_float("settle", 0.5, "seconds of idle before each timed round, so that the other implementation's "
                      "spinning worker threads (torch's OpenMP, XLA's pool) have gone to sleep", flag_values=fv)

@@ -158,6 +158,9 @@ def test_a_run_with_every_method_writes_all_of_them(tmp_path):
   assert os.path.isdir(tmp_path / "all" / "checkpoints" / "oe")
   on_disk = __import__("json").loads((tmp_path / "all" / "results.json").read_text())
   assert on_disk["auroc"] == results["auroc"]
+  # The dtype 'auto' resolved to on this machine is recorded, so runs on different CPUs can be told apart.
+  from cnf_jax.flows.flow import resolve_compute_dtype
+  assert on_disk["compute_dtype"] == resolve_compute_dtype("auto") in ("float32", "bfloat16")
 
   # Baselines alone train nothing and give the same numbers.
   alone = experiment.train_and_evaluate(_oneclass(tmp_path / "features", "mse,knn,mcd"), str(tmp_path / "alone"))

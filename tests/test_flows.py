@@ -105,19 +105,49 @@ def test_bfloat16_conditioner_keeps_the_flow_invertible_and_close_to_float32():
   np.testing.assert_allclose(lp16, lp32, rtol=2e-2, atol=0.5)
 
 
-def test_auto_compute_dtype_is_bfloat16_on_the_cpu_and_float32_elsewhere(monkeypatch):
+def test_auto_compute_dtype_is_bfloat16_on_a_cpu_with_amx_and_float32_elsewhere(monkeypatch, tmp_path):
   from cnf_jax.experiments import config_lib
   from cnf_jax.flows import flow as flow_lib
   config = config_lib.default_config()
   assert config.flow.compute_dtype == "auto"
   config_lib.validate(config)   # 'auto' is a valid setting
   assert jax.default_backend() == "cpu"   # conftest: the tests run on the CPU
-  assert flow_lib.flow_from_config(config.flow, 8).compute_dtype == "bfloat16"
+
+  read_cpuinfo = flow_lib.cpu_flags
+
+  def on_cpu_with(flags_line):
+    """The dtype 'auto' resolves to on a CPU whose /proc/cpuinfo has this flags line."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\n{flags_line}\n")
+    monkeypatch.setattr(flow_lib, "cpu_flags", lambda: read_cpuinfo(str(cpuinfo)))
+    flow_lib.cpu_has_bf16_matrix_unit.cache_clear()
+    return flow_lib.flow_from_config(config.flow, 8).compute_dtype
+
+  assert on_cpu_with("flags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_tile") == "bfloat16"
+  assert on_cpu_with("flags\t\t: fpu sse avx512f") == "float32"        # no AMX: XLA upcasts, slower
+  assert on_cpu_with("flags\t\t: fpu avx512f avx512_bf16") == "float32"  # AVX512-BF16 alone: not measured
+  assert on_cpu_with("") == "float32"                                   # no flags line (not Linux)
+  on_cpu_with("flags\t\t: amx_bf16")
   monkeypatch.setattr(flow_lib.jax, "default_backend", lambda: "gpu")
   assert flow_lib.flow_from_config(config.flow, 8).compute_dtype == "float32"
-  config.flow.compute_dtype = "float32"   # an explicit choice is kept
+  config.flow.compute_dtype = "bfloat16"   # an explicit choice is kept, everywhere
+  assert flow_lib.flow_from_config(config.flow, 8).compute_dtype == "bfloat16"
+  config.flow.compute_dtype = "float32"
   monkeypatch.setattr(flow_lib.jax, "default_backend", lambda: "cpu")
   assert flow_lib.flow_from_config(config.flow, 8).compute_dtype == "float32"
+  monkeypatch.undo()
+  flow_lib.cpu_has_bf16_matrix_unit.cache_clear()
+
+
+def test_cpu_flags_reads_the_first_flags_line_of_cpuinfo(tmp_path):
+  from cnf_jax.flows import flow as flow_lib
+  cpuinfo = tmp_path / "cpuinfo"
+  cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+  assert flow_lib.cpu_flags(str(cpuinfo)) == {"fpu", "avx512f", "amx_bf16"}
+  arm = tmp_path / "arm"
+  arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")   # aarch64 spells it Features
+  assert flow_lib.cpu_flags(str(arm)) == {"fp", "asimd", "bf16"}
+  assert flow_lib.cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
 def test_bfloat16_dense_gradients_match_float32_within_bfloat16_rounding():

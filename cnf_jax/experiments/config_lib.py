@@ -49,8 +49,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.flow.hidden = (512, 512)          # conditioner hidden widths (its depth is len(hidden)).
   c.flow.zero_last = False            # zero-init the conditioner's last layer.
   # Conditioner matmuls: auto | float32 | bfloat16 (f32 accumulation; params stay f32). auto:
-  # bfloat16 on the CPU (1.6-2x faster training with AMX, AUROC within about 0.05: see
-  # benchmarks/README.md), float32 on GPUs and TPUs (flows.resolve_compute_dtype).
+  # bfloat16 on a CPU with AMX-BF16 (1.6-2x faster training, AUROC within about 0.05: see
+  # benchmarks/README.md), float32 on other CPUs (bf16 is slower there), GPUs and TPUs
+  # (flows.resolve_compute_dtype). results.json records the dtype a run used.
   c.flow.compute_dtype = "auto"
   c.flow.clamp = 2.0                  # soft clamp alpha of the log-scales.
   c.flow.clamp_activation = "tanh"    # tanh (FrEIA 0.2) | tanh_scaled (FrEIA master)

@@ -38,6 +38,7 @@ from cnf_jax.experiments import config_lib
 from cnf_jax.experiments import workdir_lock
 from cnf_jax.files import atomic_write, write_json_atomic
 from cnf_jax.flows import flow_from_config
+from cnf_jax.flows.flow import resolve_compute_dtype
 from cnf_jax.training import loop
 from cnf_jax.training import objectives
 from cnf_jax.training import plan
@@ -438,6 +439,8 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
       "num_test": len(data.test),
       "num_test_anomalies": int(data.test_is_anomaly.sum()),
       "steps": config.train.steps,
+      # What flow.compute_dtype resolved to on this machine ('auto' depends on the CPU).
+      "compute_dtype": resolve_compute_dtype(config.flow.compute_dtype),
   }
   if eps is not None:
     results["eps"] = eps

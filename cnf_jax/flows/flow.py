@@ -7,6 +7,7 @@
 The (D/2) log(2 pi) term is kept: the contrastive clamp threshold epsilon is an
 absolute log-density, so log p must be exact.
 """
+import functools
 import math
 from typing import Sequence, Tuple
 
@@ -101,17 +102,44 @@ class Flow(nn.Module):
     return self.log_prob(x)
 
 
-def resolve_compute_dtype(name: str) -> str:
-  """'auto' -> 'bfloat16' where JAX's default backend is the CPU, else 'float32'.
+# /proc/cpuinfo flags of the CPU's bfloat16 matrix unit. bf16 products pay off only with it:
+# on a CPU without it XLA converts the operands to float32, and a train step of the reference
+# workload took 66.9 ms in bf16 against 63.3 ms in float32, the forward pass 25.6 against
+# 20.5 ms (2026-12-07, a VM whose Xeon hid AMX and AVX512-BF16; benchmarks/README.md). CPUs
+# with AVX512-BF16 but no AMX were not measured and keep float32.
+BF16_MATRIX_FLAGS = ("amx_bf16",)
 
-  On CPUs with bf16 matrix units (AMX) bf16 conditioner products train 1.6-2x faster and move
-  AUROC by about 0.05 points (benchmarks/README.md). On an H200 they were slower: 391 against 583
-  float32 train steps/s at 512 vectors (benchmarks/results/gpu/bf16_check_2026-11-28.jsonl); TPUs
-  were not measured and keep float32.
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset:
+  """The feature flags of the first CPU in `cpuinfo` (Linux); empty where it cannot be read."""
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        if line.startswith(("flags", "Features")):
+          return frozenset(line.partition(":")[2].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16_matrix_unit() -> bool:
+  """Whether this machine's CPU exposes a bfloat16 matrix unit (AMX-BF16); False off Linux."""
+  return any(flag in cpu_flags() for flag in BF16_MATRIX_FLAGS)
+
+
+def resolve_compute_dtype(name: str) -> str:
+  """'auto' -> 'bfloat16' where JAX runs on a CPU with a bf16 matrix unit, else 'float32'.
+
+  On CPUs with AMX-BF16, bf16 conditioner products train 1.6-2x faster and move AUROC by about
+  0.05 points (benchmarks/README.md); on a CPU without one they are slower than float32
+  (BF16_MATRIX_FLAGS). On an H200 they were slower too: 391 against 583 float32 train steps/s
+  at 512 vectors (benchmarks/results/gpu/bf16_check_2026-11-28.jsonl); TPUs were not measured
+  and keep float32.
   """
   if name != "auto":
     return name
-  return "bfloat16" if jax.default_backend() == "cpu" else "float32"
+  return "bfloat16" if jax.default_backend() == "cpu" and cpu_has_bf16_matrix_unit() else "float32"
 
 
 def flow_from_config(cfg: ml_collections.ConfigDict, dim: int) -> Flow:
