@@ -157,6 +157,31 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path):
     np.testing.assert_array_equal(loaded.preprocessing_[1][name], det.preprocessing_[1][name])
 
 
+def test_compute_dtype_is_pinned_recorded_and_kept_by_save_and_load(tmp_path, monkeypatch):
+  from cnf_jax.flows import flow as flow_lib
+  rng = np.random.default_rng(2)
+  x, test = rng.normal(size=(300, 4)), 2 * rng.normal(size=(50, 4))
+  kwargs = dict(method="flow", num_blocks=2, hidden=(16,), steps=50, batch_size=64, noise_std=0.1)
+  f32 = ContrastiveFlowDetector(compute_dtype="float32", **kwargs).fit(x)
+  bf16 = ContrastiveFlowDetector(compute_dtype="bfloat16", **kwargs).fit(x)
+  assert (f32.compute_dtype_, bf16.compute_dtype_) == ("float32", "bfloat16")
+  a, b = f32.decision_function(test), bf16.decision_function(test)
+  assert not np.array_equal(a, b)   # bf16 products were really used
+  np.testing.assert_allclose(b, a, rtol=0.05, atol=0.5)
+  # 'auto' resolves on the machine that fits; a loaded detector scores with the fitted dtype
+  # on a machine where 'auto' would give the other one.
+  monkeypatch.setattr(flow_lib, "cpu_has_bf16_matrix_unit", lambda: True)
+  auto = ContrastiveFlowDetector(**kwargs).fit(x)
+  assert auto.compute_dtype_ == "bfloat16"
+  auto.save(str(tmp_path / "det.npz"))
+  monkeypatch.setattr(flow_lib, "cpu_has_bf16_matrix_unit", lambda: False)
+  loaded = ContrastiveFlowDetector.load(str(tmp_path / "det.npz"))
+  assert loaded.compute_dtype_ == "bfloat16" and loaded.get_params()["compute_dtype"] == "auto"
+  np.testing.assert_array_equal(loaded.decision_function(test), auto.decision_function(test))
+  with pytest.raises(UserInputError, match=r"compute_dtype='float16'\): choose one of 'auto', 'float32'"):
+    ContrastiveFlowDetector(compute_dtype="float16", **kwargs).fit(x)
+
+
 @pytest.mark.parametrize("normalize", ["standardize", "sphere"])
 def test_constant_columns_are_dropped_recorded_and_scored_the_same_way(tmp_path, normalize):
   # A dead ReLU unit (always 0) and a stuck sensor (always 3.5): the detector models the other
