@@ -131,14 +131,16 @@ def standardizer(train: np.ndarray):
 
 def run_method(method: str, train: np.ndarray, test: np.ndarray, seed: int, detector_args: dict):
   """(test scores [m], fit seconds, score seconds, {record key: the setting the method chose});
-  higher score = more anomalous. Chosen settings: the detector's training noise (noise_std),
-  kde_cv's bandwidth (bandwidth)."""
+  higher score = more anomalous. Chosen settings: the detector's training noise (noise_std) and
+  the dtype of its products (compute_dtype: 'auto' depends on the CPU), kde_cv's bandwidth
+  (bandwidth)."""
   start, chosen = time.perf_counter(), {}
   if method in FLOW_METHODS:
     import cnf_jax
     det = cnf_jax.ContrastiveFlowDetector(method=method, random_state=seed, **detector_args).fit(train)
     fitted = time.perf_counter()
-    scores, chosen = det.decision_function(test), {"noise_std": float(det.noise_std_)}
+    scores = det.decision_function(test)
+    chosen = {"noise_std": float(det.noise_std_), "compute_dtype": det.compute_dtype_}
   else:
     from cnf_jax.evaluation import baselines
     scale = standardizer(train)

@@ -71,8 +71,9 @@ def test_runs_resumes_and_summarizes(tmp_path):
   assert all("error" not in r for r in records), [r for r in records if "error" in r]
   # The anomalies are 6 standard deviations away: every method separates them.
   assert min(r["auroc"] for r in records) > 0.9
-  # The detector's records say which training noise it used ('auto' chooses one of its grid).
+  # The detector's records say which training noise it used ('auto' chooses one of its grid) and its dtype.
   assert all(r["noise_std"] in (0.03, 0.1, 0.3, 0.6, 1.0) for r in records if r["method"] == "flow")
+  assert all(r["compute_dtype"] in ("float32", "bfloat16") for r in records if r["method"] == "flow")
   # ... and kde_cv's records the bandwidth it chose (the other baselines choose nothing).
   assert all(r["bandwidth"] > 0 for r in records if r["method"] == "kde_cv")
   assert not any("bandwidth" in r or "noise_std" in r for r in records if r["method"] in ("kde", "knn5"))
