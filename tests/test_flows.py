@@ -113,13 +113,14 @@ def test_auto_compute_dtype_is_bfloat16_on_a_cpu_with_amx_and_float32_elsewhere(
   config_lib.validate(config)   # 'auto' is a valid setting
   assert jax.default_backend() == "cpu"   # conftest: the tests run on the CPU
 
-  read_cpuinfo = flow_lib.cpu_flags
+  from cnf_jax import cpu_features
+  read_cpuinfo = cpu_features.cpu_flags
 
   def on_cpu_with(flags_line):
     """The dtype 'auto' resolves to on a CPU whose /proc/cpuinfo has this flags line."""
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\n{flags_line}\n")
-    monkeypatch.setattr(flow_lib, "cpu_flags", lambda: read_cpuinfo(str(cpuinfo)))
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: read_cpuinfo(str(cpuinfo)))
     flow_lib.cpu_has_bf16_matrix_unit.cache_clear()
     return flow_lib.flow_from_config(config.flow, 8).compute_dtype
 
@@ -140,14 +141,14 @@ def test_auto_compute_dtype_is_bfloat16_on_a_cpu_with_amx_and_float32_elsewhere(
 
 
 def test_cpu_flags_reads_the_first_flags_line_of_cpuinfo(tmp_path):
-  from cnf_jax.flows import flow as flow_lib
+  from cnf_jax.cpu_features import cpu_flags
   cpuinfo = tmp_path / "cpuinfo"
   cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
-  assert flow_lib.cpu_flags(str(cpuinfo)) == {"fpu", "avx512f", "amx_bf16"}
+  assert cpu_flags(str(cpuinfo)) == {"fpu", "avx512f", "amx_bf16"}
   arm = tmp_path / "arm"
   arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")   # aarch64 spells it Features
-  assert flow_lib.cpu_flags(str(arm)) == {"fp", "asimd", "bf16"}
-  assert flow_lib.cpu_flags(str(tmp_path / "missing")) == frozenset()
+  assert cpu_flags(str(arm)) == {"fp", "asimd", "bf16"}
+  assert cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
 def test_bfloat16_dense_gradients_match_float32_within_bfloat16_rounding():

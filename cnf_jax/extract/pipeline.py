@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from cnf_jax import cpu_features
 from cnf_jax.data import feature_dataset as fd
 from cnf_jax.errors import UserInputError
 from cnf_jax.extract import backbones as backbones_lib
@@ -26,12 +27,7 @@ from cnf_jax.extract import sources as sources_lib
 
 def cpu_has_bf16() -> bool:
   """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16); otherwise bf16 is slower."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      flags = f.read()
-  except OSError:
-    return False
-  return "amx_bf16" in flags or "avx512_bf16" in flags
+  return bool({"amx_bf16", "avx512_bf16"} & cpu_features.cpu_flags())
 
 
 def resolve_precision(precision: str, device: str) -> bool:

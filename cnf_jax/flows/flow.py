@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from cnf_jax import cpu_features
 from cnf_jax.flows.affine import AffineCouplingBlock
 from cnf_jax.flows.allinone import AllInOneBlock
 from cnf_jax.flows.spline import SplineCouplingBlock
@@ -110,22 +111,10 @@ class Flow(nn.Module):
 BF16_MATRIX_FLAGS = ("amx_bf16",)
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset:
-  """The feature flags of the first CPU in `cpuinfo` (Linux); empty where it cannot be read."""
-  try:
-    with open(cpuinfo) as f:
-      for line in f:
-        if line.startswith(("flags", "Features")):
-          return frozenset(line.partition(":")[2].split())
-  except OSError:
-    pass
-  return frozenset()
-
-
 @functools.lru_cache(maxsize=None)
 def cpu_has_bf16_matrix_unit() -> bool:
   """Whether this machine's CPU exposes a bfloat16 matrix unit (AMX-BF16); False off Linux."""
-  return any(flag in cpu_flags() for flag in BF16_MATRIX_FLAGS)
+  return any(flag in cpu_features.cpu_flags() for flag in BF16_MATRIX_FLAGS)
 
 
 def resolve_compute_dtype(name: str) -> str:
