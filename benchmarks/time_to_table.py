@@ -17,8 +17,10 @@ runs (a finished run is skipped by the sweep and would not be timed): an error s
 
 Prints JSON lines: one per (method, class) with the mean test AUROC (%) over the seeds, the
 reference's, their difference and the mean step whose parameters were kept; then one summary
-line (wall seconds in total and per stage, runs, per-method mean AUROC, the largest
-|difference| and whether every class is within --tolerance points).
+line (wall seconds in total and per stage, runs, per-method mean AUROC, the dtype of the flows'
+products, the largest |difference| and whether every class is within --tolerance points). The
+timed run's seconds are also kept in <workdir>/time_to_table.times.json as soon as it ends;
+`--existing` prints them again.
 """
 import json
 import os
@@ -32,9 +34,12 @@ from absl import app
 from absl import flags
 
 from cnf_jax.errors import UserInputError
+from cnf_jax.files import write_json_atomic
 from cnf_jax.tasks.oneclass import CIFAR10_CLASSES
 
 FLAGS = flags.FLAGS
+TIMES_FILE = "time_to_table.times.json"   # in --workdir: the timed run's wall seconds and settings
+
 flags.DEFINE_string("workdir", None, "Sweep root of the timed run (must hold no finished run).")
 flags.DEFINE_string("features_root", "~/.cache/cnf_jax/features32", "Feature datasets (benchmarks/make_features.sh).")
 flags.DEFINE_string("config", "configs/oneclass.py", "Config that declares the sweep.")
@@ -113,9 +118,19 @@ def main(argv):
   root = os.path.abspath(os.path.expanduser(FLAGS.workdir))
   names = run_names(FLAGS.classes, FLAGS.seeds)
   summary = {"workdir": root, "runs": len(names), "methods": FLAGS.methods}
+  times_path = os.path.join(root, TIMES_FILE)
   if not FLAGS.existing:
-    summary.update(arg=FLAGS.arg, set=FLAGS.set, **run_and_time(root, names))
+    times = dict(arg=FLAGS.arg, set=FLAGS.set, **run_and_time(root, names))
+    # Kept beside the runs at once: the times survive a lost stdout or a failure further down
+    # (a --reference without these runs), and --existing reports them again.
+    write_json_atomic(times_path, times)
+    summary.update(times)
+  elif os.path.exists(times_path):
+    with open(times_path) as f:
+      summary.update(json.load(f))
   results = read_runs(root, names)
+  # What flow.compute_dtype='auto' resolved to in the runs (it depends on the CPU).
+  summary["compute_dtype"] = sorted({r["compute_dtype"] for r in results.values() if "compute_dtype" in r})
   reference = read_runs(os.path.abspath(os.path.expanduser(FLAGS.reference)), names) if FLAGS.reference else None
   summary.update(mean_auroc={}, reference=FLAGS.reference or None)
   diffs = []

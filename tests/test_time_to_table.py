@@ -55,7 +55,22 @@ def test_times_a_table_then_compares_it_with_a_reference(tmp_path):
   assert all(l["diff"] == round(l["auroc"] - l["reference_auroc"], 2) for l in lines[:-1])
   assert summary["max_abs_diff"] == max(abs(d) for d in diffs) > 0
   assert summary["within_tolerance"] == (summary["max_abs_diff"] <= 0.3)
-  # --existing reads finished runs without running: a run against itself differs by 0.
+  assert summary["compute_dtype"] in (["float32"], ["bfloat16"])
+  timed_summary = summary
+  # --existing reads finished runs without running: a run against itself differs by 0, and the
+  # times the timed run kept beside its runs come back.
   proc, lines = _run(f"--workdir={fast}", "--existing", f"--reference={fast}", *common)
   assert proc.returncode == 0 and lines[-1]["max_abs_diff"] == 0 and lines[-1]["within_tolerance"]
-  assert "wall_s" not in lines[-1]
+  for key in ("wall_s", "sweep_s", "report_s", "arg", "set"):
+    assert lines[-1][key] == timed_summary[key]
+  # A reference that lacks the runs fails after the timed run: its times are on disk all the same.
+  other = str(tmp_path / "other")
+  proc, _ = _run(f"--workdir={other}", "--set=train.steps=10", f"--reference={tmp_path / 'missing'}", *common)
+  assert proc.returncode == 2 and "is missing" in proc.stderr
+  with open(os.path.join(other, "time_to_table.times.json")) as f:
+    kept = json.load(f)
+  assert kept["wall_s"] >= kept["sweep_s"] > 0 and kept["set"] == ["train.steps=10", "data.backbone=toy"]
+  # --existing on a folder with no timed run prints no times.
+  os.remove(os.path.join(other, "time_to_table.times.json"))
+  proc, lines = _run(f"--workdir={other}", "--existing", *common)
+  assert proc.returncode == 0 and "wall_s" not in lines[-1]
