@@ -79,7 +79,7 @@ from cnf_jax.evaluation.conformal import benjamini_hochberg, conformal_pvalues
 from cnf_jax.experiments import config_lib
 from cnf_jax.files import atomic_write, check_writable_path
 from cnf_jax.flows import BLOCK_TYPES, Flow, flow_from_config, init_flow
-from cnf_jax.flows.flow import resolve_compute_dtype
+from cnf_jax.flows.flow import COMPUTE_DTYPES, resolve_compute_dtype
 from cnf_jax.training import loop
 from cnf_jax.training import objectives
 from cnf_jax.training import plan
@@ -104,7 +104,6 @@ NOISE_GRID = (0.03, 0.1, 0.3, 0.6, 1.0)
 NOISE_HOLDOUT = 0.2
 NOISE_MIN_ROWS = 20
 PROBA_METHODS = ("linear", "unify")
-COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 SCORINGS = ("roc_auc_score", "prc_n_score")
 
 

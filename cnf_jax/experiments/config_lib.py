@@ -15,6 +15,7 @@ from cnf_jax.errors import UserInputError
 from cnf_jax.evaluation import baselines
 from cnf_jax.flows import BLOCK_TYPES
 from cnf_jax.flows.allinone import CLAMP_ACTIVATIONS, GLOBAL_AFFINE_TYPES
+from cnf_jax.flows.flow import COMPUTE_DTYPES
 from cnf_jax.training import plan
 
 # Methods scored with trained flows (their models: training/plan.py).
@@ -285,7 +286,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _positive("flow.num_blocks", c.flow.num_blocks)
   for h in c.flow.hidden:
     _positive("flow.hidden entry", h)
-  _one_of("flow.compute_dtype", c.flow.compute_dtype, ("auto", "float32", "bfloat16"))
+  _one_of("flow.compute_dtype", c.flow.compute_dtype, COMPUTE_DTYPES)
   _positive("flow.clamp", c.flow.clamp)
   _one_of("flow.clamp_activation", c.flow.clamp_activation, CLAMP_ACTIVATIONS)
   _one_of("flow.global_affine_type", c.flow.global_affine_type, GLOBAL_AFFINE_TYPES)

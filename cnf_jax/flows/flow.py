@@ -109,6 +109,8 @@ class Flow(nn.Module):
 # 20.5 ms (2026-12-07, a VM whose Xeon hid AMX and AVX512-BF16; benchmarks/README.md). CPUs
 # with AVX512-BF16 but no AMX were not measured and keep float32.
 BF16_MATRIX_FLAGS = ("amx_bf16",)
+# The values of flow.compute_dtype (and of the detector's compute_dtype).
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
 
 @functools.lru_cache(maxsize=None)
