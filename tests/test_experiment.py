@@ -168,6 +168,7 @@ def test_a_run_with_every_method_writes_all_of_them(tmp_path):
   assert os.path.isfile(tmp_path / "alone" / "results.json")
   assert alone["auroc"] == {m: results["auroc"][m] for m in ("mse", "knn", "mcd")}
   assert alone["auroc_by_group"]["ship"] == {m: results["auroc_by_group"]["ship"][m] for m in ("mse", "knn", "mcd")}
+  assert "compute_dtype" not in alone   # it trained no flow
 
 
 def _oe_toy(path):

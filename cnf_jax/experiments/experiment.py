@@ -439,9 +439,11 @@ def evaluate_and_write(run: Run, variables: Dict[str, dict], eps) -> dict:
       "num_test": len(data.test),
       "num_test_anomalies": int(data.test_is_anomaly.sum()),
       "steps": config.train.steps,
-      # What flow.compute_dtype resolved to on this machine ('auto' depends on the CPU).
-      "compute_dtype": resolve_compute_dtype(config.flow.compute_dtype),
   }
+  if variables:
+    # What flow.compute_dtype resolved to on this machine ('auto' depends on the CPU); a run of
+    # baselines only trained no flow, so it has none to record.
+    results["compute_dtype"] = resolve_compute_dtype(config.flow.compute_dtype)
   if eps is not None:
     results["eps"] = eps
   if config.train.validation_fraction > 0:
