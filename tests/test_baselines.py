@@ -156,6 +156,22 @@ def test_fast_abod_equals_a_direct_loop():
   assert fast[6] == fast.max()   # the far point sees its neighbours in a narrow cone.
 
 
+def test_abod_scores_in_row_blocks_bounded_by_k_times_dim(monkeypatch):
+  """k x D entries a scored row: with the bound at 3 rows' worth, 9 rows score in blocks of 3."""
+  rng = np.random.default_rng(1)
+  train, x = rng.normal(size=(40, 3)), rng.normal(size=(9, 3))
+  cfg = config_lib.default_config().baselines
+  cfg.abod_k = 5
+  whole = baselines.fit("abod", train, cfg=cfg)(x)
+  monkeypatch.setattr(baselines, "_BLOCK_ENTRIES", 3 * 5 * 5)   # k * max(D, k) = 25 entries a row
+  sizes = []
+  real = baselines.abod_scores
+  monkeypatch.setattr(baselines, "abod_scores", lambda p, n: sizes.append(len(p)) or real(p, n))
+  blocked = baselines.fit("abod", train, cfg=cfg)(x)
+  assert sizes == [3, 3, 3]
+  np.testing.assert_array_equal(blocked, whole)
+
+
 def test_abod_by_hand():
   # x at the origin, neighbours (1, 0), (0, 2), (-1, 0): weighted cosines of the three pairs
   # are 0 / (1 * 4), -1 / (1 * 1), 0 / (4 * 1) -> values [0, -1, 0], variance 2/9.

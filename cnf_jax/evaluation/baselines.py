@@ -155,8 +155,9 @@ def _as64(x: np.ndarray) -> np.ndarray:
   return np.asarray(x, np.float64)
 
 
-def _in_chunks(fn: ScoreFn, x: np.ndarray) -> np.ndarray:
-  return np.concatenate([fn(x[i:i + _CHUNK]) for i in range(0, len(x), _CHUNK)]) if len(x) else np.zeros(0)
+def _in_chunks(fn: ScoreFn, x: np.ndarray, rows: int = _CHUNK) -> np.ndarray:
+  """fn applied to x [T, D] `rows` rows at a time; the [T] scores concatenated."""
+  return np.concatenate([fn(x[i:i + rows]) for i in range(0, len(x), rows)]) if len(x) else np.zeros(0)
 
 
 def _check_neighbours(name: str, k: int, n: int) -> None:
@@ -360,7 +361,10 @@ def _abod(inliers, contrastive, cfg, seed) -> ScoreFn:
     index = nn.kneighbors(part, return_distance=False)      # [T, k]
     return abod_scores(part, inliers[index])
 
-  return lambda x: _in_chunks(score, _as64(x))
+  # A scored row holds its neighbours and their differences [k, D] and k(k - 1)/2 pair values:
+  # chunks of 2,048 rows at k = 200 on 1,280-d features took ~11 GB and were OOM-killed.
+  rows = _rows_per_block(cfg.abod_k * max(inliers.shape[1], cfg.abod_k))
+  return lambda x: _in_chunks(score, _as64(x), rows)
 
 
 def _mcd(inliers, contrastive, cfg, seed) -> ScoreFn:
