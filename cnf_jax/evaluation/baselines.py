@@ -201,13 +201,15 @@ def _kde(inliers, contrastive, cfg, seed) -> ScoreFn:
   return lambda x: -kde.score_samples(_as64(x))
 
 
-# The [rows, N] blocks of gaussian_kde_log_density and euclidean_distances hold at most this many
-# float64 entries (128 MiB), so that a large training set (ADBench's 100k rows) scores fewer rows at a time.
+# The [rows, N] blocks of gaussian_kde_log_density and euclidean_distances (and ABOD's [rows, k, D]
+# neighbour blocks) hold at most this many float64 entries (128 MiB), so that a large training set
+# (ADBench's 100k rows) or a large k x D scores fewer rows at a time.
 _BLOCK_ENTRIES = 1 << 24
 
 
 def _rows_per_block(columns: int) -> int:
-  """Rows of x scored at a time against `columns` rows of the other set, within _BLOCK_ENTRIES."""
+  """Rows of x scored at a time when each row needs `columns` entries (e.g. its distances to the
+  rows of the other set), within _BLOCK_ENTRIES."""
   return max(1, min(_CHUNK, _BLOCK_ENTRIES // max(columns, 1)))
 
 
@@ -217,15 +219,14 @@ def gaussian_kde_log_density(train: np.ndarray, x: np.ndarray, bandwidth: float)
   n, d = train.shape
   norm = np.log(n) + 0.5 * d * np.log(2 * np.pi * bandwidth ** 2)
   sq_train = np.sum(train ** 2, axis=1)
-  rows = _rows_per_block(n)
-  out = []
-  for start in range(0, len(x), rows):
-    part = x[start:start + rows]
+
+  def block(part):
     d2 = np.maximum(np.sum(part ** 2, axis=1)[:, None] + sq_train[None, :] - 2 * part @ train.T, 0.0)
     z = -0.5 * d2 / bandwidth ** 2
     peak = z.max(axis=1)
-    out.append(peak + np.log(np.exp(z - peak[:, None]).sum(axis=1)) - norm)
-  return np.concatenate(out) if out else np.zeros(0)
+    return peak + np.log(np.exp(z - peak[:, None]).sum(axis=1)) - norm
+
+  return _in_chunks(block, x, _rows_per_block(n))
 
 
 def kde_cv_bandwidth(inliers: np.ndarray, seed: int = 0) -> tuple:
