@@ -23,8 +23,9 @@ from cnf_jax.evaluation import baselines  # noqa: E402
 from cnf_jax.experiments import config_lib  # noqa: E402
 
 # The same arithmetic up to the order of operations and the neighbour search (PyOD's trees,
-# our brute force): measured differences are below 1e-14 relative; KDE, MCD and PCA run the
-# very same sklearn code and agree exactly.
+# our brute force): measured differences are below 1e-14 relative; KDE and PCA run the very same
+# sklearn code and agree exactly, and so does MCD, whose search (cnf_jax.evaluation.mcd) makes
+# sklearn's draws and choices on data like these.
 RTOL = 1e-6
 
 # Our method, PyOD's detector with its defaults (MCD: the run's seed as random_state).

@@ -231,6 +231,7 @@ def test_raw_sets_each_classes_chosen_knobs_and_paper_keeps_pyods():
   """',raw' is Table 1 on Lite0's raw features (benchmarks/results/table1/effnet_lite0) in one word."""
   oneclass = _module("oneclass")
   chosen = {name: oneclass.get_config(f"{name},raw").baselines for name in ("airplane", "bird", "cat", "frog", "truck")}
+  chosen_methods = oneclass.get_config("cat,raw").methods.split(",")
   assert {n: (b.knn_k, b.lof_k, b.abod_k, b.kde_bandwidth) for n, b in chosen.items()} == {
       "airplane": (5, 500, 50, 0.1), "bird": (10, 200, 50, 0.1), "cat": (50, 500, 50, 0.25),
       "frog": (5, 50, 50, 0.1), "truck": (10, 500, 50, 0.25)}
@@ -241,6 +242,7 @@ def test_raw_sets_each_classes_chosen_knobs_and_paper_keeps_pyods():
   assert (paper.baselines.knn_k, paper.baselines.lof_k, paper.baselines.abod_k, paper.baselines.kde_bandwidth) == (5, 20, 5, 1.0)
   # runlocal keeps 450 training inliers: every neighbour count must fit them.
   local = oneclass.get_config("airplane,raw,runlocal")
+  assert "mcd" in chosen_methods and "mcd" not in local.methods.split(",")   # MCD needs more inliers than features
   assert max(local.baselines.knn_k, local.baselines.lof_k, local.baselines.abod_k) <= 0.9 * local.data.train_limit
   with pytest.raises(UserInputError, match=r"configs/celeba\.py: unknown argument\(s\) 'raw'"):
     _module("celeba").get_config("male,raw")

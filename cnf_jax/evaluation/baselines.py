@@ -57,7 +57,9 @@ run them.
              nearest inliers. Outliers see their neighbours within a narrow cone, so
              the variance is small and the score high.
   mcd        squared Mahalanobis distance under the minimum covariance determinant
-             estimate of the inliers' location and covariance (sklearn MinCovDet).
+             estimate of the inliers' location and covariance: sklearn MinCovDet, whose
+             FastMCD search runs in cnf_jax.evaluation.mcd (sklearn's result where the
+             supports' covariances are non-singular, ~100x faster at D = 1,280).
 
   pyod:<Name> the installed PyOD's detector class <Name> (pyod:IForest, pyod:ECOD, ...)
              with its defaults, random_state = the run's seed where it takes one:
@@ -77,13 +79,13 @@ from typing import Callable, Dict, Optional
 
 import ml_collections
 import numpy as np
-from sklearn import covariance as sk_covariance
 from sklearn import decomposition as sk_decomposition
 from sklearn import neighbors as sk_neighbors
 from sklearn import preprocessing as sk_preprocessing
 from threadpoolctl import threadpool_limits
 
 from cnf_jax.errors import UserInputError
+from cnf_jax.evaluation import mcd
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -376,13 +378,12 @@ def _mcd(inliers, contrastive, cfg, seed) -> ScoreFn:
   if len(fit_on) <= fit_on.shape[1]:
     raise UserInputError(f"baseline mcd needs more inliers ({len(fit_on)}) than features ({fit_on.shape[1]}); "
                          "raise config.baselines.mcd_max_samples or drop mcd from config.methods")
-  # MinCovDet runs ~1,300 eigendecompositions of D x D matrices: multi-threaded LAPACK spends
-  # its time synchronising on matrices that small (measured on a busy 2-core machine, 2,000 x 128:
-  # 110 s with the default threads, 6 s with one).
+  # One thread: multi-threaded LAPACK spent its time synchronising on D x D matrices this small
+  # (sklearn's MinCovDet on a busy 2-core machine, 2,000 x 128: 110 s with the default threads,
+  # 6 s with one), and sweeps run one process per core.
   with threadpool_limits(1):
-    mcd = sk_covariance.MinCovDet(support_fraction=cfg.mcd_support_fraction or None,
-                                  random_state=seed).fit(fit_on)
-  return lambda x: mcd.mahalanobis(_as64(x))
+    fitted = mcd.fit_min_cov_det(fit_on, cfg.mcd_support_fraction or None, random_state=seed)
+  return lambda x: fitted.mahalanobis(_as64(x))
 
 
 def is_baseline(name: str) -> bool:
