@@ -8,6 +8,7 @@ and results/backbones/run.sh: the sweeps' settings and the report over their roo
 results/table1/seeds.py: runs.jsonl from sweep roots, and the table over seeds from it.
 kde_speed.py: one JSON line timing both KDEs on small data.
 pca_speed.py: one JSON line timing cdist and the BLAS distances of the PCA baseline.
+mcd_speed.py: one JSON line per dimension timing sklearn's MinCovDet and this code's search.
 """
 import json
 import os
@@ -161,3 +162,13 @@ def test_pca_speed_times_both_distances_and_finds_the_scores_equal():
   record = json.loads(proc.stdout.strip().splitlines()[-1])
   assert (record["train"], record["test"], record["dim"], record["components"]) == (60, 20, 8, 8)
   assert record["cdist_s"] >= 0 and record["blas_s"] >= 0 and record["max_rel_diff"] < 1e-12
+
+
+def test_mcd_speed_times_both_fits_and_finds_them_equal():
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "mcd_speed.py"), "--train=600", "--test=20",
+                         "--dims=3,6"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  records = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+  assert [(r["train"], r["test"], r["dim"]) for r in records] == [(600, 20, 3), (600, 20, 6)]
+  for r in records:   # non-singular supports: sklearn's estimate
+    assert r["sklearn_s"] > 0 and r["ours_s"] > 0 and r["same_support"] and r["max_rel_diff"] < 1e-9
