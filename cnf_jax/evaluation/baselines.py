@@ -123,7 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.lof_k = 20                # neighbours (PyOD LOF: 20).
   c.abod_k = 5                # neighbours of fast ABOD (PyOD: 5).
   # Fit MCD on a random subsample of at most this many inliers (0 = all; the seed picks them).
-  # All 5,000 x 128 inliers of a CIFAR-10 class take ~10 s (single-threaded LAPACK, see _mcd).
+  # 4,500 x 128 rows take ~3 s, 4,500 x 1,280 ~20 s (one thread; benchmarks/mcd_speed.py).
   c.mcd_max_samples = 0
   c.mcd_support_fraction = 0.0  # fraction of points in the MCD support; 0 = sklearn's (n + D + 1) / 2n.
   return c
