@@ -330,7 +330,8 @@ def abod_scores(x: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
   variance 0 (score 0, the maximum), where PyOD's is NaN.
   """
   diff = neighbours - x[:, None, :]                         # [T, k, D]
-  gram = np.einsum("tid,tjd->tij", diff, diff)              # [T, k, k]
+  gram = diff @ np.swapaxes(diff, 1, 2)                     # [T, k, k]; batched BLAS: einsum's
+                                                            # loop was ~11x slower at k = 200, D = 1,280
   sq = np.einsum("tii->ti", gram)                           # [T, k] squared distances
   i, j = np.triu_indices(neighbours.shape[1], k=1)
   valid = (sq[:, i] > 0) & (sq[:, j] > 0)                   # [T, P]
