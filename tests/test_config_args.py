@@ -233,8 +233,8 @@ def test_raw_sets_each_classes_chosen_knobs_and_paper_keeps_pyods():
   chosen = {name: oneclass.get_config(f"{name},raw").baselines for name in ("airplane", "bird", "cat", "frog", "truck")}
   chosen_methods = oneclass.get_config("cat,raw").methods.split(",")
   assert {n: (b.knn_k, b.lof_k, b.abod_k, b.kde_bandwidth) for n, b in chosen.items()} == {
-      "airplane": (5, 500, 50, 0.1), "bird": (10, 200, 200, 0.1), "cat": (50, 500, 100, 0.25),
-      "frog": (5, 50, 50, 0.1), "truck": (10, 500, 200, 0.25)}
+      "airplane": (5, 500, 50, 0.1), "bird": (10, 200, 400, 0.1), "cat": (50, 500, 100, 0.25),
+      "frog": (5, 50, 50, 0.1), "truck": (10, 500, 400, 0.25)}
   for table in (oneclass.RAW_KNN_K, oneclass.RAW_LOF_K, oneclass.RAW_KDE_BANDWIDTH, oneclass.RAW_ABOD_K):
     assert set(table) == set(oneclass.CIFAR10_CLASSES)
   paper = oneclass.get_config("cat,raw,paper")
