@@ -22,9 +22,10 @@ QR-algorithm eigendecomposition takes ~2 s at D = 1,280 on one core, about 1,300
 Where the subsets' supports are singular (h_subset <= D: D above ~190 for a 4,500-row class),
 every start's determinant there is zero, all tie, np.argsort's order of the ties picks the
 starts that go on, and the C-steps on all rows (non-singular supports whenever N > D) do the
-work. Results there can differ from sklearn's, whose choices follow rounding noise: on ADBench's
-sets with such subsets 17 of 21 fits gave sklearn's AUROC (benchmarks/results/adbench/README.md),
-and on 4,500 x 384 Gaussian rows the final log-determinants (~ -435) differed by 0.02, either way.
+work. Singular supports also come from data with binary or often-constant columns, whatever D.
+Results there can differ from sklearn's, whose choices follow rounding noise: on ADBench 224 of 258
+fits gave sklearn's AUROC, the others moved both ways (benchmarks/results/adbench/README.md); on
+4,500 x 384 Gaussian rows the final log-determinants (~ -435) differed by 0.02, either way.
 """
 import dataclasses
 import math
