@@ -58,8 +58,10 @@ run them.
              the variance is small and the score high.
   mcd        squared Mahalanobis distance under the minimum covariance determinant
              estimate of the inliers' location and covariance: sklearn MinCovDet, whose
-             FastMCD search runs in cnf_jax.evaluation.mcd (sklearn's result where the
-             supports' covariances are non-singular, ~100x faster at D = 1,280).
+             FastMCD search runs in cnf_jax.evaluation.mcd: sklearn's (and PyOD's) result
+             where the supports' covariances are non-singular, ~100x faster at D = 1,280;
+             where they are singular (binary or constant columns in a subset, D >= h)
+             sklearn's choices follow rounding noise and the two can differ.
 
   pyod:<Name> the installed PyOD's detector class <Name> (pyod:IForest, pyod:ECOD, ...)
              with its defaults, random_state = the run's seed where it takes one:
