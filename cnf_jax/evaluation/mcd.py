@@ -88,10 +88,10 @@ class _Estimate:
       # C's eigenvector Y^T u / sqrt(h lam), so W's columns are Y^T u / (sqrt(h) lam).
       centred = self.data[self.support] - self.location
       lam, u = scipy.linalg.eigh(centred @ centred.T / h, driver="evd", check_finite=False)
-      keep = lam > d * np.finfo(np.float64).eps * np.max(np.abs(lam), initial=0.0)
+      keep = _above_pinvh_cutoff(lam, d)
       return centred.T @ (u[:, keep] / (math.sqrt(h) * lam[keep]))
     lam, v = scipy.linalg.eigh(self.covariance(), driver="evd", check_finite=False)
-    keep = lam > d * np.finfo(np.float64).eps * np.max(np.abs(lam), initial=0.0)
+    keep = _above_pinvh_cutoff(lam, d)
     return v[:, keep] / np.sqrt(lam[keep])
 
   def distances(self, x: np.ndarray, location: Optional[np.ndarray] = None) -> np.ndarray:
@@ -104,6 +104,12 @@ class _Estimate:
 def _covariance(rows: np.ndarray, location: np.ndarray) -> np.ndarray:
   centred = rows - location
   return centred.T @ centred / len(rows)
+
+
+def _above_pinvh_cutoff(eigenvalues: np.ndarray, d: int) -> np.ndarray:
+  """[r] bool: the eigenvalues of a D x D covariance that scipy.linalg.pinvh keeps (above
+  D * eps * the largest in magnitude); only positive ones, as the covariance is PSD."""
+  return eigenvalues > d * np.finfo(np.float64).eps * np.max(np.abs(eigenvalues), initial=0.0)
 
 
 def _cholesky(matrix: np.ndarray) -> Optional[np.ndarray]:
