@@ -208,7 +208,10 @@ def test_eps_ablation_config(tmp_path, features):
 def test_cf_factors_config_changes_one_setting_per_run(tmp_path, features):
   module = _module("cf_factors")
   runs = config_lib.declared_sweep(module)
-  assert len(runs) == len(module.CLASSES) * len(module.FACTORS) * len(module.SEEDS)
+  assert len(runs) == (len(module.CLASSES) * len(module.FACTORS) * len(module.SEEDS)
+                       + len(module.RAW_EPS_CLASSES) * 3)
+  assert [f["objective.eps"] for f in module.RAW_EPS_FACTORS] == [500.0, 1000.0, 1500.0]
+  assert len(module.RAW_EPS_CLASSES) == 8 and not set(module.RAW_EPS_CLASSES) & set(module.CLASSES)
   reference = module.get_config("cat")
   # The reference is the ten-class table's CF: configs/oneclass.py:<class>,chosen,fast.
   table = _module("oneclass").get_config("cat,chosen,fast")
@@ -228,7 +231,7 @@ def test_cf_factors_config_changes_one_setting_per_run(tmp_path, features):
   # Runs that differ only in data.* and eps share a program: the classes, the reference, the two
   # contrastive-set sizes and the three fixed eps.
   groups = sweep.group_runs([r.config(module) for r in runs])
-  assert sorted(map(len, groups))[-1] == len(module.CLASSES) * 6 * len(module.SEEDS)
+  assert sorted(map(len, groups))[-1] == len(module.CLASSES) * 6 * len(module.SEEDS) + len(module.RAW_EPS_CLASSES) * 3
   assert len(groups) == len(module.FACTORS) - 5
   c = _local("cf_factors", "cat", features)
   c.preprocess.normalize, c.objective.eps_auto = "standardize", True
