@@ -9,6 +9,7 @@ results/table1/seeds.py: runs.jsonl from sweep roots, and the table over seeds f
 kde_speed.py: one JSON line timing both KDEs on small data.
 pca_speed.py: one JSON line timing cdist and the BLAS distances of the PCA baseline.
 mcd_speed.py: one JSON line per dimension timing sklearn's MinCovDet and this code's search.
+results/cf_factors/eps_raw.py: CF's eps runs collected, and the eps each class's criterion chooses.
 """
 import json
 import os
@@ -172,3 +173,31 @@ def test_mcd_speed_times_both_fits_and_finds_them_equal():
   assert [(r["train"], r["test"], r["dim"]) for r in records] == [(600, 20, 3), (600, 20, 6)]
   for r in records:   # non-singular supports: sklearn's estimate
     assert r["sklearn_s"] > 0 and r["ours_s"] > 0 and r["same_support"] and r["max_rel_diff"] < 1e-9
+
+
+def test_cf_eps_raw_collects_eps_runs_and_chooses_each_class_by_the_criterion(tmp_path):
+  # Table 1's seed-0 CF runs are the eps = 100 candidates; the sweep root has the other three eps.
+  table1 = tmp_path / "table1.jsonl"
+  table1.write_text("".join(json.dumps({"class": c, "seed": 0, "method": "cf", "auroc": 0.90, "criterion": 0.95}) + "\n"
+                            for c in ("deer", "dog")))
+  runs = tmp_path / "runs_raw.jsonl"
+  runs.write_text("")
+  criteria = {"deer": {500.0: 0.96, 1000.0: 0.94, 1500.0: 0.93}, "dog": {500.0: 0.90, 1000.0: 0.91, 1500.0: 0.92}}
+  for cls, by_eps in criteria.items():
+    for eps, crit in by_eps.items():
+      run = tmp_path / "root" / f"{cls}-objective.eps={eps}-seed=0"
+      run.mkdir(parents=True)
+      (run / "config.json").write_text(json.dumps({"seed": 0, "data": {"inlier_class": cls}, "objective": {"eps": eps}}))
+      (run / "results.json").write_text(json.dumps({
+          "auroc": {"cf": crit - 0.05}, "aupr": {"cf": 0.99}, "fpr95": {"cf": 0.3},
+          "selection": {"values": {"cf": crit}}, "early_stopping": {"models": {"cf": {"best_step": 1000}}}}))
+  script = os.path.join(ROOT, "benchmarks", "results", "cf_factors", "eps_raw.py")
+  proc = subprocess.run([sys.executable, script, f"--runs={runs}", f"--table1={table1}", f"--collect={tmp_path / 'root'}"],
+                        capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  lines = [json.loads(line) for line in runs.read_text().splitlines()]
+  assert len(lines) == 6 and {line["best_step"] for line in lines} == {1000}
+  # deer: eps 500 has the highest criterion (0.96 > 0.95 of eps 100); dog: eps 100 (0.95) beats 0.90-0.92.
+  assert 'RAW_CF_EPS = {"deer": 500.0, "dog": 100.0}' in proc.stdout
+  deer = next(line for line in proc.stdout.splitlines() if line.startswith("| deer |"))
+  assert deer == "| deer | 95.00 / 90.00 | 96.00 / 91.00 | 94.00 / 89.00 | 93.00 / 88.00 | 500 | +1.00 | 91.00 | 1.00 |"

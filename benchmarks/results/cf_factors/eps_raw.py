@@ -1,0 +1,114 @@
+"""CF's clamp eps on raw 1,280-d Lite0 features, chosen per class by the label-free criterion.
+
+The candidates per class (seed 0): eps = 100, the raw Table 1's own CF run
+(`../table1/effnet_lite0/runs.jsonl`), and eps = 500, 1,000, 1,500 (`runs_raw.jsonl`, this folder;
+configs/cf_factors.py declares them for all ten classes). The earlier run folders are gone, so the
+choice is made from those kept lines, with the same rule as every other choice of the project
+(`cnf_jax.evaluation.selection.choose`: highest held-out criterion; no test label).
+
+  # add finished eps runs of a sweep root to runs_raw.jsonl (a line with the same run name is replaced):
+  python benchmarks/results/cf_factors/eps_raw.py --collect=~/.cache/cnf_jax/cf_eps_raw
+  # the per-class table, the chosen eps per class as a Python dict, and JSON lines:
+  python benchmarks/results/cf_factors/eps_raw.py
+"""
+import glob
+import json
+import os
+from typing import Dict, List
+
+import numpy as np
+from absl import app, flags
+
+from cnf_jax.evaluation import selection
+from cnf_jax.files import atomic_write
+from cnf_jax.tasks.oneclass import CIFAR10_CLASSES
+
+FLAGS = flags.FLAGS
+HERE = os.path.dirname(os.path.abspath(__file__))
+flags.DEFINE_string("runs", os.path.join(HERE, "runs_raw.jsonl"), "The eps runs (one line per run).")
+flags.DEFINE_string("table1", os.path.join(HERE, "..", "table1", "effnet_lite0", "runs.jsonl"),
+                    "Table 1's runs.jsonl on raw Lite0: its seed-0 CF lines are the eps = 100 candidates.")
+flags.DEFINE_multi_string("collect", [], "A sweep root of configs/cf_factors.py whose finished eps runs go into --runs.")
+FEATURES = "effnet_lite0 raw 1,280-d"
+
+
+def read_lines(path: str) -> List[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def line_of_run(run_dir: str) -> dict:
+  """runs_raw.jsonl's line for one finished run folder (figures in %, as the file has them)."""
+  with open(os.path.join(run_dir, "config.json")) as f:
+    config = json.load(f)
+  with open(os.path.join(run_dir, "results.json")) as f:
+    results = json.load(f)
+  eps = float(config["objective"]["eps"])
+  stopping = results.get("early_stopping", {}).get("models", {}).get("cf", {})
+  return {"run": os.path.basename(run_dir), "setting": f"objective.eps={eps}",
+          "inlier_class": config["data"]["inlier_class"], "seed": int(config["seed"]),
+          "criterion": round(100 * results["selection"]["values"]["cf"], 4),
+          **{m: round(100 * results[m]["cf"], 2) for m in ("auroc", "aupr", "fpr95")},
+          "best_step": stopping.get("best_step"), "eps": eps, "features": FEATURES}
+
+
+def collect(path: str, roots: List[str]) -> int:
+  by_run = {r["run"]: r for r in read_lines(path)}
+  new = [line_of_run(os.path.dirname(p)) for root in roots
+         for p in sorted(glob.glob(os.path.join(os.path.expanduser(root), "*", "results.json")))]
+  for line in new:
+    if line["features"] != FEATURES or line["setting"] not in {f"objective.eps={e}" for e in (500.0, 1000.0, 1500.0)}:
+      raise ValueError(f"{line['run']}: not one of the raw eps runs (setting {line['setting']})")
+    by_run[line["run"]] = line
+  with atomic_write(path) as f:
+    f.write("".join(json.dumps(r) + "\n" for r in sorted(by_run.values(), key=lambda r: r["run"])))
+  return len(new)
+
+
+def candidates(runs: List[dict], table1: List[dict]) -> Dict[str, List[selection.Candidate]]:
+  """{class: [eps 100, 500, 1000, 1500 candidates]} for the classes that have all four (seed 0)."""
+  out = {}
+  for name in CIFAR10_CLASSES:
+    ref = [r for r in table1 if r["class"] == name and r["seed"] == 0 and r["method"] == "cf"]
+    found = [selection.Candidate(f"{name}-table1", "eps=100.0", ref[0]["criterion"], ref[0]["auroc"])] if ref else []
+    for eps in (500.0, 1000.0, 1500.0):
+      match = [r for r in runs if r["inlier_class"] == name and r["seed"] == 0 and r["eps"] == eps]
+      if match:
+        found.append(selection.Candidate(match[0]["run"], f"eps={eps}", match[0]["criterion"] / 100,
+                                         match[0]["auroc"] / 100))
+    if len(found) == 4:
+      out[name] = found
+  return out
+
+
+def main(argv):
+  del argv
+  if FLAGS.collect:
+    print(f"# {collect(FLAGS.runs, FLAGS.collect)} runs collected into {FLAGS.runs}")
+  by_class = candidates(read_lines(FLAGS.runs), read_lines(FLAGS.table1))
+  print("| class | eps 100 | eps 500 | eps 1,000 | eps 1,500 | chosen | chosen - eps 100 | oracle | rho |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  chosen, rows = {}, []
+  for name, cands in by_class.items():
+    s = selection.select(name, "cf", cands)
+    eps = float(s.chosen.settings.split("=")[1])
+    chosen[name] = eps
+    rho = "-" if s.rho is None else f"{s.rho:.2f}"
+    cells = " | ".join(f"{c.criterion * 100:.2f} / {c.test_auroc * 100:.2f}" for c in cands)
+    gain = (s.chosen.test_auroc - cands[0].test_auroc) * 100
+    print(f"| {name} | {cells} | {eps:g} | {gain:+.2f} | {s.oracle.test_auroc * 100:.2f} | {rho} |")
+    rows.append({"class": name, "chosen_eps": eps, "chosen_auroc": s.chosen.test_auroc,
+                 "eps100_auroc": cands[0].test_auroc, "oracle_auroc": s.oracle.test_auroc, "rho": s.rho})
+  if rows:
+    mean = lambda k: 100 * np.mean([r[k] for r in rows])
+    rhos = [r["rho"] for r in rows if r["rho"] is not None]
+    print(f"\n{len(rows)} classes: chosen {mean('chosen_auroc'):.2f}, eps 100 {mean('eps100_auroc'):.2f} "
+          f"({mean('chosen_auroc') - mean('eps100_auroc'):+.2f}), oracle {mean('oracle_auroc'):.2f}; "
+          f"mean rho {np.mean(rhos):.2f} over {len(rhos)} classes")
+    print("RAW_CF_EPS =", json.dumps({k: v for k, v in chosen.items()}))
+  for r in rows:
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+  app.run(main)
