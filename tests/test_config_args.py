@@ -235,8 +235,13 @@ def test_raw_sets_each_classes_chosen_knobs_and_paper_keeps_pyods():
   assert {n: (b.knn_k, b.lof_k, b.abod_k, b.kde_bandwidth) for n, b in chosen.items()} == {
       "airplane": (5, 500, 50, 0.1), "bird": (10, 200, 400, 0.1), "cat": (50, 500, 100, 0.25),
       "frog": (5, 50, 50, 0.1), "truck": (10, 500, 400, 0.25)}
-  for table in (oneclass.RAW_KNN_K, oneclass.RAW_LOF_K, oneclass.RAW_KDE_BANDWIDTH, oneclass.RAW_ABOD_K):
+  for table in (oneclass.RAW_KNN_K, oneclass.RAW_LOF_K, oneclass.RAW_KDE_BANDWIDTH, oneclass.RAW_ABOD_K,
+                oneclass.RAW_CF_EPS):
     assert set(table) == set(oneclass.CIFAR10_CLASSES)
+  # CF's eps per class on these features (benchmarks/results/cf_factors/eps_raw.py), 100 on PCA-128.
+  assert {n: oneclass.get_config(f"{n},raw").objective.eps for n in ("airplane", "cat", "deer")} == {
+      "airplane": 1500.0, "cat": 1000.0, "deer": 1500.0}
+  assert oneclass.get_config("cat,chosen").objective.eps == 100.0
   paper = oneclass.get_config("cat,raw,paper")
   assert (paper.data.backbone, paper.objective.oe_margin, paper.objective.eps) == ("effnet_lite0", 1280.0, 0.0)
   assert (paper.baselines.knn_k, paper.baselines.lof_k, paper.baselines.abod_k, paper.baselines.kde_bandwidth) == (5, 20, 5, 1.0)
