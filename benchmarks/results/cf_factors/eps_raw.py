@@ -30,9 +30,12 @@ flags.DEFINE_string("table1", os.path.join(HERE, "..", "table1", "effnet_lite0",
                     "Table 1's runs.jsonl on raw Lite0: its seed-0 CF lines are the eps = 100 candidates.")
 flags.DEFINE_multi_string("collect", [], "A sweep root of configs/cf_factors.py whose finished eps runs go into --runs.")
 FEATURES = "effnet_lite0 raw 1,280-d"
+SEARCHED_EPS = (500.0, 1000.0, 1500.0)   # configs/cf_factors.py's RAW_EPS_FACTORS; eps = 100 is Table 1's
 
 
 def read_lines(path: str) -> List[dict]:
+  if not os.path.exists(path):
+    raise SystemExit(f"eps_raw.py: {path} not found; give the file with --runs / --table1")
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
 
@@ -57,7 +60,7 @@ def collect(path: str, roots: List[str]) -> int:
   new = [line_of_run(os.path.dirname(p)) for root in roots
          for p in sorted(glob.glob(os.path.join(os.path.expanduser(root), "*", "results.json")))]
   for line in new:
-    if line["features"] != FEATURES or line["setting"] not in {f"objective.eps={e}" for e in (500.0, 1000.0, 1500.0)}:
+    if line["features"] != FEATURES or line["eps"] not in SEARCHED_EPS:
       raise ValueError(f"{line['run']}: not one of the raw eps runs (setting {line['setting']})")
     by_run[line["run"]] = line
   with atomic_write(path) as f:
@@ -71,7 +74,7 @@ def candidates(runs: List[dict], table1: List[dict]) -> Dict[str, List[selection
   for name in CIFAR10_CLASSES:
     ref = [r for r in table1 if r["class"] == name and r["seed"] == 0 and r["method"] == "cf"]
     found = [selection.Candidate(f"{name}-table1", "eps=100.0", ref[0]["criterion"], ref[0]["auroc"])] if ref else []
-    for eps in (500.0, 1000.0, 1500.0):
+    for eps in SEARCHED_EPS:
       match = [r for r in runs if r["inlier_class"] == name and r["seed"] == 0 and r["eps"] == eps]
       if match:
         found.append(selection.Candidate(match[0]["run"], f"eps={eps}", match[0]["criterion"] / 100,
@@ -88,11 +91,10 @@ def main(argv):
   by_class = candidates(read_lines(FLAGS.runs), read_lines(FLAGS.table1))
   print("| class | eps 100 | eps 500 | eps 1,000 | eps 1,500 | chosen | chosen - eps 100 | oracle | rho |")
   print("|---|---|---|---|---|---|---|---|---|")
-  chosen, rows = {}, []
+  rows = []
   for name, cands in by_class.items():
     s = selection.select(name, "cf", cands)
     eps = float(s.chosen.settings.split("=")[1])
-    chosen[name] = eps
     rho = "-" if s.rho is None else f"{s.rho:.2f}"
     cells = " | ".join(f"{c.criterion * 100:.2f} / {c.test_auroc * 100:.2f}" for c in cands)
     gain = (s.chosen.test_auroc - cands[0].test_auroc) * 100
@@ -105,7 +107,7 @@ def main(argv):
     print(f"\n{len(rows)} classes: chosen {mean('chosen_auroc'):.2f}, eps 100 {mean('eps100_auroc'):.2f} "
           f"({mean('chosen_auroc') - mean('eps100_auroc'):+.2f}), oracle {mean('oracle_auroc'):.2f}; "
           f"mean rho {np.mean(rhos):.2f} over {len(rhos)} classes")
-    print("RAW_CF_EPS =", json.dumps({k: v for k, v in chosen.items()}))
+    print("RAW_CF_EPS =", json.dumps({r["class"]: r["chosen_eps"] for r in rows}))
   for r in rows:
     print(json.dumps(r))
 
