@@ -175,11 +175,13 @@ def test_mcd_speed_times_both_fits_and_finds_them_equal():
     assert r["sklearn_s"] > 0 and r["ours_s"] > 0 and r["same_support"] and r["max_rel_diff"] < 1e-9
 
 
-def test_cf_eps_raw_collects_eps_runs_and_chooses_each_class_by_the_criterion(tmp_path):
-  # Table 1's seed-0 CF runs are the eps = 100 candidates; the sweep root has the other three eps.
+def test_cf_eps_raw_collects_eps_runs_chooses_by_the_criterion_and_writes_the_choice_into_table1(tmp_path):
+  # Table 1's seed-0 CF runs (eps = 100) are copied in as candidates; the sweep root has the other three eps.
   table1 = tmp_path / "table1.jsonl"
-  table1.write_text("".join(json.dumps({"class": c, "seed": 0, "method": "cf", "auroc": 0.90, "criterion": 0.95}) + "\n"
-                            for c in ("deer", "dog")))
+  table1_lines = [{"class": c, "seed": 0, "method": "cf", "sweep": "flows", "auroc": 0.90, "aupr": 0.98,
+                   "fpr95": 0.4, "criterion": 0.95, "feature_dim": 1280, "eps": 100.0} for c in ("deer", "dog")]
+  table1_lines.append({**table1_lines[0], "seed": 1})
+  table1.write_text("".join(json.dumps(line) + "\n" for line in table1_lines))
   runs = tmp_path / "runs_raw.jsonl"
   runs.write_text("")
   criteria = {"deer": {500.0: 0.96, 1000.0: 0.94, 1500.0: 0.93}, "dog": {500.0: 0.90, 1000.0: 0.91, 1500.0: 0.92}}
@@ -192,12 +194,22 @@ def test_cf_eps_raw_collects_eps_runs_and_chooses_each_class_by_the_criterion(tm
           "auroc": {"cf": crit - 0.05}, "aupr": {"cf": 0.99}, "fpr95": {"cf": 0.3},
           "selection": {"values": {"cf": crit}}, "early_stopping": {"models": {"cf": {"best_step": 1000}}}}))
   script = os.path.join(ROOT, "benchmarks", "results", "cf_factors", "eps_raw.py")
-  proc = subprocess.run([sys.executable, script, f"--runs={runs}", f"--table1={table1}", f"--collect={tmp_path / 'root'}"],
+  base = [sys.executable, script, f"--runs={runs}", f"--table1={table1}"]
+  proc = subprocess.run(base + [f"--collect={tmp_path / 'root'}", "--from_table1"],
                         capture_output=True, text=True, cwd=ROOT, timeout=120)
   assert proc.returncode == 0, proc.stderr
   lines = [json.loads(line) for line in runs.read_text().splitlines()]
-  assert len(lines) == 6 and {line["best_step"] for line in lines} == {1000}
+  assert len(lines) == 8 and sorted(line["eps"] for line in lines if line["best_step"] is None) == [100.0, 100.0]
   # deer: eps 500 has the highest criterion (0.96 > 0.95 of eps 100); dog: eps 100 (0.95) beats 0.90-0.92.
   assert 'RAW_CF_EPS = {"deer": 500.0, "dog": 100.0}' in proc.stdout
   deer = next(line for line in proc.stdout.splitlines() if line.startswith("| deer |"))
   assert deer == "| deer | 95.00 / 90.00 | 96.00 / 91.00 | 94.00 / 89.00 | 93.00 / 88.00 | 500 | +1.00 | 91.00 | 1.00 |"
+  assert table1.read_text() == "".join(json.dumps(line) + "\n" for line in table1_lines)   # untouched so far
+  # --to_table1: deer's seed-0 line becomes its eps-500 run; dog (eps 100 chosen) and deer's seed 1 stay.
+  proc = subprocess.run(base + ["--to_table1"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  after = [json.loads(line) for line in table1.read_text().splitlines()]
+  assert after[0] == {**table1_lines[0], "sweep": "cf_eps_raw", "auroc": 0.91, "aupr": 0.99, "fpr95": 0.3,
+                      "criterion": 0.96, "eps": 500.0}
+  assert after[1:] == table1_lines[1:]
+  assert "# 1 seed-0 CF lines" in proc.stdout
