@@ -186,8 +186,9 @@ def sweep(add):
     python -m cnf_jax.sweep --config=configs/oneclass.py --workdir=/tmp/cnf/oneclass_table
     python -m cnf_jax.report --workdir=/tmp/cnf/oneclass_table
 
-  The runs differ only in data.inlier_class and seed, so the sweep (--vmap, its default)
-  trains each of their models as one program (cnf_jax/experiments/sweep.py).
+  The runs differ only in data.inlier_class and seed (with ",raw" also in each class's baseline
+  knobs and CF eps), so the sweep (--vmap, its default) trains each of their models as one program
+  (cnf_jax/experiments/sweep.py).
   """
   for seed in range(3):
     for name in CIFAR10_CLASSES:

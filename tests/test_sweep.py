@@ -71,6 +71,11 @@ def test_declared_sweeps():
                                                            "--config.seed=2"]
   # The ten classes x three seeds differ only in data and seed: one program.
   assert sweep.group_runs([r.config(_module("oneclass"), "runlocal") for r in runs]) == [list(range(30))]
+  # Under ",raw" each class also has its own baseline knobs and CF eps: still one program, since
+  # baselines are fitted per run after training and eps is an argument of the vmapped step.
+  raw = [r.config(_module("oneclass"), "raw,runlocal") for r in runs]
+  assert len({(c.baselines.knn_k, c.objective.eps) for c in raw}) > 1
+  assert sweep.group_runs(raw) == [list(range(30))]
 
 
 def test_declared_sweep_errors():

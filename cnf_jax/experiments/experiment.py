@@ -346,7 +346,7 @@ def trains_models(config: ml_collections.ConfigDict) -> bool:
 
 def train_and_evaluate_many(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
                             wait: bool = False) -> List[dict]:
-  """Runs that may differ only in seed, data and objective.eps (see `sweep.check_shared`),
+  """Runs that may differ only in seed, data, baselines and objective.eps (see `sweep.check_shared`),
   trained as one program per model; returns each run's results dict. Each workdir ends up
   as its separate run leaves it.
 

@@ -1,9 +1,9 @@
 """Many independent runs as one compiled program: `jax.vmap` over parameters and data.
 
 Runs the sweep declared next to a config (`sweep(add)`, see
-`config_lib.declared_sweep`). Runs that differ only in `seed`, `data.*` and
-`objective.eps` (e.g. the ten CIFAR-10 classes x three seeds of Table 1) share the
-flow, the optimiser and the batch shapes, so they train as one program per model
+`config_lib.declared_sweep`). Runs that differ only in `seed`, `data.*`, `baselines.*` and
+`objective.eps` (e.g. the ten CIFAR-10 classes x three seeds of Table 1, each class with its own
+baseline knobs under `,raw`) share the flow, the optimiser and the batch shapes, so they train as one program per model
 (`experiment.train_and_evaluate_many`, `training.loop.fit_models` with N models).
 Runs that differ in anything else form separate groups, each one program.
 
@@ -28,8 +28,9 @@ from cnf_jax.training import progress
 logger = logging.getLogger(__name__)
 
 # Config sections (or dotted keys) that may differ between runs trained as one program:
-# host-side data and seeds, and the clamp eps (a traced argument of the vmapped step).
-PER_RUN_KEYS = ("seed", "data", "objective.eps")
+# host-side data and seeds, the baselines (fitted per run after training, from the run's own
+# config) and the clamp eps (a traced argument of the vmapped step).
+PER_RUN_KEYS = ("seed", "data", "baselines", "objective.eps")
 
 
 def shared_signature(config: ml_collections.ConfigDict) -> str:
