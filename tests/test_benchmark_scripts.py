@@ -145,6 +145,14 @@ def test_table1_seeds_collects_sweep_roots_into_runs_jsonl_and_tables_each_metho
   assert row("KDE").startswith("| KDE | 70.00 | 70.00 |") and row("KDE").endswith("| 70.00 | 1 | 70.00 | - |")
   assert row("CF - Flow") == "| CF - Flow | 2 | +7.73 | 10 of 10 | +7.50 | +5.00 (10/10), +10.45 (10/10) |"
   assert row("CF - KDE") == "| CF - KDE | 1 | +20.00 | 10 of 10 | +20.00 | +20.00 (10/10) |"
+  assert table[-1] == "CF is first on 20 of 20 class-seed cells."   # CF's complete seeds: 0 and 1
+  # A cell where another method leads is named with its margin.
+  for r in rows:
+    if (r["class"], r["seed"], r["method"]) == ("truck", 1, "flow"):
+      r["auroc"] = 0.95
+  runs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert _seeds(f"--runs={runs}").splitlines()[-1] == (
+      "CF is first on 19 of 20 class-seed cells; elsewhere: Flow on truck seed 1 (+4.10).")
 
 
 def test_kde_speed_times_both_kdes_and_finds_them_equal_near_the_data():

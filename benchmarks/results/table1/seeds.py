@@ -5,7 +5,8 @@ kept in runs.jsonl, so the table over seeds is built from that file, not from th
 
   # add the finished runs of sweep roots to runs.jsonl (a line already there is replaced):
   python benchmarks/results/table1/seeds.py --runs=<dir>/runs.jsonl --collect=<W>/flows --collect=<W>/baselines
-  # print the markdown tables: mean over each method's complete seeds per class, mean per seed, CF - X:
+  # print the markdown tables: mean over each method's complete seeds per class, mean per seed, CF - X,
+  # and the class-seed cells where CF is not first:
   python benchmarks/results/table1/seeds.py --runs=<dir>/runs.jsonl
 """
 import glob
@@ -99,7 +100,26 @@ def tables(rows: List[dict]) -> str:
         per_seed.append(f"{d.mean():+.2f} ({(d > 0).sum()}/10)")
       out.append(f"| CF - {METHOD_LABELS[m]} | {len(both)} | {diff.mean():+.2f} | {(diff > 0).sum()} of 10 | "
                  f"{diff.min():+.2f} | " + ", ".join(per_seed) + " |")
+    out += ["", first_cells(auroc, methods, complete["cf"])]
   return "\n".join(out)
+
+
+def first_cells(auroc: Dict[Key, float], methods: List[str], seeds: List[int]) -> str:
+  """Which method has the highest AUROC in each (class, seed) cell of CF's complete seeds, among
+  the methods that have that cell; for the others, by how much they lead CF."""
+  leads = {}
+  for s in seeds:
+    for c in CLASSES:
+      have = [m for m in methods if (c, s, m) in auroc]
+      best = max(have, key=lambda m: auroc[c, s, m])
+      if best != "cf":
+        leads[c, s] = (best, auroc[c, s, best] - auroc[c, s, "cf"])
+  n = len(seeds) * len(CLASSES)
+  text = f"CF is first on {n - len(leads)} of {n} class-seed cells"
+  if leads:
+    text += "; elsewhere: " + ", ".join(f"{METHOD_LABELS[m]} on {c} seed {s} (+{d:.2f})"
+                                       for (c, s), (m, d) in sorted(leads.items(), key=lambda kv: (kv[0][1], kv[0][0])))
+  return text + "."
 
 
 def main(argv: Sequence[str]) -> None:
