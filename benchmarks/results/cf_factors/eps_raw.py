@@ -83,7 +83,7 @@ def from_table1(path: str, table1: List[dict]) -> int:
   by_run = {r["run"]: r for r in read_lines(path)}
   new = [{"run": f"{r['class']}-seed=0", "setting": "", "inlier_class": r["class"], "seed": 0,
           "criterion": round(100 * r["criterion"], 4),
-          **{m: round(100 * r[m], 4) for m in ("auroc", "aupr", "fpr95")},  # as kept there: no ties made by rounding
+          **{m: round(100 * r[m], 4) for m in ("auroc", "aupr", "fpr95")},  # full precision: 0.01 % would tie candidates
           "best_step": None, "eps": TABLE1_EPS, "features": FEATURES}
          for r in table1 if r["seed"] == 0 and r["method"] == "cf" and r.get("eps") == TABLE1_EPS]
   added = [r for r in new if r["run"] not in by_run]
