@@ -3,8 +3,9 @@
 Runs the sweep declared next to a config (`sweep(add)`, see
 `config_lib.declared_sweep`). Runs that differ only in `seed`, `data.*`, `baselines.*` and
 `objective.eps` (e.g. the ten CIFAR-10 classes x three seeds of Table 1, each class with its own
-baseline knobs under `,raw`) share the flow, the optimiser and the batch shapes, so they train as one program per model
-(`experiment.train_and_evaluate_many`, `training.loop.fit_models` with N models).
+baseline knobs under `,raw`) share the flow, the optimiser and the batch shapes, so they train
+as one program per model (`experiment.train_and_evaluate_many`, `training.loop.fit_models` with
+N models).
 Runs that differ in anything else form separate groups, each one program.
 
 Every run keeps its own workdir, checkpoints, metrics.jsonl, scores.npz and

@@ -144,17 +144,18 @@ def main(argv):
     print(f"| {name} | {cells} | {eps:g} | {gain:+.2f} | {s.oracle.test_auroc * 100:.2f} | {rho} |")
     rows.append({"class": name, "chosen_eps": eps, "chosen_auroc": s.chosen.test_auroc,
                  "eps100_auroc": cands[0].test_auroc, "oracle_auroc": s.oracle.test_auroc, "rho": s.rho})
+  chosen_eps = {r["class"]: r["chosen_eps"] for r in rows}
   if rows:
     mean = lambda k: 100 * np.mean([r[k] for r in rows])
     rhos = [r["rho"] for r in rows if r["rho"] is not None]
     print(f"\n{len(rows)} classes: chosen {mean('chosen_auroc'):.2f}, eps 100 {mean('eps100_auroc'):.2f} "
           f"({mean('chosen_auroc') - mean('eps100_auroc'):+.2f}), oracle {mean('oracle_auroc'):.2f}; "
           f"mean rho {np.mean(rhos):.2f} over {len(rhos)} classes")
-    print("RAW_CF_EPS =", json.dumps({r["class"]: r["chosen_eps"] for r in rows}))
+    print("RAW_CF_EPS =", json.dumps(chosen_eps))
   for r in rows:
     print(json.dumps(r))
   if FLAGS.to_table1:
-    replaced = to_table1(FLAGS.table1, runs, {r["class"]: r["chosen_eps"] for r in rows})
+    replaced = to_table1(FLAGS.table1, runs, chosen_eps)
     print(f"# {replaced} seed-0 CF lines of {FLAGS.table1} are now the chosen-eps runs")
 
 
